@@ -1,0 +1,65 @@
+"""Time helpers: every timestamp on the wire is an ISO 8601 string in UTC."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def to_iso(value: datetime) -> str:
+    """Render a datetime as ISO 8601 in UTC with a 'Z' suffix (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: object) -> datetime:
+    """Parse an ISO 8601 string (with or without zone, 'Z' accepted) or epoch seconds/milliseconds.
+
+    A value without a zone is taken as UTC. Raises ValueError with the offending value on anything else.
+    """
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, bool):
+        raise ValueError(f"expected a time, got {value!r}")
+    if isinstance(value, (int, float)):
+        return _from_epoch(float(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("expected a time, got an empty string")
+        try:
+            return _from_epoch(float(text))
+        except ValueError:
+            pass
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"expected an ISO 8601 time, got {value!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise ValueError(f"expected a time, got {type(value).__name__}")
+
+
+def _from_epoch(seconds: float) -> datetime:
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a time, got {seconds!r}")
+    if seconds > 1e11:  # milliseconds since the epoch
+        seconds /= 1000.0
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def seconds_until(when: datetime, now: datetime | None = None) -> float:
+    """Seconds from now (or the given instant) until `when`; negative when it is past."""
+    return (when - (now or utcnow())).total_seconds()
+
+
+__all__ = ["UTC", "utcnow", "to_iso", "parse_time", "seconds_until", "timedelta"]
