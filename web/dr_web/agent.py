@@ -1,0 +1,95 @@
+"""dr.web: serves the Flask status page and REST API on gevent's WSGI server inside a VOLTTRON agent."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from gevent.pywsgi import WSGIServer
+from volttron.client.vip.agent import RPC, Agent, Core
+from volttron.utils import load_config
+from volttron.utils.commands import vip_main
+
+from dr_common import topics
+from dr_web import __version__
+from dr_web.app import create_app
+from dr_web.config import ConfigError, WebConfig
+from dr_web.livestate import LiveState
+
+_log = logging.getLogger(__name__)
+
+
+class WebAgent(Agent):
+    def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        install_config = load_config(config_path) if config_path else {}
+        self.config_error: str | None = None
+        self.web_config = WebConfig()
+        self.live = LiveState()
+        self.server: WSGIServer | None = None
+        self._subscribed = False
+        self.vip.config.set_default("config", install_config)
+        self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern="config")
+
+    def _on_config(self, config_name: str, action: str, contents: Any) -> None:
+        try:
+            config = WebConfig.from_mapping(contents)
+        except ConfigError as exc:
+            self.config_error = str(exc)
+            _log.error("dr.web: bad configuration, keeping the previous one: %s", exc)
+            return
+        self.config_error = None
+        self.web_config = config
+        self.live = LiveState(history_len=config.telemetry_history)
+        self._serve()
+
+    def _serve(self) -> None:
+        if self.server is not None:
+            self.server.stop(timeout=2)
+            self.server = None
+        app = create_app(self.web_config, self.live, self.health)
+        self.server = WSGIServer((self.web_config.host, self.web_config.port), app, log=None)
+        try:
+            self.server.start()
+        except OSError as exc:
+            self.config_error = f"cannot listen on {self.web_config.host}:{self.web_config.port}: {exc}"
+            _log.error("dr.web: %s", self.config_error)
+            self.server = None
+            return
+        _log.info("dr.web: serving on http://%s:%s/", self.web_config.host, self.server.server_port)
+
+    @Core.receiver("onstart")
+    def onstart(self, sender: Any, **kwargs: Any) -> None:
+        if not self._subscribed:
+            self.vip.pubsub.subscribe("pubsub", topics.BUS_TELEMETRY_PREFIX, self._on_telemetry)
+            self._subscribed = True
+
+    @Core.receiver("onstop")
+    def onstop(self, sender: Any, **kwargs: Any) -> None:
+        if self.server is not None:
+            self.server.stop(timeout=2)
+            self.server = None
+
+    def _on_telemetry(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
+        if not self.live.on_telemetry(message):
+            _log.warning("dr.web: dropped telemetry on %s: %s", topic, self.live.last_error)
+
+    @RPC.export
+    def health(self) -> dict[str, Any]:
+        port = self.server.server_port if self.server is not None else None
+        return {"identity": self.core.identity, "ok": self.config_error is None and self.server is not None,
+                "configError": self.config_error, "url": f"http://{self.web_config.host}:{port}/" if port else None,
+                "version": __version__, **self.live.counters()}
+
+    @RPC.export
+    def latest_telemetry(self) -> dict[str, Any]:
+        return dict(self.live.latest)
+
+
+def main() -> None:
+    vip_main(WebAgent, version=__version__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
