@@ -83,7 +83,10 @@ site_pids() {
   vhome=$(site_home "$1")
   for f in $(grep -zlxF "VOLTTRON_HOME=$vhome" /proc/[0-9]*/environ 2>/dev/null); do
     pid=${f#/proc/}; pid=${pid%/environ}
-    [ "$pid" = "$$" ] || [ "$pid" = "$BASHPID" ] || echo "$pid"
+    # leave out this shell and its own command-substitution subshells (they inherit the caller's environment)
+    [ "$pid" = "$$" ] && continue
+    [ "$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)" = "$$" ] && continue
+    kill -0 "$pid" 2>/dev/null && echo "$pid"
   done
 }
 

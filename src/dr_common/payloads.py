@@ -118,7 +118,8 @@ class Command:
             out["test"] = True
         if self.circuits:
             out["circuits"] = list(self.circuits)
-        out["issuedAt"] = to_iso(self.issued_at or utcnow())
+        if self.issued_at is not None:
+            out["issuedAt"] = to_iso(self.issued_at)
         return out
 
 

@@ -63,7 +63,8 @@ class SitePlatform:
         self.site = site
         self.repo = repo or repo_root()
         self.scripts = self.repo / "scripts"
-        self.env = dict(os.environ, VDR_SITE=site)
+        self.env = {k: v for k, v in os.environ.items() if k != "VOLTTRON_HOME"}
+        self.env["VDR_SITE"] = site
         self.state = Path(self._shell("echo $VDR_STATE").strip())
         self.site_dir = self.state / "sites" / site
         self.home = self.site_dir / "vhome"
