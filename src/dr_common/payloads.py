@@ -150,6 +150,9 @@ ACK_DATA_FIELDS = (
     _kw("targetKw", "target"),
     _kw("acceptedReduceKw", "acceptedReductionKw", "acceptedKw", "accepted"),
     Field("until", "time", aliases=("endTime", "end")),
+    Field("optOut", "bool", aliases=("optedOut",)),
+    Field("overrides", "strlist"),
+    Field("detail", "str", max_length=2000),
 )
 
 
@@ -165,6 +168,9 @@ class Ack:
     until: datetime | None = None
     error: str | None = None
     ts: datetime | None = None
+    opt_out: bool = False  # the VEN has opted out of this event (data.optOut)
+    overrides: list[str] = field(default_factory=list)  # loads the site owner has taken out (data.overrides)
+    detail: str | None = None  # a human note, e.g. why acceptedReduceKw is below targetKw (data.detail)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -183,7 +189,8 @@ class Ack:
         return cls(correlation_id=values["correlationId"], ok=values["ok"], op=values.get("op"),
                    ven_id=values.get("venId"), event_id=values.get("eventId"), target_kw=data.get("targetKw"),
                    accepted_reduce_kw=data.get("acceptedReduceKw"), until=data.get("until"),
-                   error=values.get("error"), ts=values.get("ts"), extra=extra)
+                   error=values.get("error"), ts=values.get("ts"), opt_out=data.get("optOut", False),
+                   overrides=data.get("overrides", []), detail=data.get("detail"), extra=extra)
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"correlationId": self.correlation_id, "op": self.op, "ok": self.ok,
@@ -195,6 +202,12 @@ class Ack:
         if self.ok:
             out["data"] = {"targetKw": self.target_kw, "acceptedReduceKw": self.accepted_reduce_kw,
                            "until": iso_or_none(self.until)}
+            if self.opt_out:
+                out["data"]["optOut"] = True
+            if self.overrides:
+                out["data"]["overrides"] = list(self.overrides)
+            if self.detail:
+                out["data"]["detail"] = self.detail
         else:
             out["error"] = self.error
         return out
