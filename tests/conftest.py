@@ -26,3 +26,26 @@ def pytest_sessionfinish(session, exitstatus):
         for report in skipped:
             reporter.write_line(f"CI=true: skipped test counts as a failure: {report.nodeid} {report.longrepr}")
         session.exitstatus = 1
+
+
+FIGURES: list[tuple[str, str]] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if FIGURES:
+        terminalreporter.section("measured figures")
+        for label, text in FIGURES:
+            terminalreporter.write_line(f"{label}: {text}")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def figure():
+    """Record a measured figure; every figure is printed in the run's summary (CI logs show them)."""
+
+    def add(label: str, text: str) -> None:
+        FIGURES.append((label, text))
+
+    return add

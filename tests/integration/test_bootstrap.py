@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_second_bootstrap_changes_nothing(vplatform):
+def test_second_bootstrap_changes_nothing(vplatform, figure):
     state = vplatform.plat.state
     freeze = lambda: subprocess.run([str(state / "venv" / "bin" / "python"), "-I", "-B", "-m", "pip", "freeze",  # noqa: E731
                                      "--all"], capture_output=True, text=True, check=True).stdout
@@ -18,7 +18,7 @@ def test_second_bootstrap_changes_nothing(vplatform):
     t0 = time.monotonic()
     run = subprocess.run([str(vplatform.repo / "scripts" / "bootstrap")], capture_output=True, text=True, timeout=300)
     seconds = time.monotonic() - t0
-    print(f"\nsecond bootstrap: {seconds:.1f} s")
+    figure("second scripts/bootstrap", f"{seconds:.1f} s, environment unchanged")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "already installed" in run.stdout
     assert freeze() == before

@@ -26,9 +26,10 @@ def web_agent(vplatform):
     return vplatform
 
 
-def test_platform_started_quickly(vplatform):
-    assert vplatform.start_seconds < 10, f"platform start took {vplatform.start_seconds:.1f} s"
-    assert "No installed Agents" in vplatform.vctl("status", check=False) or vplatform.agents() is not None
+def test_platform_started_quickly(vplatform, figure):
+    figure("platform start (session site, first start incl. seeding)", f"{vplatform.start_seconds:.1f} s")
+    assert vplatform.start_seconds < 30, f"first platform start took {vplatform.start_seconds:.1f} s"
+    assert vplatform.plat.is_running()
 
 
 def test_agent_installed_with_vctl_is_running_with_its_tag(web_agent):
@@ -89,7 +90,7 @@ def test_reinstall_is_idempotent(web_agent):
     assert list(web_agent.agents()).count(topics.WEB_IDENTITY) == 1
 
 
-def test_second_site_side_by_side_start_and_stop_times(vplatform):
+def test_second_site_side_by_side_start_and_stop_times(vplatform, figure):
     """scripts/platform: another site starts beside the session's in under 10 s, on its own VIP address,
     and `stop` leaves no process of it in under 5 s."""
     repo = vplatform.repo
@@ -115,8 +116,8 @@ def test_second_site_side_by_side_start_and_stop_times(vplatform):
         t0 = time.monotonic()
         stopped = run("stop")
         stop2_s = time.monotonic() - t0
-        print(f"\nside site: first start {start_s:.1f} s (incl. seeding), stop {stop_s:.1f} s, "
-              f"start {restart_s:.1f} s, stop {stop2_s:.1f} s")
+        figure("scripts/platform, second site", f"first start {start_s:.1f} s (incl. seeding), stop {stop_s:.1f} s, "
+               f"start {restart_s:.1f} s, stop {stop2_s:.1f} s")
         assert stopped.returncode == 0 and "no process left" in stopped.stdout
         assert restart_s < 10 and stop_s < 5 and stop2_s < 5
         assert run("status").returncode == 3
