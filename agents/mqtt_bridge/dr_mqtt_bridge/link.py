@@ -1,0 +1,166 @@
+"""The MQTT side of the bridge: one paho-mqtt 2 client with its network thread.
+
+Everything paho reports (connected, disconnected, message, PUBACK) is handed to the hub through a `HubInbox`;
+the only work done in paho's thread is re-subscribing and the birth message right after each CONNACK, which
+are paho's own calls. Publishing from the hub thread is paho's documented thread-safe path (the packet is
+queued and paho's thread is woken to write it), so the hub never waits on the socket.
+
+Inside a VOLTTRON agent gevent has patched `socket` and `ssl`; paho's thread is a real OS thread, so it gets
+the unpatched socket and SSL implementations here and never touches a gevent hub.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket as _socket_module
+import ssl as _ssl_module
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from gevent import monkey
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from dr_mqtt_bridge.config import BrokerConfig, TlsConfig
+
+_log = logging.getLogger(__name__)
+
+_native_create_connection = monkey.get_original("socket", "create_connection")
+_NativeSSLContext = monkey.get_original("ssl", "SSLContext")
+
+EV_CONNECTED = "connected"
+EV_CONNECT_FAILED = "connect_failed"
+EV_DISCONNECTED = "disconnected"
+EV_MESSAGE = "message"
+EV_PUBACK = "puback"
+
+
+class Inbox(Protocol):
+    def put(self, item: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Birth:
+    """A retained status message: `online` payload published at each connect, `offline` as the last will."""
+
+    topic: str
+    online: bytes
+    offline: bytes
+    qos: int
+    retain: bool
+
+
+class _NativeSocketClient(mqtt.Client):
+    """A paho client whose TCP sockets are the interpreter's own, whatever gevent has patched."""
+
+    def _create_socket_connection(self) -> _socket_module.socket:  # paho 2.x hook
+        if self._get_proxy():
+            return super()._create_socket_connection()
+        return _native_create_connection((self._host, self._port), timeout=self._connect_timeout)
+
+
+def build_ssl_context(tls: TlsConfig) -> _ssl_module.SSLContext:
+    """Server verification against `ca_file` (or the system store), optional client certificate (mutual TLS)
+    and optional ALPN protocols (AWS IoT Core on port 443 wants `x-amzn-mqtt-ca`)."""
+    ctx = _NativeSSLContext(_ssl_module.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = _ssl_module.TLSVersion.TLSv1_2
+    if tls.ca_file:
+        ctx.load_verify_locations(cafile=tls.ca_file)
+    else:
+        ctx.load_default_certs()
+    if tls.cert_file and tls.key_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file, password=tls.key_password)
+    if tls.alpn:
+        ctx.set_alpn_protocols(list(tls.alpn))
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = _ssl_module.CERT_NONE
+    return ctx
+
+
+class MqttLink:
+    def __init__(self, broker: BrokerConfig, inbox: Inbox, subscriptions: list[tuple[str, int]],
+                 birth: Birth | None = None) -> None:
+        self.broker = broker
+        self._inbox = inbox
+        self._subscriptions = list(subscriptions)
+        self._birth = birth
+        client = _NativeSocketClient(CallbackAPIVersion.VERSION2, client_id=broker.client_id,
+                                     clean_session=broker.clean_session, protocol=mqtt.MQTTv311,
+                                     reconnect_on_failure=True)
+        client.enable_logger(logging.getLogger("dr_mqtt_bridge.paho"))
+        client.max_inflight_messages_set(broker.max_inflight)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)  # type: ignore[arg-type]
+        client.connect_timeout = broker.connect_timeout_s
+        if broker.username is not None:
+            client.username_pw_set(broker.username, broker.password)
+        if broker.tls is not None:
+            client.tls_set_context(build_ssl_context(broker.tls))
+            if broker.tls.insecure:
+                client.tls_insecure_set(True)
+        if birth is not None:
+            client.will_set(birth.topic, birth.offline, qos=birth.qos, retain=birth.retain)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._client = client
+        self._started = False
+
+    # --- hub thread ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background (paho's thread retries with capped backoff until stopped)."""
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
+        self._client.loop_start()
+        self._started = True
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> tuple[int, int]:
+        """Queue one message with paho; returns (rc, mid). QoS>0 messages stay with paho until acknowledged,
+        across reconnects, even when the connection is down right now (rc MQTT_ERR_NO_CONN)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return int(info.rc), info.mid
+
+    def is_connected(self) -> bool:
+        return self._client.is_connected()
+
+    # --- paho's thread ---------------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._inbox.put((EV_CONNECT_FAILED, str(reason)))
+            return
+        if self._subscriptions:
+            client.subscribe(self._subscriptions)
+        if self._birth is not None:
+            client.publish(self._birth.topic, self._birth.online, qos=self._birth.qos, retain=self._birth.retain)
+        self._inbox.put((EV_CONNECTED, bool(flags.session_present)))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._inbox.put((EV_CONNECT_FAILED, "cannot reach the broker"))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._inbox.put((EV_DISCONNECTED, str(reason)))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put((EV_MESSAGE, message.topic, message.payload))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        self._inbox.put((EV_PUBACK, mid))
+
+
+def status_payload(ven_id: str, online: bool) -> bytes:
+    """The seeds' `ven/status/<venId>` payload (the receiver stamps the time)."""
+    return json.dumps({"venId": ven_id, "online": online}, separators=(",", ":")).encode()
+
+
+NO_CONN = int(MQTTErrorCode.MQTT_ERR_NO_CONN)
+SUCCESS = int(MQTTErrorCode.MQTT_ERR_SUCCESS)
