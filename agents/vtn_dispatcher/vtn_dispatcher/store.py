@@ -1,0 +1,300 @@
+"""The VTN's durable state on SQLAlchemy 2 (Core): SQLite by default, PostgreSQL when given a URL.
+
+One code path for both; the schema is created on open. Times are float epoch seconds (UTC). Writes of one
+logical change (an event with its participants and commands, an ack batch) happen in one transaction.
+
+Tables: vens, events, participants (one VEN in one event), commands (every command with its send and
+ack bookkeeping), acks (every ack received, with its response time), telemetry (every telemetry summary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import (Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine,
+                        event as sa_event, select)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from vtn_dispatcher.model import OPEN_STATUSES, CommandRecord, Event, Participant, Ven
+
+_log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+vens_table = Table(
+    "vtn_vens", metadata,
+    Column("ven_id", String(64), primary_key=True),
+    Column("name", String(200)), Column("site", String(200)), Column("group_name", String(200)),
+    Column("max_shed_kw", Float), Column("transport", String(16), nullable=False),
+    Column("registered_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
+    Column("last_seen", Float), Column("reported_online", Boolean), Column("available_kw", Float),
+    Column("used_kw", Float), Column("shed_kw", Float), Column("telemetry_ts", Float),
+    Column("telemetry_event_id", String(128)),
+)
+
+events_table = Table(
+    "vtn_events", metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("program_id", String(256)), Column("name", String(200)),
+    Column("signal", String(32), nullable=False), Column("level", Integer),
+    Column("requested_kw", Float, nullable=False),
+    Column("start_ts", Float, nullable=False), Column("end_ts", Float, nullable=False),
+    Column("ramp_up_s", Float, nullable=False), Column("randomize_s", Float, nullable=False),
+    Column("priority", Integer, nullable=False), Column("test", Boolean, nullable=False),
+    Column("ven_ids", Text, nullable=False), Column("groups", Text, nullable=False),
+    Column("status", String(16), nullable=False), Column("modification_number", Integer, nullable=False),
+    Column("created_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Index("ix_vtn_events_status", "status"), Index("ix_vtn_events_start", "start_ts"),
+)
+
+participants_table = Table(
+    "vtn_participants", metadata,
+    Column("event_id", String(128), primary_key=True), Column("ven_id", String(64), primary_key=True),
+    Column("state", String(16), nullable=False), Column("allocated_kw", Float, nullable=False),
+    Column("accepted_kw", Float), Column("capped", Boolean, nullable=False), Column("offset_s", Float, nullable=False),
+    Column("revision", Integer, nullable=False), Column("delivered_kw", Float), Column("delivered_at", Float),
+    Column("restore_sent", Boolean, nullable=False),
+)
+
+commands_table = Table(
+    "vtn_commands", metadata,
+    Column("correlation_id", String(300), primary_key=True),
+    Column("event_id", String(128), nullable=False), Column("ven_id", String(64), nullable=False),
+    Column("op", String(16), nullable=False), Column("modification_number", Integer, nullable=False),
+    Column("requested_kw", Float, nullable=False), Column("start_ts", Float), Column("until_ts", Float),
+    Column("priority", Integer, nullable=False), Column("test", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False), Column("first_sent_at", Float), Column("last_sent_at", Float),
+    Column("attempts", Integer, nullable=False), Column("next_retry_at", Float), Column("acked_at", Float),
+    Column("ack_ok", Boolean), Column("accepted_kw", Float), Column("error", Text), Column("response_ms", Float),
+    Column("active", Boolean, nullable=False),
+    Index("ix_vtn_commands_event", "event_id"),
+)
+
+acks_table = Table(
+    "vtn_acks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", Float, nullable=False), Column("correlation_id", String(300), nullable=False),
+    Column("ven_id", String(64)), Column("event_id", String(128)), Column("op", String(16)),
+    Column("ok", Boolean, nullable=False), Column("target_kw", Float), Column("accepted_kw", Float),
+    Column("error", Text), Column("ack_ts", Float), Column("response_ms", Float),
+    Column("outcome", String(16), nullable=False),  # recorded | duplicate | unknown
+    Index("ix_vtn_acks_event", "event_id"),
+)
+
+telemetry_table = Table(
+    "vtn_telemetry", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ven_id", String(64), nullable=False), Column("ts", Float, nullable=False),
+    Column("received_at", Float, nullable=False), Column("event_id", String(128)),
+    Column("used_kw", Float), Column("shed_kw", Float), Column("requested_kw", Float),
+    Column("baseline_kw", Float), Column("available_kw", Float),
+    Index("ix_vtn_telemetry_ven_ts", "ven_id", "ts"), Index("ix_vtn_telemetry_event", "event_id"),
+)
+
+
+@dataclass(frozen=True)
+class AckRow:
+    received_at: float
+    correlation_id: str
+    ven_id: str | None
+    event_id: str | None
+    op: str | None
+    ok: bool
+    target_kw: float | None
+    accepted_kw: float | None
+    error: str | None
+    ack_ts: float | None
+    response_ms: float | None
+    outcome: str
+
+
+@dataclass(frozen=True)
+class TelemetryRow:
+    ven_id: str
+    ts: float
+    received_at: float
+    event_id: str | None
+    used_kw: float | None
+    shed_kw: float | None
+    requested_kw: float | None
+    baseline_kw: float | None
+    available_kw: float | None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def sqlite_url(path: str) -> str:
+    return f"sqlite:///{os.path.abspath(path)}"
+
+
+class Store:
+    """The dr.vtn store. `url` is any SQLAlchemy URL; SQLite and PostgreSQL are the two supported."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False})
+            sa_event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        self.dialect = self.engine.dialect.name
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- writing ---------------------------------------------------------------------------------
+    def _upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        keys = [column.name for column in table.primary_key.columns]
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=keys,
+                                          set_={name: stmt.excluded[name] for name in rows[0] if name not in keys})
+        conn.execute(stmt, list(rows))
+
+    def save(self, *, vens: Iterable[Ven] = (), events: Iterable[Event] = (),
+             participants: Iterable[Participant] = (), commands: Iterable[CommandRecord] = (),
+             acks: Iterable[AckRow] = (), telemetry: Iterable[TelemetryRow] = ()) -> None:
+        """Write everything given in one transaction (upserts for records, inserts for ack/telemetry logs)."""
+        ven_rows = [_ven_row(v) for v in vens]
+        event_rows = [_event_row(e) for e in events]
+        participant_rows = [_participant_row(p) for p in participants]
+        command_rows = [_command_row(c) for c in commands]
+        ack_rows = [a.__dict__ for a in acks]
+        telemetry_rows = [t.__dict__ for t in telemetry]
+        with self.engine.begin() as conn:
+            self._upsert(conn, vens_table, ven_rows)
+            self._upsert(conn, events_table, event_rows)
+            self._upsert(conn, participants_table, participant_rows)
+            self._upsert(conn, commands_table, command_rows)
+            if ack_rows:
+                conn.execute(acks_table.insert(), ack_rows)
+            if telemetry_rows:
+                conn.execute(telemetry_table.insert(), telemetry_rows)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def load_vens(self) -> list[Ven]:
+        with self.engine.connect() as conn:
+            return [_ven_from(row) for row in conn.execute(select(vens_table)).mappings()]
+
+    def load_live_events(self, ended_since: float) -> list[Event]:
+        """Open events, and finished ones that ended at or after `ended_since` (restores may be pending)."""
+        query = select(events_table).where(events_table.c.status.in_(OPEN_STATUSES)
+                                           | (events_table.c.ended_at >= ended_since))
+        with self.engine.connect() as conn:
+            return [_event_from(row) for row in conn.execute(query).mappings()]
+
+    def get_event(self, event_id: str) -> Event | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(events_table).where(events_table.c.event_id == event_id)).mappings().first()
+        return _event_from(row) if row is not None else None
+
+    def list_events(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Event]:
+        query = select(events_table)
+        if status is not None:
+            query = query.where(events_table.c.status == status)
+        query = query.order_by(events_table.c.start_ts.desc(), events_table.c.event_id).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [_event_from(row) for row in conn.execute(query).mappings()]
+
+    def load_participants(self, event_ids: Sequence[str]) -> list[Participant]:
+        if not event_ids:
+            return []
+        query = select(participants_table).where(participants_table.c.event_id.in_(list(event_ids)))
+        with self.engine.connect() as conn:
+            return [Participant(**dict(row)) for row in conn.execute(query).mappings()]
+
+    def load_commands(self, event_ids: Sequence[str]) -> list[CommandRecord]:
+        if not event_ids:
+            return []
+        query = select(commands_table).where(commands_table.c.event_id.in_(list(event_ids)))
+        with self.engine.connect() as conn:
+            return [_command_from(row) for row in conn.execute(query).mappings()]
+
+    def acks(self, event_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(acks_table).order_by(acks_table.c.id)
+        if event_id is not None:
+            query = query.where(acks_table.c.event_id == event_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def telemetry(self, ven_id: str | None = None, event_id: str | None = None,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        query = select(telemetry_table).order_by(telemetry_table.c.ts.desc()).limit(limit)
+        if ven_id is not None:
+            query = query.where(telemetry_table.c.ven_id == ven_id)
+        if event_id is not None:
+            query = query.where(telemetry_table.c.event_id == event_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _ven_row(v: Ven) -> dict[str, Any]:
+    return {"ven_id": v.ven_id, "name": v.name, "site": v.site, "group_name": v.group, "max_shed_kw": v.max_shed_kw,
+            "transport": v.transport, "registered_at": v.registered_at, "updated_at": v.updated_at,
+            "last_seen": v.last_seen, "reported_online": v.reported_online, "available_kw": v.available_kw,
+            "used_kw": v.used_kw, "shed_kw": v.shed_kw, "telemetry_ts": v.telemetry_ts,
+            "telemetry_event_id": v.telemetry_event_id}
+
+
+def _ven_from(row: Any) -> Ven:
+    data = dict(row)
+    data["group"] = data.pop("group_name")
+    return Ven(**data)
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    return {"event_id": e.event_id, "program_id": e.program_id, "name": e.name, "signal": e.signal, "level": e.level,
+            "requested_kw": e.requested_kw, "start_ts": e.start, "end_ts": e.end, "ramp_up_s": e.ramp_up_s,
+            "randomize_s": e.randomize_s, "priority": e.priority, "test": e.test,
+            "ven_ids": json.dumps(e.ven_ids), "groups": json.dumps(e.groups), "status": e.status,
+            "modification_number": e.modification_number, "created_at": e.created_at, "updated_at": e.updated_at,
+            "ended_at": e.ended_at}
+
+
+def _event_from(row: Any) -> Event:
+    return Event(event_id=row["event_id"], start=row["start_ts"], end=row["end_ts"], requested_kw=row["requested_kw"],
+                 signal=row["signal"], level=row["level"], program_id=row["program_id"], name=row["name"],
+                 ven_ids=json.loads(row["ven_ids"]), groups=json.loads(row["groups"]), ramp_up_s=row["ramp_up_s"],
+                 randomize_s=row["randomize_s"], priority=row["priority"], test=bool(row["test"]),
+                 status=row["status"], modification_number=row["modification_number"],
+                 created_at=row["created_at"], updated_at=row["updated_at"], ended_at=row["ended_at"])
+
+
+def _participant_row(p: Participant) -> dict[str, Any]:
+    return {"event_id": p.event_id, "ven_id": p.ven_id, "state": p.state, "allocated_kw": p.allocated_kw,
+            "accepted_kw": p.accepted_kw, "capped": p.capped, "offset_s": p.offset_s, "revision": p.revision,
+            "delivered_kw": p.delivered_kw, "delivered_at": p.delivered_at, "restore_sent": p.restore_sent}
+
+
+def _command_row(c: CommandRecord) -> dict[str, Any]:
+    return {"correlation_id": c.correlation_id, "event_id": c.event_id, "ven_id": c.ven_id, "op": c.op,
+            "modification_number": c.modification_number, "requested_kw": c.requested_kw, "start_ts": c.start,
+            "until_ts": c.until, "priority": c.priority, "test": c.test, "created_at": c.created_at,
+            "first_sent_at": c.first_sent_at, "last_sent_at": c.last_sent_at, "attempts": c.attempts,
+            "next_retry_at": c.next_retry_at, "acked_at": c.acked_at, "ack_ok": c.ack_ok,
+            "accepted_kw": c.accepted_kw, "error": c.error, "response_ms": c.response_ms, "active": c.active}
+
+
+def _command_from(row: Any) -> CommandRecord:
+    data = dict(row)
+    data["start"] = data.pop("start_ts")
+    data["until"] = data.pop("until_ts")
+    return CommandRecord(**data)
