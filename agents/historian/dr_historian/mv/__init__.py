@@ -1,0 +1,1 @@
+"""Measurement and verification: day-matching baselines and per-event performance (no platform import)."""

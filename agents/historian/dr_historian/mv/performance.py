@@ -1,0 +1,299 @@
+"""Per-event performance from the historian's own records.
+
+The event window and the requested kW of each VEN come from the commands the historian recorded (the
+dr_events index: start, end or an earlier restore, latest modification). Each VEN's metered power is its
+telemetry `usedPowerKw`; its self-reported baseline is `baselinePowerKw`. Site meters (`devices/<site>/meter/all`
+point PowerKw, stored as `<site>/meter/PowerKw`) are evaluated over the union of the VEN windows.
+
+For each VEN, the total (sum of the VENs, interval by interval) and each meter, and for each method:
+baseline and actual energy over the event (kWh), average reduction (kW, energy difference over the event
+hours), peak reduction (kW, the largest interval reduction), percent of requested (average reduction over the
+requested kW).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Iterable, Protocol, Sequence
+from zoneinfo import ZoneInfo
+
+from dr_historian.mv import baselines as B
+from dr_historian.mv.calendar import HolidayCalendar
+from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, interval_grid, snap
+from dr_historian.store import EventWindow
+
+FINE_BUCKET_S = 60
+WINDOW_SNAP_S = 60
+
+
+class MvSource(Protocol):
+    def event_windows(self, event_id: str) -> list[EventWindow]: ...
+
+    def events_between(self, start: datetime, end: datetime) -> list[EventWindow]: ...
+
+    def interval_sums(self, topic: str, start: datetime, end: datetime,
+                      period_s: int) -> list[tuple[int, float, int]]: ...
+
+
+@dataclass(frozen=True)
+class MvOptions:
+    methods: tuple[str, ...] = B.METHODS
+    timezone: str = "UTC"
+    interval_minutes: int = 15
+    meter_before_minutes: int = 30
+    lookback_days: int = B.LOOKBACK_DAYS
+    holidays: tuple[date, ...] = ()
+    meter_topics: tuple[str, ...] = ()
+    plot_margin_minutes: int | None = None  # include plot series covering this margin around the event
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def interval_s(self) -> int:
+        return self.interval_minutes * 60
+
+
+def used_power_topic(ven_id: str) -> str:
+    return f"dr/telemetry/{ven_id}/usedPowerKw"
+
+
+def reported_baseline_topic(ven_id: str) -> str:
+    return f"dr/telemetry/{ven_id}/baselinePowerKw"
+
+
+def event_day_set(windows: Iterable[EventWindow], tz: ZoneInfo, exclude_event: str | None = None,
+                  ven_id: str | None = None) -> set[date]:
+    """Local dates touched by event windows (of one VEN, or of any when ven_id is None)."""
+    days: set[date] = set()
+    for w in windows:
+        if w.event_id == exclude_event or w.start is None or (ven_id is not None and w.ven_id != ven_id):
+            continue
+        end = w.effective_end or w.start
+        day = w.start.astimezone(tz).date()
+        last = (end - timedelta(microseconds=1)).astimezone(tz).date() if end > w.start else day
+        while day <= last:
+            days.add(day)
+            day += timedelta(days=1)
+    return days
+
+
+def _energy(grid: Sequence[Window], window: Window, baseline: Sequence[float | None],
+            actual: Sequence[float | None]) -> dict[str, Any]:
+    base_kwh = act_kwh = 0.0
+    reductions = []
+    missing = 0
+    for w, b, a in zip(grid, baseline, actual):
+        start, end = max(w.start, window.start), min(w.end, window.end)
+        if end <= start:
+            continue
+        if b is None or a is None:
+            missing += 1
+            continue
+        hours = (end - start).total_seconds() / 3600.0
+        base_kwh += b * hours
+        act_kwh += a * hours
+        reductions.append(b - a)
+    hours = window.hours
+    if not reductions:
+        return {"baselineKwh": None, "actualKwh": None, "avgReductionKw": None, "peakReductionKw": None,
+                "missingIntervals": missing}
+    return {"baselineKwh": base_kwh, "actualKwh": act_kwh, "avgReductionKw": (base_kwh - act_kwh) / hours,
+            "peakReductionKw": max(reductions), "missingIntervals": missing}
+
+
+def _percent(avg_reduction: float | None, requested: float | None) -> float | None:
+    if avg_reduction is None or not requested:
+        return None
+    return 100.0 * avg_reduction / requested
+
+
+class _Evaluator:
+    def __init__(self, source: MvSource, options: MvOptions) -> None:
+        self.source = source
+        self.options = options
+        self.tz = options.tz
+        self.interval_s = options.interval_s
+        self.bucket_s = bucket_seconds(self.interval_s)
+        self.calendar = HolidayCalendar(options.holidays)
+
+    def series(self, topic: str, start: datetime, end: datetime, bucket_s: int) -> LoadSeries:
+        return LoadSeries(self.source.interval_sums(topic, start, end, bucket_s), bucket_s)
+
+    def evaluate(self, topic: str, window: Window, methods: Sequence[str], event_days: set[date],
+                 requested: float | None, reported_topic: str | None = None) -> dict[str, Any]:
+        """Every method for one meter over one window."""
+        opts = self.options
+        grid = interval_grid(window, self.tz, self.interval_s)
+        margin = timedelta(minutes=opts.plot_margin_minutes or 0)
+        fine_start = min(window.start - timedelta(minutes=opts.meter_before_minutes),
+                         B.adjustment_window(window, self.tz).start, window.start - margin)
+        fine_end = max(window.end, grid[-1].end) + margin
+        fine = self.series(topic, fine_start, fine_end, FINE_BUCKET_S)
+        actual = fine.means([Window(max(w.start, window.start), min(w.end, window.end)) for w in grid])
+        plot_grid = interval_grid(Window(window.start - margin, window.end + margin), self.tz, self.interval_s) \
+            if opts.plot_margin_minutes is not None else None
+        history: LoadSeries | None = None
+        out: dict[str, Any] = {"window": _window_dict(window), "requestedKw": requested, "topic": topic,
+                               "actualKw": actual, "methods": {}}
+        if plot_grid is not None:
+            out["plot"] = {"grid": [w.start.isoformat() for w in plot_grid],
+                           "actualKw": fine.means(plot_grid),
+                           "fine": [[datetime.fromtimestamp(k, ZoneInfo("UTC")).isoformat(), v]
+                                    for k, v in _fine_points(fine, fine_start, fine_end)],
+                           "baselines": {}}
+        for method in methods:
+            try:
+                if method == B.VEN_REPORTED:
+                    if reported_topic is None:
+                        continue
+                    reported = self.series(reported_topic, fine_start, fine_end, FINE_BUCKET_S)
+                    base = reported.means(grid)
+                    detail: dict[str, Any] = {"method": method, "variant": "reported by the VEN"}
+                    if plot_grid is not None:
+                        out["plot"]["baselines"][method] = reported.means(plot_grid)
+                else:
+                    if method == B.METER_BEFORE:
+                        series = fine
+                    else:
+                        if history is None:
+                            lookback = timedelta(days=opts.lookback_days + 2)
+                            history = self.series(topic, window.start - lookback, fine_end, self.bucket_s)
+                        series = history
+                    result = B.compute(method, series, window, self.tz, self.interval_s, event_days, self.calendar,
+                                       opts.lookback_days, opts.meter_before_minutes, grid=grid)
+                    base = result.baseline_kw
+                    detail = result.to_dict()
+                    detail.pop("intervals")
+                    if plot_grid is not None:
+                        plot = B.compute(method, series, window, self.tz, self.interval_s, event_days,
+                                         self.calendar, opts.lookback_days, opts.meter_before_minutes, grid=plot_grid)
+                        out["plot"]["baselines"][method] = plot.baseline_kw
+            except MvError as exc:
+                out["methods"][method] = {"error": str(exc)}
+                continue
+            metrics = _energy(grid, window, base, actual)
+            metrics["percentOfRequested"] = _percent(metrics["avgReductionKw"], requested)
+            metrics["intervals"] = [{"start": w.start.isoformat(), "baselineKw": b, "actualKw": a,
+                                     "reductionKw": None if a is None or b is None else b - a}
+                                    for w, b, a in zip(grid, base, actual)]
+            metrics["baseline"] = detail
+            if all(b is None for b in base):
+                metrics["error"] = "; ".join(detail.get("notes", [])) or "no baseline"
+            out["methods"][method] = metrics
+        return out
+
+
+def _fine_points(series: LoadSeries, start: datetime, end: datetime) -> list[tuple[int, float]]:
+    step = series.bucket_s
+    first = int(start.timestamp()) // step * step
+    points = []
+    for key in range(first, int(end.timestamp()), step):
+        value = series.mean(datetime.fromtimestamp(key, ZoneInfo("UTC")),
+                            datetime.fromtimestamp(key + step, ZoneInfo("UTC")))
+        if value is not None:
+            points.append((key, value))
+    return points
+
+
+def _window_dict(window: Window) -> dict[str, str]:
+    return {"start": window.start.isoformat(), "end": window.end.isoformat()}
+
+
+def _sum_runs(runs: list[dict[str, Any]], union: Window, grid: Sequence[Window], method: str) -> dict[str, Any]:
+    """Interval-by-interval sum of several VENs' baselines and actuals for one method."""
+    base_by_start: dict[datetime, float] = {}
+    act_by_start: dict[datetime, float] = {}
+    complete: dict[datetime, bool] = {}
+    for run in runs:
+        metrics = run["methods"].get(method)
+        if metrics is None or "intervals" not in metrics:
+            continue
+        for row in metrics["intervals"]:
+            start = datetime.fromisoformat(row["start"])
+            if row["baselineKw"] is None or row["actualKw"] is None:
+                complete[start] = False
+                continue
+            base_by_start[start] = base_by_start.get(start, 0.0) + row["baselineKw"]
+            act_by_start[start] = act_by_start.get(start, 0.0) + row["actualKw"]
+            complete.setdefault(start, True)
+    base = [base_by_start.get(w.start) if complete.get(w.start) else None for w in grid]
+    act = [act_by_start.get(w.start) if complete.get(w.start) else None for w in grid]
+    metrics = _energy(grid, union, base, act)
+    metrics["intervals"] = [{"start": w.start.isoformat(), "baselineKw": b, "actualKw": a,
+                             "reductionKw": None if a is None or b is None else b - a}
+                            for w, b, a in zip(grid, base, act)]
+    return metrics
+
+
+def event_performance(source: MvSource, event_id: str, options: MvOptions | None = None) -> dict[str, Any]:
+    """Baselines and performance of one event for each VEN, their total and each configured site meter."""
+    options = options or MvOptions()
+    for method in options.methods:
+        if method not in B.METHODS:
+            raise MvError(f"unknown method {method!r}; known: {', '.join(B.METHODS)}")
+    windows = [w for w in source.event_windows(event_id) if w.start is not None and w.effective_end is not None]
+    if not windows:
+        raise MvError(f"no event or shedPanel command with eventId {event_id!r} is recorded")
+    evaluator = _Evaluator(source, options)
+    tz = options.tz
+    ven_windows: dict[str, Window] = {}
+    for w in windows:
+        start, end = snap(w.start, WINDOW_SNAP_S), snap(w.effective_end, WINDOW_SNAP_S)  # type: ignore[arg-type]
+        if end > start:
+            ven_windows[w.ven_id] = Window(start, end)
+    if not ven_windows:
+        raise MvError(f"event {event_id!r} has no VEN window longer than a minute")
+    union = Window(min(v.start for v in ven_windows.values()), max(v.end for v in ven_windows.values()))
+    history_start = union.start - timedelta(days=options.lookback_days + 2)
+    all_events = source.events_between(history_start, union.end)
+    requested = {w.ven_id: w.requested_kw for w in windows}
+    vens: dict[str, Any] = {}
+    for ven_id, window in sorted(ven_windows.items()):
+        days = event_day_set(all_events, tz, exclude_event=event_id, ven_id=ven_id)
+        run = evaluator.evaluate(used_power_topic(ven_id), window, options.methods, days, requested.get(ven_id),
+                                 reported_topic=reported_baseline_topic(ven_id))
+        vens[ven_id] = run
+    total_requested = sum(r for r in requested.values() if r) or None
+    union_grid = interval_grid(union, tz, options.interval_s)
+    total_methods = {}
+    for method in options.methods:
+        metrics = _sum_runs(list(vens.values()), union, union_grid, method)
+        metrics["percentOfRequested"] = _percent(metrics["avgReductionKw"], total_requested)
+        total_methods[method] = metrics
+    any_days = event_day_set(all_events, tz, exclude_event=event_id)
+    meters = {}
+    for topic in options.meter_topics:
+        meter_methods = tuple(m for m in options.methods if m != B.VEN_REPORTED)
+        meters[topic] = evaluator.evaluate(topic, union, meter_methods, any_days, total_requested)
+    return {"eventId": event_id, "window": _window_dict(union), "timezone": options.timezone,
+            "intervalMinutes": options.interval_minutes, "methods": list(options.methods),
+            "requestedKw": total_requested, "vens": vens,
+            "total": {"window": _window_dict(union), "requestedKw": total_requested, "methods": total_methods},
+            "meters": meters}
+
+
+def topic_baseline(source: MvSource, topic: str, start: datetime, end: datetime, method: str,
+                   options: MvOptions | None = None) -> dict[str, Any]:
+    """One method's baseline for any stored numeric topic over [start, end), excluding every recorded event day."""
+    options = options or MvOptions()
+    window = Window(start, end)
+    evaluator = _Evaluator(source, options)
+    history_start = start - timedelta(days=options.lookback_days + 2)
+    days = event_day_set(source.events_between(history_start, end), options.tz)
+    days.discard(start.astimezone(options.tz).date())
+    if method == B.VEN_REPORTED:
+        raise MvError("ven-reported is a per-VEN telemetry baseline; use event_performance")
+    if method == B.METER_BEFORE:
+        series = evaluator.series(topic, start - timedelta(minutes=options.meter_before_minutes + 60), end,
+                                  FINE_BUCKET_S)
+    else:
+        series = evaluator.series(topic, history_start, end + timedelta(hours=1), evaluator.bucket_s)
+    result = B.compute(method, series, window, options.tz, options.interval_s, days, evaluator.calendar,
+                       options.lookback_days, options.meter_before_minutes)
+    out = result.to_dict()
+    out.update(topic=topic, window=_window_dict(window), timezone=options.timezone,
+               intervalMinutes=options.interval_minutes)
+    return out

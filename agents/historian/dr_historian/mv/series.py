@@ -1,0 +1,116 @@
+"""A load series as fixed-width buckets of (sum, count) of readings, and the interval grid of an event.
+
+The demand of an interval is the mean of the readings in it (meters and VENs report at a fixed rate). Buckets
+come from the historian's SQL aggregation (`Store.interval_sums`) or from readings directly (tests, scripts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+UTC = timezone.utc
+
+
+class MvError(ValueError):
+    """An M&V calculation that cannot be done (the message says why)."""
+
+
+def bucket_seconds(interval_s: int) -> int:
+    """A bucket width that fits every local interval boundary (UTC offsets are multiples of 15 minutes)."""
+    return math.gcd(int(interval_s), 900)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise MvError("window times must be timezone-aware")
+        if self.end <= self.start:
+            raise MvError(f"window end {self.end.isoformat()} is not after its start {self.start.isoformat()}")
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600.0
+
+
+class LoadSeries:
+    """Readings of one point summed per bucket of `bucket_s` seconds (bucket key: its start in epoch seconds)."""
+
+    def __init__(self, buckets: Iterable[tuple[int, float, int]], bucket_s: int) -> None:
+        self.bucket_s = int(bucket_s)
+        self._sums: dict[int, tuple[float, int]] = {}
+        for start, total, count in buckets:
+            if count:
+                if start % self.bucket_s:
+                    raise MvError(f"bucket start {start} is not a multiple of {self.bucket_s} s")
+                old = self._sums.get(start, (0.0, 0))
+                self._sums[start] = (old[0] + total, old[1] + count)
+
+    @classmethod
+    def from_readings(cls, readings: Iterable[tuple[datetime, float]], bucket_s: int) -> "LoadSeries":
+        sums: dict[int, tuple[float, int]] = {}
+        for ts, value in readings:
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            key = int(ts.timestamp()) // bucket_s * bucket_s
+            old = sums.get(key, (0.0, 0))
+            sums[key] = (old[0] + float(value), old[1] + 1)
+        return cls(((k, s, n) for k, (s, n) in sums.items()), bucket_s)
+
+    @classmethod
+    def from_interval_means(cls, means: Mapping[datetime, float], bucket_s: int) -> "LoadSeries":
+        """One reading per given instant (hand-made cases: {interval start: kW})."""
+        return cls.from_readings(means.items(), bucket_s)
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+    def mean(self, start: datetime, end: datetime) -> float | None:
+        """Mean of the readings of the buckets that start in [start, end), or None when there are none."""
+        step = self.bucket_s
+        first = -(-int(start.timestamp()) // step) * step
+        last = int(end.timestamp())
+        total = 0.0
+        count = 0
+        get = self._sums.get
+        for key in range(first, last, step):
+            hit = get(key)
+            if hit is not None:
+                total += hit[0]
+                count += hit[1]
+        return total / count if count else None
+
+    def means(self, grid: Sequence[Window]) -> list[float | None]:
+        return [self.mean(w.start, w.end) for w in grid]
+
+
+def floor_local(ts: datetime, tz: ZoneInfo, interval_s: int) -> datetime:
+    """`ts` floored to the interval grid of local wall-clock time (intervals divide a day)."""
+    local = ts.astimezone(tz)
+    seconds = local.hour * 3600 + local.minute * 60 + local.second
+    floored = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
+        seconds=seconds - seconds % interval_s)
+    return floored.astimezone(UTC)
+
+
+def interval_grid(window: Window, tz: ZoneInfo, interval_s: int) -> list[Window]:
+    """Intervals of `interval_s` aligned to local time that cover the window."""
+    start = floor_local(window.start, tz, interval_s)
+    grid = []
+    while start < window.end:
+        grid.append(Window(start, start + timedelta(seconds=interval_s)))
+        start += timedelta(seconds=interval_s)
+    return grid
+
+
+def snap(ts: datetime, step_s: int) -> datetime:
+    """`ts` rounded to the nearest multiple of step_s seconds (commands arrive a little after the minute)."""
+    epoch = ts.timestamp()
+    return datetime.fromtimestamp(round(epoch / step_s) * step_s, UTC)
