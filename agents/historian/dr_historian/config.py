@@ -114,7 +114,10 @@ def _connection_url(raw: object) -> tuple[str, str]:
 
 
 def _expand(path: str) -> str:
-    return os.path.abspath(os.path.expandvars(os.path.expanduser(path)))
+    expanded = os.path.expandvars(os.path.expanduser(path))
+    if "$" in expanded:
+        raise ConfigError("connection.params.database", f"{path!r} names an unset environment variable")
+    return os.path.abspath(expanded)
 
 
 def _positive_int(raw: Mapping[str, Any], key: str, default: int, prefix: str, maximum: int) -> int:

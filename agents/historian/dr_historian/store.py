@@ -260,6 +260,8 @@ class Store:
 
         Raises StoreError when the database is unreachable or refuses; nothing is stored then.
         """
+        if not self._ready:
+            self.setup()
         latest: dict[tuple[str, int], Point] = {}
         for point in points:
             latest[(point.topic.lower(), to_micros(point.ts))] = point

@@ -142,7 +142,7 @@ class _Evaluator:
             out["plot"] = {"grid": [w.start.isoformat() for w in plot_grid],
                            "actualKw": fine.means(plot_grid),
                            "fine": [[datetime.fromtimestamp(k, ZoneInfo("UTC")).isoformat(), v]
-                                    for k, v in _fine_points(fine, fine_start, fine_end)],
+                                    for k, v in _fine_points(fine, window.start - margin, window.end + margin)],
                            "baselines": {}}
         for method in methods:
             try:
