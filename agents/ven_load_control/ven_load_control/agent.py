@@ -1,0 +1,311 @@
+"""dr.ven.<venId>: the load-control VEN agent (thin wiring around VenEngine).
+
+Subscribes to its command topic and to the driver's `/all` publishes of its devices, executes the engine's
+set_point / revert_point ops on platform.driver, publishes acks and 5-second telemetry, runs the engine's
+deadlines (event start, `until`, staggered restores, retries) on its own timer, and restores every shed point
+on stop and on a config change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.lock
+from volttron.client.vip.agent import RPC, Agent, Core
+from volttron.utils import load_config
+from volttron.utils.commands import vip_main
+
+from dr_common import topics
+from dr_common.topics import DRIVER_IDENTITY, DriverRpc
+
+from ven_load_control import __version__
+from ven_load_control.config import ConfigError, VenConfig, parse_config
+from ven_load_control.engine import REVERT, Op, VenEngine
+from ven_load_control.latency import LatencyLog
+from ven_load_control.store import StateStore
+
+_log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config"
+OVERRIDES_NAME = "overrides"
+STATE_FILE = "ven_state.json"
+
+
+class VenLoadControlAgent(Agent):
+    def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._install_config: dict[str, Any] = load_config(config_path) if config_path else {}
+        self._lock = gevent.lock.RLock()
+        self._wake = gevent.event.Event()
+        self._cfg: VenConfig | None = None
+        self._engine: VenEngine | None = None
+        self._config_error: str | None = None
+        self._subscriptions: list[str] = []
+        self._timer: gevent.Greenlet | None = None
+        self._telemetry: gevent.Greenlet | None = None
+        self._latency = LatencyLog()
+        self._overrides_entry: dict[str, Any] = {}
+        self.vip.config.set_default(CONFIG_NAME, self._install_config)
+        self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern=CONFIG_NAME)
+        self.vip.config.subscribe(self._on_overrides, actions=["NEW", "UPDATE", "DELETE"], pattern=OVERRIDES_NAME)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    @Core.receiver("onstart")
+    def _onstart(self, sender: Any, **kwargs: Any) -> None:
+        _log.info("VEN load-control agent %s starting as %s", __version__, self.core.identity)
+        self._timer = self.core.spawn(self._timer_loop)
+
+    @Core.receiver("onstop")
+    def _onstop(self, sender: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self._stop_engine("agent stop")
+
+    def _on_config(self, config_name: str, action: str, contents: Any) -> None:
+        try:
+            cfg = parse_config(contents)
+        except ConfigError as exc:
+            self._config_error = str(exc)
+            _log.error("configuration rejected, keeping the previous one: %s", exc)
+            return
+        with self._lock:
+            if self._cfg is not None and cfg == self._cfg:
+                return
+            self._config_error = None
+            self._stop_engine("configuration change")
+            self._start_engine(cfg)
+
+    def _on_overrides(self, config_name: str, action: str, contents: Any) -> None:
+        entry = contents if action != "DELETE" and isinstance(contents, dict) else {}
+        self._overrides_entry = entry
+        with self._lock:
+            self._apply_overrides()
+
+    def _apply_overrides(self) -> None:
+        if self._engine is None:
+            return
+        opt_out = self._overrides_entry.get("optOut", False)
+        loads = self._overrides_entry.get("loads", [])
+        if not isinstance(opt_out, bool) or not isinstance(loads, list) or not all(isinstance(x, str) for x in loads):
+            self._engine.problem(f"config-store entry '{OVERRIDES_NAME}' ignored: expected "
+                                  f"{{'optOut': bool, 'loads': [load names]}}, got {self._overrides_entry!r}")
+            return
+        try:
+            ops = self._engine.apply_config_overrides(opt_out, loads)
+        except ValueError as exc:
+            self._engine.problem(f"config-store entry '{OVERRIDES_NAME}' ignored: {exc}")
+            return
+        self._execute(ops)
+
+    def _start_engine(self, cfg: VenConfig) -> None:
+        if self.core.identity != topics.ven_identity(cfg.ven_id):
+            _log.warning("identity %s does not match venId %s (expected %s)", self.core.identity, cfg.ven_id,
+                         topics.ven_identity(cfg.ven_id))
+        store = StateStore(self._state_path(cfg))
+        engine = VenEngine(cfg, store)
+        self._cfg, self._engine = cfg, engine
+        for prefix in [topics.bus_cmd(cfg.ven_id)] + [topics.device_all_topic(p) for p in cfg.device_paths]:
+            callback = self._on_command if prefix.startswith(topics.BUS_CMD_PREFIX) else self._on_device
+            self.vip.pubsub.subscribe("pubsub", prefix, callback).get(timeout=10)
+            self._subscriptions.append(prefix)
+        self._prime_readings(cfg)
+        self._execute(engine.resume())
+        self._apply_overrides()
+        self._telemetry = self.core.spawn(self._telemetry_loop, cfg.telemetry_period_s)
+        self._wake.set()
+        _log.info("VEN %s ready: %d loads on %d devices, state in %s", cfg.ven_id, len(cfg.loads),
+                  len(cfg.device_paths), store.path)
+
+    def _stop_engine(self, reason: str) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        self._execute(engine.restore_all(reason, staggered=False))
+        if self._telemetry is not None:
+            self._telemetry.kill()
+            self._telemetry = None
+        for prefix in self._subscriptions:
+            try:
+                self.vip.pubsub.unsubscribe("pubsub", prefix, None).get(timeout=5)
+            except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
+                _log.warning("unsubscribe %s failed: %r", prefix, exc)
+        self._subscriptions = []
+        self._engine = None
+        self._cfg = None
+
+    def _state_path(self, cfg: VenConfig) -> Path:
+        if cfg.state_path:
+            return Path(cfg.state_path)
+        home = os.environ.get("VOLTTRON_HOME")
+        identity = self.core.identity or topics.ven_identity(cfg.ven_id)
+        if home:
+            return Path(home) / "agents" / identity / "data" / STATE_FILE
+        return Path.cwd() / "data" / STATE_FILE
+
+    def _prime_readings(self, cfg: VenConfig) -> None:
+        """Read every device once so that a command right after start (or a resumed event) has values."""
+        if self._engine is None:
+            return
+        for path in reversed(cfg.device_paths):  # meter last: its reading triggers control
+            try:
+                values = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.SCRAPE_ALL, path).get(timeout=cfg.rpc_timeout_s)
+            except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
+                _log.warning("initial read of %s failed (%r); waiting for its next publish", path, exc)
+                continue
+            if isinstance(values, dict):
+                self._execute(self._engine.on_device(path, values))
+
+    # --- inputs -------------------------------------------------------------------------------------------
+    def _on_command(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
+        received = time.perf_counter()
+        ack = self._handle(message, received)
+        cfg = self._cfg
+        if cfg is None:
+            return
+        try:
+            self.vip.pubsub.publish("pubsub", topics.bus_ack(cfg.ven_id), message=ack).get(timeout=5)
+        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
+            _log.error("ack %s could not be published: %r", ack.get("correlationId"), exc)
+
+    def _handle(self, message: Any, received: float) -> dict[str, Any]:
+        with self._lock:
+            engine = self._engine
+            if engine is None:
+                return {"correlationId": "unknown", "ok": False, "error": self._config_error or "not configured"}
+            outcome = engine.on_command(message)
+            self._execute(outcome.ops, received)
+            self._wake.set()
+            return outcome.ack.to_payload()
+
+    def _on_device(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
+        if not topic.endswith("/all"):
+            return
+        path = topic[len(topics.DEVICES_PREFIX):-len("/all")]
+        values = message[0] if isinstance(message, list) and message else message
+        with self._lock:
+            if self._engine is None:
+                return
+            if not isinstance(values, dict):
+                self._engine.problem(f"{topic}: expected [{{point: value}}, {{point: meta}}], got {message!r:.200}")
+                return
+            self._execute(self._engine.on_device(path, values))
+
+    # --- ops ----------------------------------------------------------------------------------------------
+    def _execute(self, ops: list[Op], received: float | None = None) -> None:
+        engine, cfg = self._engine, self._cfg
+        if not ops or engine is None or cfg is None:
+            return
+        results: list[tuple[Op, str | None]] = []
+        for index, op in enumerate(ops):
+            if index == 0 and received is not None:
+                self._latency.add((time.perf_counter() - received) * 1000.0)
+            try:
+                if op.kind == REVERT:
+                    result = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.REVERT_POINT, op.path, op.point)
+                else:
+                    result = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.SET_POINT, op.path, op.point, op.value)
+                result.get(timeout=cfg.rpc_timeout_s)
+                results.append((op, None))
+            except gevent.Timeout:
+                results.append((op, f"no answer from {DRIVER_IDENTITY} within {cfg.rpc_timeout_s:g} s"))
+            except Exception as exc:  # reported, retried; never kills the agent
+                results.append((op, f"{type(exc).__name__}: {exc}"))
+        engine.ops_done(results)
+        self._wake.set()
+
+    # --- timers -------------------------------------------------------------------------------------------
+    def _timer_loop(self) -> None:
+        while True:
+            engine = self._engine
+            deadline = engine.next_deadline() if engine is not None else None
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            self._wake.wait(timeout=timeout)
+            self._wake.clear()
+            with self._lock:
+                if self._engine is not None:
+                    self._execute(self._engine.on_timer())
+
+    def _telemetry_loop(self, period_s: float) -> None:
+        while True:
+            gevent.sleep(period_s - (time.time() % period_s))
+            with self._lock:
+                engine, cfg = self._engine, self._cfg
+                report = engine.telemetry() if engine is not None else None
+            if report is None or cfg is None:
+                continue
+            try:
+                self.vip.pubsub.publish("pubsub", topics.bus_telemetry(cfg.ven_id),
+                                        message=report.to_payload()).get(timeout=5)
+            except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
+                _log.warning("telemetry publish failed: %r", exc)
+
+    # --- RPC ----------------------------------------------------------------------------------------------
+    @RPC.export
+    def handle_command(self, payload: Any) -> dict[str, Any]:
+        """Carry out one command (the bus payload) and return its ack."""
+        return self._handle(payload, time.perf_counter())
+
+    @RPC.export
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            engine = self._engine
+            out: dict[str, Any] = engine.status() if engine is not None else {}
+        out["configError"] = self._config_error
+        out["latencyMs"] = self._latency.summary()
+        out["rssKb"] = _rss_kb()
+        return out
+
+    @RPC.export
+    def health(self) -> dict[str, Any]:
+        engine = self._engine
+        problems = list(engine.problems[-5:]) if engine is not None else []
+        ok = engine is not None and self._config_error is None
+        return {"ok": ok, "configured": engine is not None, "configError": self._config_error,
+                "problems": problems, "rssKb": _rss_kb()}
+
+    @RPC.export
+    def opt_out(self, opt_out: bool = True, event_id: str | None = None) -> dict[str, Any]:
+        """Opt out of the current event (opt_out=False opts back in)."""
+        with self._lock:
+            if self._engine is None:
+                raise RuntimeError(self._config_error or "not configured")
+            state, ops = self._engine.set_opt_out(bool(opt_out), event_id)
+            self._execute(ops)
+            return state
+
+    @RPC.export
+    def override(self, load: str, active: bool = True) -> dict[str, Any]:
+        """Take one load out of shedding (active=True) or give it back to the VEN (active=False)."""
+        with self._lock:
+            if self._engine is None:
+                raise RuntimeError(self._config_error or "not configured")
+            state, ops = self._engine.set_override(load, bool(active))
+            self._execute(ops)
+            return state
+
+
+def _rss_kb() -> int:
+    """Resident set size now (kB), from /proc; the peak from getrusage where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def main() -> None:
+    vip_main(VenLoadControlAgent, version=__version__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Priority shed planner: which loads give how many kW to cover a needed amount.
+
+Loads are taken in priority order (lower number first). A continuous load (EV power limit, HVAC setpoint
+offset, battery discharge) gives exactly what is still missing; an all-or-nothing load (water heater element,
+panel circuit) is taken only when its whole power fits under the need plus the margin. When the ordered pass
+still falls short, a skipped all-or-nothing load is taken after all if trimming the continuous allocations
+made so far keeps the total within the margin. The total never exceeds `need + margin`.
+
+The same function plans releases: pass the currently shed amounts as the candidates, the kW to give back as
+the need, and `reverse=True` so that the last loads in the shed order are released first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+EPS_KW = 1e-6
+
+
+@dataclass(frozen=True)
+class Candidate:
+    load_id: str
+    priority: int
+    available_kw: float
+    continuous: bool
+
+
+@dataclass
+class Plan:
+    need_kw: float
+    allocations: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_kw(self) -> float:
+        return sum(self.allocations.values())
+
+    @property
+    def shortfall_kw(self) -> float:
+        return max(0.0, self.need_kw - self.total_kw)
+
+    @property
+    def overshoot_kw(self) -> float:
+        return max(0.0, self.total_kw - self.need_kw)
+
+
+def plan(candidates: Iterable[Candidate], need_kw: float, margin_kw: float = 0.0, tolerance_kw: float = 1e-3,
+         reverse: bool = False) -> Plan:
+    """Allocate `need_kw` over the candidates; see the module docstring for the rules."""
+    result = Plan(need_kw=max(0.0, need_kw))
+    if result.need_kw <= tolerance_kw:
+        return result
+    margin_kw = max(0.0, margin_kw)
+    ordered = sorted((c for c in candidates if c.available_kw > EPS_KW),
+                     key=lambda c: (c.priority, c.load_id), reverse=reverse)
+    allocations: dict[str, float] = {}
+    skipped: list[Candidate] = []
+    remaining = result.need_kw
+    for cand in ordered:
+        if remaining <= tolerance_kw:
+            break
+        if cand.continuous:
+            take = min(cand.available_kw, remaining)
+            allocations[cand.load_id] = take
+            remaining -= take
+        elif cand.available_kw <= remaining + margin_kw:
+            allocations[cand.load_id] = cand.available_kw
+            remaining -= cand.available_kw
+        else:
+            skipped.append(cand)
+    if remaining > tolerance_kw:
+        by_id = {c.load_id: c for c in ordered}
+        for cand in skipped:
+            excess = cand.available_kw - remaining
+            trim_order = [lid for lid in reversed(list(allocations))
+                          if by_id[lid].continuous]
+            trimmable = sum(allocations[lid] for lid in trim_order)
+            if excess > trimmable + margin_kw + tolerance_kw:
+                continue
+            to_trim = min(excess, trimmable)
+            for lid in trim_order:
+                if to_trim <= EPS_KW:
+                    break
+                cut = min(allocations[lid], to_trim)
+                allocations[lid] -= cut
+                to_trim -= cut
+                if allocations[lid] <= EPS_KW:
+                    del allocations[lid]
+            allocations[cand.load_id] = cand.available_kw
+            break
+    for cand in skipped:
+        if cand.load_id not in allocations:
+            result.skipped[cand.load_id] = (f"all-or-nothing {cand.available_kw:.3f} kW would overshoot the need by "
+                                            f"more than the {margin_kw:.3f} kW margin")
+    # keep the priority order in the result
+    result.allocations = {c.load_id: allocations[c.load_id] for c in ordered if c.load_id in allocations}
+    return result
