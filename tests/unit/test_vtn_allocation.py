@@ -1,18 +1,11 @@
 """Allocation of an event's kW across VENs: equal, weighted by capacity, and re-allocation of shortfalls."""
 
-import pathlib
-import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-_ROOT = pathlib.Path(__file__).resolve().parents[2]
-for _path in (_ROOT / "src", _ROOT / "agents" / "vtn_dispatcher"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from vtn_dispatcher.allocation import Candidate, allocate, reallocate, water_fill  # noqa: E402
+from vtn_dispatcher.allocation import Candidate, allocate, reallocate, water_fill
 
 
 def test_equal_split_without_capacities():

@@ -6,23 +6,17 @@ A ManualScheduler drives time: callbacks run at their own instants, so "at the r
 
 import pathlib
 import random
-import sys
 from datetime import datetime, timezone
 
 import pytest
 
-_ROOT = pathlib.Path(__file__).resolve().parents[2]
-for _path in (_ROOT / "src", _ROOT / "agents" / "vtn_dispatcher"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from dr_common.payloads import Ack, Telemetry  # noqa: E402
-from dr_common.timeutil import parse_time  # noqa: E402
-from vtn_dispatcher.config import parse_config  # noqa: E402
-from vtn_dispatcher.dispatch import MemorySender  # noqa: E402
-from vtn_dispatcher.lifecycle import ManualScheduler  # noqa: E402
-from vtn_dispatcher.service import VtnService  # noqa: E402
-from vtn_dispatcher.store import Store, sqlite_url  # noqa: E402
+from dr_common.payloads import Ack, Telemetry
+from dr_common.timeutil import parse_time
+from vtn_dispatcher.config import parse_config
+from vtn_dispatcher.dispatch import MemorySender
+from vtn_dispatcher.lifecycle import ManualScheduler
+from vtn_dispatcher.service import VtnService
+from vtn_dispatcher.store import Store, sqlite_url
 
 T0 = 1_800_000_000.0
 

@@ -1,0 +1,243 @@
+"""dr.vtn: the VOLTTRON shell around VtnService (config store, subscriptions, timers, RPC).
+
+Timers are VOLTTRON core timers (`self.core.schedule` at absolute wall-clock instants); commands go out
+on the bus: one message per local VEN on dr/cmd/<venId>, one message per round for the bridge on
+dr/batch/cmd. Inbound acks, telemetry and status come per VEN (dr/ack/, dr/telemetry/) or batched by the
+bridge (dr/batch/ack, dr/batch/telemetry, dr/batch/status).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from datetime import datetime
+from typing import Any, Callable
+
+import gevent
+from volttron.client.vip.agent import RPC, Agent, Core
+from volttron.utils import load_config
+from volttron.utils.commands import vip_main
+
+from dr_common import topics
+from dr_common.timeutil import UTC
+from vtn_dispatcher import __version__
+from vtn_dispatcher.config import ConfigError, VtnConfig, parse_config
+from vtn_dispatcher.errors import INTERNAL, api_call
+from vtn_dispatcher.service import VtnService
+from vtn_dispatcher.store import Store, sqlite_url
+
+_log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 10.0
+
+
+class BusError(RuntimeError):
+    """A bus publish that failed or timed out."""
+
+
+class CoreScheduler:
+    """The Scheduler of VtnService on VOLTTRON core timers (wall clock, absolute instants)."""
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+
+    def now(self) -> float:
+        return time.time()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Any:
+        return self._core.schedule(datetime.fromtimestamp(when, UTC), callback)
+
+
+class BusSender:
+    """The Sender of VtnService on the VOLTTRON bus."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    def _publish(self, topic: str, message: Any) -> None:
+        try:
+            self._agent.vip.pubsub.publish("pubsub", topic, headers={"source": topics.VTN_IDENTITY},
+                                           message=message).get(timeout=PUBLISH_TIMEOUT_S)
+        except gevent.Timeout:
+            raise BusError(f"publish on {topic} timed out after {PUBLISH_TIMEOUT_S:g} s") from None
+
+    def send_local(self, ven_id: str, payload: dict[str, Any]) -> None:
+        self._publish(topics.bus_cmd(ven_id), payload)
+
+    def send_batch(self, payloads: list[dict[str, Any]]) -> None:
+        self._publish(topics.BUS_CMD_BATCH, {"commands": payloads})
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        self._publish(topics.BUS_EVENT_STATUS.format(eventId=event["eventId"]), event)
+
+
+class VtnAgent(Agent):
+    def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        install_config = load_config(config_path) if config_path else {}
+        self.config_error: str | None = None
+        self.config: VtnConfig | None = None
+        self.store: Store | None = None
+        self.service: VtnService | None = None
+        self.dropped = 0
+        self._running = False
+        self.vip.config.set_default("config", install_config or {})
+        self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern="config")
+
+    # ---------------------------------------------------------------------------- configuration --
+    def _on_config(self, config_name: str, action: str, contents: Any) -> None:
+        try:
+            config = parse_config(contents if isinstance(contents, dict) else None)
+            if not isinstance(contents, dict):
+                raise ConfigError("<config>", f"expected an object, got {type(contents).__name__}")
+        except ConfigError as exc:
+            self.config_error = str(exc)
+            _log.error("dr.vtn: bad configuration, keeping the previous one: %s", exc)
+            return
+        self.config_error = None
+        self.config = config
+        if self._running:
+            self._start_service()
+
+    def _database_url(self, config: VtnConfig) -> str:
+        if config.database_url:
+            return config.database_url
+        if config.sqlite_path:
+            return sqlite_url(config.sqlite_path)
+        home = os.environ.get("VOLTTRON_HOME", os.path.expanduser("~/.volttron"))
+        return sqlite_url(os.path.join(home, "agents", self.core.identity, "data", "vtn.sqlite"))
+
+    def _start_service(self) -> None:
+        self._stop_service()
+        assert self.config is not None
+        try:
+            self.store = Store(self._database_url(self.config))
+            self.service = VtnService(self.store, CoreScheduler(self.core), BusSender(self), self.config)
+            self.service.start()
+        except Exception as exc:  # e.g. an unreachable database: reported by health, retried on reconfig
+            self.config_error = f"cannot start: {exc.__class__.__name__}: {exc}"
+            _log.exception("dr.vtn: cannot start the VTN")
+            self._stop_service()
+            return
+        _log.info("dr.vtn %s running on %s", __version__, self.store.dialect)
+
+    def _stop_service(self) -> None:
+        if self.service is not None:
+            try:
+                self.service.stop()
+            except Exception:  # the store may be gone; stopping must still release it
+                _log.exception("dr.vtn: stopping the VTN failed")
+            self.service = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # ---------------------------------------------------------------------------- lifecycle -------
+    @Core.receiver("onstart")
+    def onstart(self, sender: Any, **kwargs: Any) -> None:
+        for prefix, kind, batched in ((topics.BUS_ACK_PREFIX, "ack", False),
+                                      (topics.BUS_TELEMETRY_PREFIX, "telemetry", False),
+                                      (topics.BUS_ACK_BATCH, "ack", True),
+                                      (topics.BUS_TELEMETRY_BATCH, "telemetry", True),
+                                      (topics.BUS_STATUS_BATCH, "status", True)):
+            self.vip.pubsub.subscribe("pubsub", prefix, self._handler(prefix, kind, batched))
+        self._running = True
+        if self.config is not None and self.service is None:
+            self._start_service()
+
+    @Core.receiver("onstop")
+    def onstop(self, sender: Any, **kwargs: Any) -> None:
+        self._running = False
+        self._stop_service()
+
+    def _handler(self, prefix: str, kind: str, batched: bool) -> Callable[..., None]:
+        def on_message(peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
+            if self.service is None:
+                self.dropped += 1
+                return
+            ven_id = None
+            if not batched:
+                ven_id = topics.ven_id_from_topic(topic, prefix)
+                if ven_id is None:
+                    return
+            try:
+                errors = self.service.ingest(kind, message, ven_id)
+            except Exception:  # one bad message must never stop the agent
+                self.service.counters["ingestErrors"] += 1
+                _log.exception("dr.vtn: handling %s on %s failed", kind, topic)
+                return
+            for error in errors[:5]:
+                _log.warning("dr.vtn: refused %s on %s: %s", kind, topic, error)
+
+        return on_message
+
+    # ---------------------------------------------------------------------------- RPC -------------
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.service is None:
+            reason = self.config_error or "not started"
+            return {"error": f"dr.vtn is not running: {reason}", "field": "<config>", "code": INTERNAL}
+        return api_call(getattr(self.service, method), *args, **kwargs)
+
+    @RPC.export
+    def register_ven(self, ven: dict[str, Any]) -> Any:
+        return self._call("register_ven", ven)
+
+    @RPC.export
+    def update_ven(self, ven_id: str, changes: dict[str, Any]) -> Any:
+        return self._call("update_ven", ven_id, changes)
+
+    @RPC.export
+    def list_vens(self, status: str | None = None, group: str | None = None, site: str | None = None,
+                  transport: str | None = None) -> Any:
+        return self._call("list_vens", status=status, group=group, site=site, transport=transport)
+
+    @RPC.export
+    def get_ven(self, ven_id: str) -> Any:
+        return self._call("get_ven", ven_id)
+
+    @RPC.export
+    def create_event(self, event: dict[str, Any]) -> Any:
+        return self._call("create_event", event)
+
+    @RPC.export
+    def update_event(self, event_id: str, changes: dict[str, Any]) -> Any:
+        return self._call("update_event", event_id, changes)
+
+    @RPC.export
+    def stop_event(self, event_id: str) -> Any:
+        return self._call("stop_event", event_id)
+
+    @RPC.export
+    def cancel_event(self, event_id: str) -> Any:
+        return self._call("cancel_event", event_id)
+
+    @RPC.export
+    def get_event(self, event_id: str) -> Any:
+        return self._call("get_event", event_id)
+
+    @RPC.export
+    def list_events(self, status: str | None = None, limit: int = 100, offset: int = 0) -> Any:
+        return self._call("list_events", status=status, limit=limit, offset=offset)
+
+    @RPC.export
+    def event_metrics(self, event_id: str) -> Any:
+        return self._call("event_metrics", event_id)
+
+    @RPC.export
+    def health(self) -> dict[str, Any]:
+        base = {"identity": self.core.identity, "version": __version__, "configError": self.config_error,
+                "droppedWhileStopped": self.dropped}
+        if self.service is None:
+            return {**base, "ok": False, "status": "not running"}
+        service_health = api_call(self.service.health)
+        return {**base, "ok": self.config_error is None and "error" not in service_health, **service_health}
+
+
+def main() -> None:
+    vip_main(VtnAgent, version=__version__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
