@@ -30,8 +30,8 @@ def ts(text: str) -> float:
 
 
 class Harness:
-    def __init__(self, path: pathlib.Path, config: dict | None = None, seed: int = 7) -> None:
-        self.url = sqlite_url(str(path / "vtn.sqlite"))
+    def __init__(self, path: pathlib.Path, config: dict | None = None, seed: int = 7, url: str | None = None) -> None:
+        self.url = url or sqlite_url(str(path / "vtn.sqlite"))
         self.config = parse_config(config or {})
         self.clock = ManualScheduler(T0)
         self.sender = MemorySender(self.clock.now)
