@@ -176,16 +176,18 @@ class HistorianAgent(BaseHistorian):
         return self._call(event_performance, self._store, str(event_id), options)
 
     @RPC.export
-    def baseline(self, topic: str, start: Any, end: Any, method: str = CAISO_10IN10, interval_minutes: Any = None,
-                 timezone: Any = None) -> dict[str, Any]:
-        """One method's baseline of a stored numeric topic over [start, end), every recorded event day excluded."""
+    def baseline(self, topic: str, start: Any, end: Any, baseline_method: str = CAISO_10IN10,
+                 interval_minutes: Any = None, timezone: Any = None) -> dict[str, Any]:
+        """One method's baseline of a stored numeric topic over [start, end), every recorded event day excluded.
+
+        (The method argument is not called `method`: VOLTTRON's rpc.call(peer, method, ...) takes that name.)"""
         options = self._mv_options(None, interval_minutes, timezone)
         try:
             start_dt, end_dt = parse_time(start), parse_time(end)
         except ValueError as exc:
             raise QueryError(str(exc)) from None
         return self._call(topic_baseline, self._store, str(topic).removeprefix("devices/"), start_dt, end_dt,
-                          str(method), options)
+                          str(baseline_method), options)
 
     @RPC.export
     def health(self) -> dict[str, Any]:
