@@ -73,6 +73,18 @@ class BusSender:
         self._publish(topics.BUS_EVENT_STATUS.format(eventId=event["eventId"]), event)
 
 
+def _rss_kb() -> int | None:
+    """This process's resident memory (Linux), for health and benches."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 class VtnAgent(Agent):
     def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -228,7 +240,7 @@ class VtnAgent(Agent):
     @RPC.export
     def health(self) -> dict[str, Any]:
         base = {"identity": self.core.identity, "version": __version__, "configError": self.config_error,
-                "droppedWhileStopped": self.dropped}
+                "droppedWhileStopped": self.dropped, "rssKb": _rss_kb()}
         if self.service is None:
             return {**base, "ok": False, "status": "not running"}
         service_health = api_call(self.service.health)
