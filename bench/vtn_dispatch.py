@@ -34,11 +34,12 @@ for _p in (REPO / "src", REPO / "agents" / "vtn_dispatcher"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from dr_common.payloads import Ack, Command  # noqa: E402
 from vtn_dispatcher.config import parse_config  # noqa: E402
 from vtn_dispatcher.lifecycle import ManualScheduler  # noqa: E402
 from vtn_dispatcher.service import VtnService  # noqa: E402
 from vtn_dispatcher.store import Store, sqlite_url  # noqa: E402
+
+from dr_common.payloads import Ack, Command  # noqa: E402
 
 T0 = 1_800_000_000.0
 
@@ -81,7 +82,7 @@ def inprocess_dispatch(n: int, rounds: int) -> None:
             svc.register_ven({"venId": f"ven-{i:05d}", "transport": "mqtt", "maxShedKw": 5.0})
         handoff, persisted = [], []
         size = 0
-        for r in range(rounds):
+        for _ in range(rounds):
             start = clock.now() + 10
             event = svc.create_event({"startTime": iso(start), "durationS": 600, "requestedReductionKw": n * 1.5})
             clock.advance_to(start - 0.001)  # whatever is due before the start instant runs first
@@ -116,11 +117,13 @@ def inprocess_dispatch(n: int, rounds: int) -> None:
                  for i in range(n)]
         json.dumps({"commands": built})
         naive.append((time.perf_counter() - t) * 1000)
-    print(f"  dr.vtn activation -> batch handed over : {fmt(handoff)}   (target < 50 ms; batch {size / 1024:.0f} KiB)")
+    print(f"  dr.vtn activation -> batch handed over : {fmt(handoff)}   (target < 50 ms;"
+          f" batch {size / 1024:.0f} KiB)")
     print(f"  dr.vtn activation -> handed + persisted: {fmt(persisted)}")
     print(f"  raw: json.dumps of {n} prebuilt commands  : {fmt(raw_json)}")
     print(f"  raw: {n} x Command.to_payload + json.dumps: {fmt(naive)}")
-    print(f"  ratio dr.vtn hand-off / raw json.dumps   : {statistics.median(handoff) / statistics.median(raw_json):.1f}x")
+    ratio = statistics.median(handoff) / statistics.median(raw_json)
+    print(f"  ratio dr.vtn hand-off / raw json.dumps   : {ratio:.1f}x")
 
 
 def inprocess_memory(n: int) -> None:

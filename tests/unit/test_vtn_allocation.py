@@ -4,7 +4,6 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from vtn_dispatcher.allocation import Candidate, allocate, reallocate, water_fill
 
 

@@ -2,10 +2,10 @@
 its configuration model."""
 
 import pytest
-
-from tests.unit.test_vtn_service import T0, Harness, iso
 from vtn_dispatcher.config import ConfigError, parse_config
 from vtn_dispatcher.errors import api_call
+
+from tests.unit.test_vtn_service import T0, Harness, iso
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import random
 from datetime import datetime, timezone
 
 import pytest
-
-from dr_common.payloads import Ack, Telemetry
-from dr_common.timeutil import parse_time
 from vtn_dispatcher.config import parse_config
 from vtn_dispatcher.dispatch import MemorySender
 from vtn_dispatcher.lifecycle import ManualScheduler
 from vtn_dispatcher.service import VtnService
 from vtn_dispatcher.store import Store, sqlite_url
+
+from dr_common.payloads import Ack, Telemetry
+from dr_common.timeutil import parse_time
 
 T0 = 1_800_000_000.0
 

@@ -8,11 +8,12 @@ import uuid
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
+from vtn_dispatcher.model import CommandRecord, Event, Participant, Ven
+from vtn_dispatcher.store import AckRow, Store, TelemetryRow, sqlite_url
 
 from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, require_postgres
 from tests.unit.test_vtn_service import T0, Harness
-from vtn_dispatcher.model import CommandRecord, Event, Participant, Ven
-from vtn_dispatcher.store import AckRow, Store, TelemetryRow, sqlite_url
 
 
 def _pg_admin():
@@ -98,8 +99,8 @@ def test_live_events_and_listing(store):
         return Event(event_id, start=start, end=start + 60, requested_kw=1.0, status=status, created_at=T0,
                      updated_at=T0, ended_at=ended_at)
 
-    store.save(events=[ev("far", T0 + 100, "far"), ev("act", T0, "active"), ev("old", T0 - 5000, "completed", T0 - 4000),
-                       ev("recent", T0 - 100, "cancelled", T0 - 50)])
+    store.save(events=[ev("far", T0 + 100, "far"), ev("act", T0, "active"),
+                       ev("old", T0 - 5000, "completed", T0 - 4000), ev("recent", T0 - 100, "cancelled", T0 - 50)])
     assert {e.event_id for e in store.load_live_events(ended_since=T0 - 600)} == {"far", "act", "recent"}
     assert [e.event_id for e in store.list_events()] == ["far", "act", "recent", "old"]
     assert [e.event_id for e in store.list_events(status="completed")] == ["old"]
@@ -109,7 +110,7 @@ def test_live_events_and_listing(store):
 def test_a_failed_write_leaves_nothing_behind(store):
     good = Ven("ok", registered_at=T0, updated_at=T0)
     broken = Event("bad", start=T0, end=T0 + 1, requested_kw=None, created_at=T0, updated_at=T0)  # NOT NULL
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):
         store.save(vens=[good], events=[broken])
     assert store.load_vens() == [] and store.get_event("bad") is None
 

@@ -14,8 +14,8 @@ headroom (capacity minus what they already carry; unknown capacity counts as unb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from vtn_dispatcher.config import ALLOCATION_EQUAL, ALLOCATION_WEIGHTED
 

@@ -18,8 +18,9 @@ Keys (camelCase; snake_case variants accepted):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from dr_common.schema import Field, PayloadError, parse_fields
 

@@ -8,12 +8,12 @@ again only while it is pending (active and not acked), at its backoff instant.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
-from dr_common.payloads import Command, TRANSPORT_BUS
+from dr_common.payloads import TRANSPORT_BUS, Command
 from dr_common.timeutil import UTC
-
 from vtn_dispatcher.model import CommandRecord
 
 

@@ -2,14 +2,15 @@
 
 Every RPC returns either its result or, on failure, `{"error": message, "field": name, "code": code}`
 (a successful result never has an `error` key). `code` is one of `invalid` (bad input, HTTP 400),
-`not_found` (HTTP 404) and `conflict` (the request contradicts the current state, HTTP 409) and `internal` (the VTN could not
-complete it, e.g. its database is unreachable; HTTP 500).
+`not_found` (HTTP 404), `conflict` (the request contradicts the current state, HTTP 409) and `internal`
+(the VTN could not complete it, e.g. its database is unreachable; HTTP 500).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dr_common.schema import PayloadError
 
@@ -31,7 +32,7 @@ class ApiError(ValueError):
         self.message = message
 
     @classmethod
-    def from_payload_error(cls, exc: PayloadError) -> "ApiError":
+    def from_payload_error(cls, exc: PayloadError) -> ApiError:
         return cls(INVALID, exc.field, exc.reason)
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,8 +6,9 @@ Per-VEN bus topics carry one payload whose venId may be left to the topic; batch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from dr_common.payloads import Ack, Telemetry, VenStatus
 from dr_common.schema import PayloadError, normalize_key

@@ -10,8 +10,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from vtn_dispatcher.model import ACTIVE, CANCELLED, COMPLETED, FAR, NEAR, Event
 

@@ -7,10 +7,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from vtn_dispatcher.model import (OP_EVENT, P_DROPPED, P_PLANNED, P_REJECTED, P_SUPERSEDED, CommandRecord, Event,
-                                  Participant, Ven, iso)
+from vtn_dispatcher.model import (
+    OP_EVENT,
+    P_DROPPED,
+    P_PLANNED,
+    P_REJECTED,
+    P_SUPERSEDED,
+    CommandRecord,
+    Event,
+    Participant,
+    Ven,
+    iso,
+)
 
 
 def event_metrics(event: Event, participants: Iterable[Participant], commands: Iterable[CommandRecord],

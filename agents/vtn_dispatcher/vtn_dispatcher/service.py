@@ -18,22 +18,52 @@ import logging
 import random
 import uuid
 from collections import Counter
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from dr_common.payloads import (EVENT_FIELDS, SIGNAL_LOAD_DISPATCH, VEN_FIELDS, Ack, EventRequest,
-                                Telemetry, VenRegistration, VenStatus, check_ven_id)
+from dr_common.payloads import (
+    EVENT_FIELDS,
+    SIGNAL_LOAD_DISPATCH,
+    VEN_FIELDS,
+    Ack,
+    EventRequest,
+    Telemetry,
+    VenRegistration,
+    VenStatus,
+    check_ven_id,
+)
 from dr_common.schema import PayloadError, parse_fields
-
 from vtn_dispatcher import allocation, inbound
 from vtn_dispatcher.config import VtnConfig
 from vtn_dispatcher.dispatch import CommandBook, Sender
 from vtn_dispatcher.errors import ApiError, conflict, invalid, not_found
 from vtn_dispatcher.lifecycle import Scheduler, TimerHandle, next_instant, randomized_offset, status_at, transitions
 from vtn_dispatcher.metrics import event_metrics
-from vtn_dispatcher.model import (ACTIVE, CANCELLED, COMPLETED, EPS_KW, NEAR, OP_EVENT, OP_RESTORE, OPEN_STATUSES,
-                                  P_ACKED, P_DISPATCHED, P_DROPPED, P_PLANNED, P_REJECTED, P_RELEASED, P_SUPERSEDED,
-                                  STATUSES, TERMINAL_STATUSES, CommandRecord, Event, Participant, Ven,
-                                  correlation_id, epoch)
+from vtn_dispatcher.model import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    EPS_KW,
+    NEAR,
+    OP_EVENT,
+    OP_RESTORE,
+    OPEN_STATUSES,
+    P_ACKED,
+    P_DISPATCHED,
+    P_DROPPED,
+    P_PLANNED,
+    P_REJECTED,
+    P_RELEASED,
+    P_SUPERSEDED,
+    STATUSES,
+    TERMINAL_STATUSES,
+    CommandRecord,
+    Event,
+    Participant,
+    Ven,
+    correlation_id,
+    epoch,
+)
 from vtn_dispatcher.store import AckRow, Store, TelemetryRow
 
 _log = logging.getLogger(__name__)
