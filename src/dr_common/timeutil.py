@@ -54,7 +54,10 @@ def _from_epoch(seconds: float) -> datetime:
         raise ValueError(f"expected a time, got {seconds!r}")
     if seconds > 1e11:  # milliseconds since the epoch
         seconds /= 1000.0
-    return datetime.fromtimestamp(seconds, UTC)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"expected a time, got {seconds!r} (out of range)") from None
 
 
 def seconds_until(when: datetime, now: datetime | None = None) -> float:
