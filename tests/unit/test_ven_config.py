@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from ven_load_control.config import ConfigError, parse_config
 
 SITES = Path(__file__).resolve().parents[2] / "platform-config" / "sites"
@@ -15,7 +14,7 @@ SITES = Path(__file__).resolve().parents[2] / "platform-config" / "sites"
 @pytest.mark.parametrize("site", ["demo", "office"])
 def test_shipped_site_configs_parse_in_the_seeds_order(site):
     cfg = parse_config(json.loads((SITES / site / "ven.json").read_text()))
-    kinds = [load.kind for load in sorted(cfg.loads, key=lambda l: l.priority)]
+    kinds = [load.kind for load in sorted(cfg.loads, key=lambda load: load.priority)]
     order = ["ev_charger", "water_heater", "hvac", "circuit", "battery"]
     assert kinds == sorted(kinds, key=order.index)
     assert cfg.meter_path == f"{site}/meter"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ven_load_control.controller import step
 from ven_load_control.loads import LoadView
 

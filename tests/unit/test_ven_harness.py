@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dr_devices import PointError, SiteModel, build_device
 from ven_load_control.config import VenConfig, parse_config
 from ven_load_control.engine import REVERT, Op, VenEngine
@@ -108,18 +107,18 @@ class SiteHarness:
                 raise PointError(f"{op.path}/{op.point}: {value} outside [{lo}, {hi}]")
         model.write(op.point, value)
 
-    def execute(self, ops: list[Op]) -> list[tuple[Op, str | None]]:
-        results: list[tuple[Op, str | None]] = []
-        for op in ops:
-            try:
-                self.apply(op)
-                results.append((op, None))
-            except PointError as exc:
-                results.append((op, str(exc)))
-            self.log.append((self.clock.now, op, results[-1][1]))
-        if ops:
-            self.engine.ops_done(results)
-        return results
+    def execute(self, ops: list[Op]) -> None:
+        """Send ops as the agent does: in order, results back to the engine, then its follow-up ops."""
+        while ops:
+            results: list[tuple[Op, str | None]] = []
+            for op in ops:
+                try:
+                    self.apply(op)
+                    results.append((op, None))
+                except PointError as exc:
+                    results.append((op, str(exc)))
+                self.log.append((self.clock.now, op, results[-1][1]))
+            ops = self.engine.ops_done(results)
 
     def scrape(self) -> None:
         for device in self.cfg.device_paths[1:]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ven_load_control.config import parse_config
 from ven_load_control.loads import Action, build_model
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ven_load_control.planner import Candidate, plan
 
 EV = Candidate("ev", 10, 7.2, True)
@@ -110,3 +109,15 @@ def test_a_reachable_need_is_met_when_partial_loads_alone_reach_it(cands, need):
     result = plan(cands, need, margin_kw=0.05)
     if continuous >= need:
         assert result.shortfall_kw <= 1e-3
+
+
+def test_a_stepped_load_gets_whole_steps_and_leaves_a_small_residual_to_a_finer_one():
+    hvac = Candidate("hvac", 30, 2.0, True, step_kw=0.23)
+    battery = Candidate("battery", 50, 5.0, True, step_kw=0.01)
+    result = plan([hvac, battery], 0.6, margin_kw=0.02)
+    assert result.allocations["hvac"] == pytest.approx(0.46)  # 2 steps; 3 would overshoot past the margin
+    assert result.allocations["battery"] == pytest.approx(0.14)
+    # a need below half a step is not chased by the coarse load at all
+    assert plan([hvac, battery], 0.1, margin_kw=0.02).allocations == {"battery": pytest.approx(0.1)}
+    # the nearest whole step is taken when it stays within the margin
+    assert plan([hvac], 0.45, margin_kw=0.02).allocations == {"hvac": pytest.approx(0.46)}

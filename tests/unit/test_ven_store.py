@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from ven_load_control.store import StateError, StateStore
 
 

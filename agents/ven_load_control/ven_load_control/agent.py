@@ -24,11 +24,11 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common import topics
+from dr_common.payloads import Ack
 from dr_common.topics import DRIVER_IDENTITY, DriverRpc
-
 from ven_load_control import __version__
 from ven_load_control.config import ConfigError, VenConfig, parse_config
-from ven_load_control.engine import REVERT, Op, VenEngine
+from ven_load_control.engine import REVERT, Op, VenEngine, raw_correlation, raw_op
 from ven_load_control.latency import LatencyLog
 from ven_load_control.store import StateStore
 
@@ -37,6 +37,7 @@ _log = logging.getLogger(__name__)
 CONFIG_NAME = "config"
 OVERRIDES_NAME = "overrides"
 STATE_FILE = "ven_state.json"
+MAX_FOLLOW_UPS = 8  # rounds of make-up writes after failed ones, per trigger
 
 
 class VenLoadControlAgent(Agent):
@@ -179,7 +180,13 @@ class VenLoadControlAgent(Agent):
             engine = self._engine
             if engine is None:
                 return {"correlationId": "unknown", "ok": False, "error": self._config_error or "not configured"}
-            outcome = engine.on_command(message)
+            try:
+                outcome = engine.on_command(message)
+            except Exception as exc:  # a defect must not cost the sender its answer nor the agent its life
+                _log.exception("command could not be handled")
+                engine.counters["command_errors"] += 1
+                return Ack(correlation_id=raw_correlation(message), ok=False, op=raw_op(message),
+                           ven_id=engine.cfg.ven_id, error=f"internal error: {type(exc).__name__}: {exc}").to_payload()
             self._execute(outcome.ops, received)
             self._wake.set()
             return outcome.ack.to_payload()
@@ -200,25 +207,33 @@ class VenLoadControlAgent(Agent):
     # --- ops ----------------------------------------------------------------------------------------------
     def _execute(self, ops: list[Op], received: float | None = None) -> None:
         engine, cfg = self._engine, self._cfg
-        if not ops or engine is None or cfg is None:
+        if engine is None or cfg is None:
             return
-        results: list[tuple[Op, str | None]] = []
-        for index, op in enumerate(ops):
-            if index == 0 and received is not None:
-                self._latency.add((time.perf_counter() - received) * 1000.0)
-            try:
-                if op.kind == REVERT:
-                    result = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.REVERT_POINT, op.path, op.point)
-                else:
-                    result = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.SET_POINT, op.path, op.point, op.value)
-                result.get(timeout=cfg.rpc_timeout_s)
-                results.append((op, None))
-            except gevent.Timeout:
-                results.append((op, f"no answer from {DRIVER_IDENTITY} within {cfg.rpc_timeout_s:g} s"))
-            except Exception as exc:  # reported, retried; never kills the agent
-                results.append((op, f"{type(exc).__name__}: {exc}"))
-        engine.ops_done(results)
+        rounds = 0
+        while ops and rounds < MAX_FOLLOW_UPS:
+            rounds += 1
+            results: list[tuple[Op, str | None]] = []
+            for op in ops:
+                if received is not None:
+                    self._latency.add((time.perf_counter() - received) * 1000.0)
+                    received = None
+                results.append((op, self._send(op, cfg.rpc_timeout_s)))
+            ops = engine.ops_done(results)
         self._wake.set()
+
+    def _send(self, op: Op, timeout: float) -> str | None:
+        """One driver call; None on success, else why it failed."""
+        try:
+            if op.kind == REVERT:
+                result = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.REVERT_POINT, op.path, op.point)
+            else:
+                result = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.SET_POINT, op.path, op.point, op.value)
+            result.get(timeout=timeout)
+            return None
+        except gevent.Timeout:
+            return f"no answer from {DRIVER_IDENTITY} within {timeout:g} s"
+        except Exception as exc:  # reported and retried; a failed write never kills the agent
+            return f"{type(exc).__name__}: {exc}"
 
     # --- timers -------------------------------------------------------------------------------------------
     def _timer_loop(self) -> None:

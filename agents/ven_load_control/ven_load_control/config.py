@@ -8,8 +8,9 @@ the offending field (`loads[2].minTankTempC: ...`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from dr_common.payloads import VEN_ID_RE
 

@@ -9,8 +9,8 @@ Within the deadband nothing changes, so a site on target is left alone.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
 
 from ven_load_control.loads import LoadView
 from ven_load_control.planner import Candidate, plan
@@ -73,7 +73,7 @@ def step(views: Mapping[str, LoadView], current: Mapping[str, float], error_kw: 
             else:
                 available = view.capacity_kw
             if available > EPS_KW:
-                candidates.append(Candidate(lid, view.priority, available, view.continuous))
+                candidates.append(Candidate(lid, view.priority, available, view.continuous, view.step_kw))
         added = plan(candidates, error, margin_kw=margin_kw)
         for lid, kw in added.allocations.items():
             new[lid] = new.get(lid, 0.0) + kw
@@ -88,7 +88,7 @@ def step(views: Mapping[str, LoadView], current: Mapping[str, float], error_kw: 
             view = views.get(lid)
             priority = view.priority if view else 0
             continuous = view.continuous if view else False
-            candidates.append(Candidate(lid, priority, shed, continuous))
+            candidates.append(Candidate(lid, priority, shed, continuous, view.step_kw if view else 0.0))
         released = plan(candidates, -error, margin_kw=deadband_kw, reverse=True)
         for lid, kw in released.allocations.items():
             new[lid] = max(0.0, new[lid] - kw)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from dr_common.payloads import COMMAND_FIELDS, OP_PING, OP_RESTORE, Ack, Command, Telemetry
 from dr_common.schema import PayloadError, decode_json, normalize_key
 from dr_common.timeutil import UTC
-
 from ven_load_control.baseline import PowerHistory
 from ven_load_control.config import RESTORE_REVERT, VenConfig
 from ven_load_control.controller import StepResult, step
@@ -40,6 +40,7 @@ SET = "set"
 REVERT = "revert"
 RECENT_ACKS = 64
 HOURS_WITHOUT_EVENT = 1.0  # horizon of the energy constraints when reporting capacity outside events
+FAULT_HOLD_S = 60.0  # a load whose shed write failed is left out of planning this long
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class EventState:
                 "baselineSamples": self.baseline_samples, "started": self.started, "optedOut": self.opted_out}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EventState":
+    def from_dict(cls, data: Mapping[str, Any]) -> EventState:
         return cls(event_id=data.get("eventId"), correlation_id=str(data["correlationId"]), op=str(data["op"]),
                    requested_kw=float(data["requestedKw"]), start=float(data["start"]), until=float(data["until"]),
                    modification=int(data.get("modification", 0)), allowed=data.get("allowed"),
@@ -158,7 +159,7 @@ class VenEngine:
         except PayloadError as exc:
             self.counters["bad_commands"] += 1
             _log.warning("bad command rejected: %s", exc)
-            return CommandOutcome(Ack(correlation_id=_raw_correlation(raw), ok=False, op=_raw_op(raw),
+            return CommandOutcome(Ack(correlation_id=raw_correlation(raw), ok=False, op=raw_op(raw),
                                       ven_id=self.cfg.ven_id, error=str(exc), ts=_dt(now)))
         if cmd.ven_id is not None and cmd.ven_id != self.cfg.ven_id:
             self.counters["bad_commands"] += 1
@@ -206,10 +207,12 @@ class VenEngine:
             self._save()
         return ops
 
-    def ops_done(self, results: list[tuple[Op, str | None]], now: float | None = None) -> None:
-        """Results of the ops the agent sent: (op, None) on success, (op, error text) on failure."""
+    def ops_done(self, results: list[tuple[Op, str | None]], now: float | None = None) -> list[Op]:
+        """Results of the ops the agent sent: (op, None) on success, (op, error text) on failure. Returns the
+        follow-up ops (other loads making up for a failed shed) to send in turn."""
         now = self.clock() if now is None else now
         restored: dict[str, bool] = {}
+        shed_failed = False
         for op, error in results:
             action = self.actions.get(op.load_id)
             if op.purpose == RESTORE:
@@ -225,8 +228,10 @@ class VenEngine:
                     action.commanded[op.point] = op.value
                 continue
             self.counters["write_failures"] += 1
-            self.problem(f"shed of {op.load_id} ({op.path}/{op.point} = {op.value!r}) failed: {error}")
-            self.faulted[op.load_id] = now + self.cfg.retry_s
+            shed_failed = True
+            self.problem(f"shed of {op.load_id} ({op.path}/{op.point} = {op.value!r}) failed: {error}; "
+                         f"not used again for {FAULT_HOLD_S:g} s")
+            self.faulted[op.load_id] = now + FAULT_HOLD_S
             if action is not None and not action.commanded:
                 del self.actions[op.load_id]
                 self.expected_offset_kw += action.shed_kw
@@ -241,6 +246,9 @@ class VenEngine:
                 action.failures += 1
                 action.retry_at = now + min(60.0, self.cfg.retry_s * action.failures)
         self._save()
+        if shed_failed and self._active():
+            return self._control(now)
+        return []
 
     # --- operator controls ----------------------------------------------------------------------------------
     def set_opt_out(self, value: bool, event_id: str | None = None, now: float | None = None) -> tuple[dict, list[Op]]:
@@ -635,18 +643,29 @@ class VenEngine:
             error = event.requested_kw - (event.baseline_kw - meter_kw)
         views = self._views(now)
         queued = {lid for _, lid in self.restore_queue}
-        current = {lid: a.shed_kw for lid, a in self.actions.items() if not a.restoring and lid not in queued}
         excluded = self._excluded(event, now)
+        current: dict[str, float] = {}
+        idle: list[str] = []
         for lid, action in self.actions.items():
             if action.restoring or lid in queued:
                 excluded[lid] = "being restored"
+                continue
+            view, model = views.get(lid), self.models.get(lid)
+            if view is not None and model is not None and view.known:
+                action.shed_kw = model.effective_shed(action, view)
+                if model.idle(view):
+                    idle.append(lid)
+            current[lid] = action.shed_kw
         result = step(views, current, error, self.cfg.margin_kw(event.requested_kw),
                       self.cfg.deadband_for(event.requested_kw), excluded)
         self.last_step = result
         for lid, why in result.forced.items():
             _log.info("load %s released or trimmed: %s", lid, why)
             self.counters["forced_releases"] += 1
-        ops = self._apply(result.targets, views, now)
+        targets = dict(result.targets)
+        for lid in idle:
+            targets.setdefault(lid, 0.0)
+        ops = self._apply(targets, views, now)
         if ops:
             self._save()
         return ops
@@ -802,9 +821,9 @@ def _raw_field(raw: object, *names: str) -> str | None:
     return None
 
 
-def _raw_correlation(raw: object) -> str:
+def raw_correlation(raw: object) -> str:
     return _raw_field(raw, "correlationId", "correlation", "cid", "requestId", "msgId", "commandId") or "unknown"
 
 
-def _raw_op(raw: object) -> str | None:
+def raw_op(raw: object) -> str | None:
     return _raw_field(raw, "op", "operation", "command", "cmd", "type", "action")

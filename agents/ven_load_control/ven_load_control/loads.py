@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from ven_load_control.config import (KIND_BATTERY, KIND_CIRCUIT, KIND_EV, KIND_HVAC, KIND_WATER_HEATER,
-                                     LoadConfig)
+from ven_load_control.config import KIND_BATTERY, KIND_CIRCUIT, KIND_EV, KIND_HVAC, KIND_WATER_HEATER, LoadConfig
 
 EPS_KW = 1e-6
 
@@ -51,10 +51,11 @@ class Action:
                 "restoring": self.restoring}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Action":
-        return cls(load_id=str(data["loadId"]), path=str(data["path"]), shed_kw=float(data["shedKw"]), free_kw=float(data["freeKw"]),
-                   commanded=dict(data.get("commanded") or {}), originals=dict(data.get("originals") or {}),
-                   since=float(data.get("since", 0.0)), restoring=bool(data.get("restoring", False)))
+    def from_dict(cls, data: Mapping[str, Any]) -> Action:
+        return cls(load_id=str(data["loadId"]), path=str(data["path"]), shed_kw=float(data["shedKw"]),
+                   free_kw=float(data["freeKw"]), commanded=dict(data.get("commanded") or {}),
+                   originals=dict(data.get("originals") or {}), since=float(data.get("since", 0.0)),
+                   restoring=bool(data.get("restoring", False)))
 
 
 @dataclass
@@ -69,6 +70,7 @@ class LoadView:
     capacity_kw: float
     blocked: str | None = None
     critical: bool = False
+    step_kw: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,6 +129,17 @@ class LoadModel(ABC):
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
         """Point values that shed about `shed_kw` (> 0), and the reduction they are expected to give."""
+
+    def effective_shed(self, action: Action, view: LoadView) -> float:
+        """What the action takes off the site now: an all-or-nothing load gives what it would draw; a continuous
+        one at most that (a finished EV gives nothing, whatever its limit)."""
+        if not view.continuous:
+            return view.free_kw
+        return max(0.0, min(action.shed_kw, view.free_kw))
+
+    def idle(self, view: LoadView) -> bool:
+        """True when the load would draw nothing anyway, so its action can go without changing the site."""
+        return view.known and view.continuous and view.free_kw <= EPS_KW
 
     def _point(self, role: str) -> str:
         return self.cfg.points[role]
@@ -248,8 +261,10 @@ class HvacModel(LoadModel):
         free = power if action is None else max(action.free_kw, 0.0)
         max_offset = self.max_offset_c(original)
         capacity = min(free, self.cfg.kw_per_deg_c * max_offset)
-        return self._view(True, power, free, capacity, blocked, zoneTempC=zone, maxZoneTempC=self.cfg.max_zone_temp_c,
-                          maxOffsetC=round(max_offset, 3))
+        view = self._view(True, power, free, capacity, blocked, zoneTempC=zone,
+                          maxZoneTempC=self.cfg.max_zone_temp_c, maxOffsetC=round(max_offset, 3))
+        view.step_kw = self.cfg.setpoint_resolution_c * self.cfg.kw_per_deg_c
+        return view
 
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
@@ -313,6 +328,12 @@ class BatteryModel(LoadModel):
                           maxDischargeKw=round(discharge, 3))
         view.free_kw = free
         return view
+
+    def effective_shed(self, action: Action, view: LoadView) -> float:
+        return action.shed_kw
+
+    def idle(self, view: LoadView) -> bool:
+        return False
 
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:

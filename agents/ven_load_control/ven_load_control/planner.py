@@ -6,14 +6,19 @@ panel circuit) is taken only when its whole power fits under the need plus the m
 still falls short, a skipped all-or-nothing load is taken after all if trimming the continuous allocations
 made so far keeps the total within the margin. The total never exceeds `need + margin`.
 
+A continuous load that moves in steps (`step_kw`, e.g. an HVAC setpoint resolution) gets a whole number of
+steps, rounded to the nearest when that stays within the margin; a need smaller than half its step is left to
+the next load, so a coarse actuator never chases a residual it cannot meet.
+
 The same function plans releases: pass the currently shed amounts as the candidates, the kW to give back as
 the need, and `reverse=True` so that the last loads in the shed order are released first.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 EPS_KW = 1e-6
 
@@ -24,6 +29,7 @@ class Candidate:
     priority: int
     available_kw: float
     continuous: bool
+    step_kw: float = 0.0  # a continuous load moves in steps of about this much (HVAC: a setpoint increment)
 
 
 @dataclass
@@ -61,7 +67,9 @@ def plan(candidates: Iterable[Candidate], need_kw: float, margin_kw: float = 0.0
         if remaining <= tolerance_kw:
             break
         if cand.continuous:
-            take = min(cand.available_kw, remaining)
+            take = _in_steps(min(cand.available_kw, remaining), cand, remaining + margin_kw)
+            if take <= EPS_KW:
+                continue
             allocations[cand.load_id] = take
             remaining -= take
         elif cand.available_kw <= remaining + margin_kw:
@@ -93,6 +101,20 @@ def plan(candidates: Iterable[Candidate], need_kw: float, margin_kw: float = 0.0
         if cand.load_id not in allocations:
             result.skipped[cand.load_id] = (f"all-or-nothing {cand.available_kw:.3f} kW would overshoot the need by "
                                             f"more than the {margin_kw:.3f} kW margin")
+    for lid in [lid for lid, kw in allocations.items() if kw <= EPS_KW]:
+        del allocations[lid]
     # keep the priority order in the result
     result.allocations = {c.load_id: allocations[c.load_id] for c in ordered if c.load_id in allocations}
     return result
+
+
+def _in_steps(kw: float, cand: Candidate, ceiling: float) -> float:
+    """`kw` as a whole number of the candidate's steps: the nearest one if it fits under `ceiling` and the
+    candidate's availability, else the one below."""
+    step = cand.step_kw
+    if step <= EPS_KW:
+        return kw
+    nearest = round(kw / step) * step
+    if nearest <= min(ceiling, cand.available_kw) + EPS_KW:
+        return max(0.0, nearest)
+    return max(0.0, math.floor(kw / step + EPS_KW) * step)
