@@ -1,4 +1,8 @@
-"""dr.web: serves the Flask status page and REST API on gevent's WSGI server inside a VOLTTRON agent."""
+"""dr.web: serves the Flask status page and REST API on gevent's WSGI server inside a VOLTTRON agent.
+
+Thin: configuration, the HTTP server's lifecycle, the telemetry subscriptions and two RPCs. The Flask
+handlers run as greenlets of this agent and reach dr.vtn and the historian through VipGateway.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dr_web import __version__
 from dr_web.app import create_app
 from dr_web.config import ConfigError, WebConfig
 from dr_web.livestate import LiveState
+from dr_web.vipgateway import VipGateway
 
 _log = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ class WebAgent(Agent):
         self.config_error: str | None = None
         self.web_config = WebConfig()
         self.live = LiveState()
+        self.gateway = VipGateway(self)
         self.server: WSGIServer | None = None
         self._subscribed = False
         self.vip.config.set_default("config", install_config)
@@ -40,15 +46,17 @@ class WebAgent(Agent):
             _log.error("dr.web: bad configuration, keeping the previous one: %s", exc)
             return
         self.config_error = None
+        if config.telemetry_history != self.web_config.telemetry_history \
+                or config.ven_history != self.web_config.ven_history or not self.live.received:
+            self.live = LiveState(history_len=config.telemetry_history, ven_history_len=config.ven_history)
         self.web_config = config
-        self.live = LiveState(history_len=config.telemetry_history)
         self._serve()
 
     def _serve(self) -> None:
         if self.server is not None:
             self.server.stop(timeout=2)
             self.server = None
-        app = create_app(self.web_config, self.live, self.health)
+        app = create_app(self.web_config, self.live, self.gateway, self.health)
         self.server = WSGIServer((self.web_config.host, self.web_config.port), app, log=None)
         try:
             self.server.start()
@@ -62,7 +70,8 @@ class WebAgent(Agent):
     @Core.receiver("onstart")
     def onstart(self, sender: Any, **kwargs: Any) -> None:
         if not self._subscribed:
-            self.vip.pubsub.subscribe("pubsub", topics.BUS_TELEMETRY_PREFIX, self._on_telemetry)
+            for prefix in (topics.BUS_TELEMETRY_PREFIX, topics.BUS_TELEMETRY_BATCH):
+                self.vip.pubsub.subscribe("pubsub", prefix, self._on_telemetry)
             self._subscribed = True
 
     @Core.receiver("onstop")
@@ -72,8 +81,8 @@ class WebAgent(Agent):
             self.server = None
 
     def _on_telemetry(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
-        if not self.live.on_telemetry(message):
-            _log.warning("dr.web: dropped telemetry on %s: %s", topic, self.live.last_error)
+        if self.live.on_message(topic, message):
+            _log.warning("dr.web: refused telemetry on %s: %s", topic, self.live.last_error)
 
     @RPC.export
     def health(self) -> dict[str, Any]:

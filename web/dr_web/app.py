@@ -2,19 +2,63 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
-from flask import Flask
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from dr_web.blueprints.api import api
+from dr_web.blueprints.pages import pages
 from dr_web.config import WebConfig
+from dr_web.context import EXTENSION, WebContext
+from dr_web.gateway import Gateway
 from dr_web.livestate import LiveState
+from dr_web.problems import INTERNAL, INVALID, NOT_FOUND, TOO_LARGE, ApiProblem
+from dr_web.upstream import Upstream
+from dr_web.validation import MAX_BODY_BYTES
+
+_log = logging.getLogger(__name__)
+
+_HTTP_CODES = {400: INVALID, 404: NOT_FOUND, 413: TOO_LARGE}
 
 
-def create_app(config: WebConfig, live: LiveState, health: Callable[[], dict[str, Any]]) -> Flask:
+def create_app(config: WebConfig, live: LiveState, gateway: Gateway,
+               health: Callable[[], dict[str, Any]]) -> Flask:
     app = Flask(__name__)
-    app.config["DR_CONFIG"] = config
-    app.config["DR_LIVE"] = live
-    app.config["DR_HEALTH"] = health
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False
+    upstream = Upstream(gateway, config.vtn_identity, config.historian_identity, config.rpc_timeout_s)
+    app.extensions[EXTENSION] = WebContext(config=config, live=live, upstream=upstream, health=health)
     app.register_blueprint(api, url_prefix="/api")
+    app.register_blueprint(pages)
+
+    @app.errorhandler(ApiProblem)
+    def _problem(exc: ApiProblem):
+        return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        if not request.path.startswith("/api/"):
+            return exc
+        code = _HTTP_CODES.get(exc.code or 500, INVALID if (exc.code or 500) < 500 else INTERNAL)
+        field = "<payload>" if exc.code == 413 else "<path>" if exc.code in (404, 405) else "<request>"
+        message = {404: f"no endpoint {request.path}; see /api/openapi.json",
+                   405: f"{request.method} is not allowed on {request.path}",
+                   413: f"body larger than {MAX_BODY_BYTES} bytes"}.get(exc.code or 0, exc.description)
+        response = jsonify({"error": f"{field}: {message}", "field": field, "code": code})
+        response.status_code = exc.code or 500
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        _log.exception("dr.web: %s %s failed", request.method, request.path)
+        if not request.path.startswith("/api/"):
+            return "internal error; see the agent's log", 500
+        return jsonify({"error": f"<internal>: {exc.__class__.__name__}: {exc}", "field": "<internal>",
+                        "code": INTERNAL}), 500
+
     return app

@@ -1,45 +1,142 @@
-"""What the status page shows live: the latest telemetry of every VEN and a short history per VEN.
+"""What the status page shows live: the latest telemetry of every VEN, a short series per VEN and the
+site's power (the sum over VENs) against its baseline.
 
-Fed from the bus by the agent; read by the Flask handlers. Plain Python, no platform import.
+Fed from the bus by the agent (`dr/telemetry/<venId>` one payload, `dr/batch/telemetry` many); read by the
+Flask handlers. Plain Python, no platform import. A bad item is counted and reported, never raised.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
 
+from dr_common import topics
 from dr_common.payloads import Telemetry
-from dr_common.schema import PayloadError
+from dr_common.schema import PayloadError, normalize_key
+from dr_common.timeutil import to_iso, utcnow
+
+_VEN_KEYS = {"venid", "ven"}
+
+# one point of a series: (ts epoch s, usedPowerKw, baselinePowerKw, shedPowerKw, eventId)
+Point = tuple[float, float, float | None, float, str | None]
 
 
 @dataclass
 class LiveState:
-    history_len: int = 720
+    history_len: int = 720        # site points
+    ven_history_len: int = 180    # points per VEN
+    stale_s: float = 30.0         # a VEN silent for longer leaves the site sum
+    site_resolution_s: float = 1.0  # site points closer than this are merged into one
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: dict[str, deque] = field(default_factory=dict)
+    site: deque = field(default_factory=deque)
     received: int = 0
     rejected: int = 0
     last_error: str | None = None
+    _last_ts: dict[str, float] = field(default_factory=dict)
+    _point: dict[str, Point] = field(default_factory=dict)
 
-    def on_telemetry(self, message: Any) -> bool:
-        """Record one telemetry payload; a bad one is counted and reported, never raised."""
-        try:
-            telemetry = Telemetry.from_payload(message)
-        except PayloadError as exc:
-            self.rejected += 1
-            self.last_error = str(exc)
-            return False
+    def __post_init__(self) -> None:
+        self.site = deque(self.site, maxlen=self.history_len)
+
+    # --- input ----------------------------------------------------------------------------------
+    def on_message(self, topic: str, message: Any) -> int:
+        """One bus message: a per-VEN payload or a batch. Returns how many items were refused."""
+        if topic == topics.BUS_TELEMETRY_BATCH:
+            items = message.get("items") if isinstance(message, Mapping) else None
+            if not isinstance(items, list):
+                self._refuse("field 'items': expected a batch object {\"items\": [...]}")
+                return 1
+            return self.on_items(items)
+        ven_id = topics.ven_id_from_topic(topic, topics.BUS_TELEMETRY_PREFIX)
+        return self.on_items([message], ven_id)
+
+    def on_telemetry(self, message: Any, ven_id: str | None = None) -> bool:
+        """Record one telemetry payload; True when it was usable."""
+        return self.on_items([message], ven_id) == 0
+
+    def on_items(self, items: Iterable[Any], ven_id: str | None = None) -> int:
+        refused = 0
+        newest: float | None = None
+        for raw in items:
+            try:
+                telemetry = Telemetry.from_payload(_with_ven_id(raw, ven_id))
+            except PayloadError as exc:
+                refused += 1
+                self._refuse(str(exc))
+                continue
+            ts = self._record(telemetry)
+            newest = ts if newest is None else max(newest, ts)
+        if newest is not None:
+            self._add_site_point(newest)
+        return refused
+
+    def _refuse(self, error: str) -> None:
+        self.rejected += 1
+        self.last_error = error
+
+    def _record(self, telemetry: Telemetry) -> float:
         payload = telemetry.to_payload()
+        ven_id = telemetry.ven_id
+        ts = telemetry.ts.timestamp()
         self.received += 1
-        self.latest[telemetry.ven_id] = payload
-        series = self.history.setdefault(telemetry.ven_id, deque(maxlen=self.history_len))
-        series.append(payload)
-        return True
+        self.latest[ven_id] = payload
+        self._last_ts[ven_id] = ts
+        point: Point = (ts, telemetry.used_power_kw, telemetry.baseline_power_kw, telemetry.shed_power_kw,
+                        telemetry.event_id)
+        self._point[ven_id] = point
+        series = self.history.get(ven_id)
+        if series is None:
+            series = self.history[ven_id] = deque(maxlen=self.ven_history_len)
+        series.append(point)
+        return ts
 
-    def series(self, ven_id: str) -> list[dict[str, Any]]:
-        return list(self.history.get(ven_id, ()))
+    def _add_site_point(self, ts: float) -> None:
+        used = baseline = shed = 0.0
+        count = 0
+        horizon = ts - self.stale_s
+        for ven_id, (vts, v_used, v_base, v_shed, _) in self._point.items():
+            if vts < horizon:
+                continue
+            count += 1
+            used += v_used
+            shed += v_shed
+            baseline += v_base if v_base is not None else v_used + v_shed
+        point = (ts, round(used, 4), round(baseline, 4), round(shed, 4), count)
+        if self.site and ts - self.site[-1][0] < self.site_resolution_s and ts >= self.site[-1][0]:
+            self.site[-1] = point
+        else:
+            self.site.append(point)
+
+    # --- output ---------------------------------------------------------------------------------
+    def series(self, ven_id: str, since: float | None = None) -> list[dict[str, Any]]:
+        return [{"ts": to_iso_epoch(ts), "usedPowerKw": used, "baselinePowerKw": base, "shedPowerKw": shed,
+                 "eventId": event} for ts, used, base, shed, event in self.history.get(ven_id, ())
+                if since is None or ts >= since]
+
+    def site_series(self, since: float | None = None) -> list[dict[str, Any]]:
+        return [{"ts": to_iso_epoch(ts), "usedPowerKw": used, "baselinePowerKw": base, "shedPowerKw": shed,
+                 "vens": count} for ts, used, base, shed, count in self.site if since is None or ts >= since]
+
+    def is_fresh(self, ven_id: str, now: float | None = None) -> bool:
+        ts = self._last_ts.get(ven_id)
+        return ts is not None and (now if now is not None else utcnow().timestamp()) - ts <= self.stale_s
 
     def counters(self) -> dict[str, Any]:
         return {"telemetryReceived": self.received, "telemetryRejected": self.rejected,
                 "lastError": self.last_error, "vensSeen": len(self.latest)}
+
+
+def to_iso_epoch(ts: float) -> str:
+    return to_iso(datetime.fromtimestamp(ts, timezone.utc))
+
+
+def _with_ven_id(raw: object, ven_id: str | None) -> object:
+    """A per-VEN topic names the VEN; the payload may leave venId out."""
+    if ven_id is None or not isinstance(raw, Mapping):
+        return raw
+    if any(isinstance(key, str) and normalize_key(key) in _VEN_KEYS for key in raw):
+        return raw
+    return {**raw, "venId": ven_id}

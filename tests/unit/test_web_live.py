@@ -1,0 +1,91 @@
+"""dr.web's live state (telemetry from the bus for the dashboard and the chart) and its configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from dr_web.config import ConfigError, WebConfig
+from dr_web.livestate import LiveState
+
+T0 = 1_800_000_000.0
+
+
+def tel(ven: str, ts: float, used: float, baseline: float | None = None, shed: float = 0.0, **extra):
+    out = {"venId": ven, "ts": ts, "usedPowerKw": used, "shedPowerKw": shed, **extra}
+    if baseline is not None:
+        out["baselinePowerKw"] = baseline
+    return out
+
+
+def test_per_ven_topic_names_the_ven_and_tolerant_fields_parse():
+    live = LiveState()
+    assert live.on_message("dr/telemetry/ven-a", {"used_power_kw": "4.5", "ts": T0, "event_id": "evt-1"}) == 0
+    assert live.latest["ven-a"]["usedPowerKw"] == 4.5 and live.latest["ven-a"]["eventId"] == "evt-1"
+    assert live.series("ven-a")[0]["usedPowerKw"] == 4.5
+
+
+def test_batch_items_are_applied_and_bad_ones_counted_without_losing_the_rest():
+    live = LiveState()
+    refused = live.on_message("dr/batch/telemetry", {"items": [tel("a", T0, 1.0), {"venId": "b", "usedPowerKw": "x"},
+                                                               "junk", tel("c", T0, 2.0)]})
+    assert refused == 2 and live.received == 2 and live.rejected == 2
+    assert set(live.latest) == {"a", "c"}
+    assert "usedPowerKw" in live.last_error or "expected an object" in live.last_error
+    assert live.on_message("dr/batch/telemetry", ["not", "a", "batch"]) == 1
+    assert "items" in live.last_error
+
+
+def test_site_series_sums_fresh_vens_against_baseline():
+    live = LiveState(stale_s=30.0)
+    live.on_items([tel("a", T0, 3.0, baseline=5.0, shed=2.0)])
+    live.on_items([tel("b", T0 + 2, 1.0)])  # no baseline reported: used + shed stands in
+    live.on_items([tel("a", T0 + 40, 4.0, baseline=5.0, shed=1.0)])  # b is now stale
+    site = live.site_series()
+    assert [(p["usedPowerKw"], p["baselinePowerKw"], p["shedPowerKw"], p["vens"]) for p in site] == [
+        (3.0, 5.0, 2.0, 1), (4.0, 6.0, 2.0, 2), (4.0, 5.0, 1.0, 1)]
+    assert live.site_series(since=T0 + 10) == site[2:]
+
+
+def test_site_points_closer_than_the_resolution_merge():
+    live = LiveState(site_resolution_s=1.0)
+    live.on_items([tel("a", T0, 1.0)])
+    live.on_items([tel("b", T0 + 0.5, 2.0)])
+    live.on_items([tel("c", T0 + 1.6, 3.0)])
+    assert [(p["usedPowerKw"], p["vens"]) for p in live.site_series()] == [(3.0, 2), (6.0, 3)]
+
+
+def test_histories_are_bounded():
+    live = LiveState(history_len=5, ven_history_len=3)
+    for i in range(20):
+        live.on_items([tel("a", T0 + 2 * i, float(i))])
+    assert len(live.site) == 5 and len(live.history["a"]) == 3
+    assert [p["usedPowerKw"] for p in live.series("a")] == [17.0, 18.0, 19.0]
+
+
+def test_freshness():
+    live = LiveState(stale_s=30.0)
+    live.on_items([tel("a", T0, 1.0)])
+    assert live.is_fresh("a", now=T0 + 29) and not live.is_fresh("a", now=T0 + 31) and not live.is_fresh("z")
+
+
+def test_config_defaults_and_values():
+    config = WebConfig.from_mapping({"port": 0, "api_token": "long-enough", "refresh_s": 1, "rpc_timeout_s": 3})
+    assert (config.host, config.port, config.api_token, config.refresh_s, config.rpc_timeout_s) == \
+        ("127.0.0.1", 0, "long-enough", 1.0, 3.0)
+    assert WebConfig.from_mapping(None) == WebConfig()
+
+
+@pytest.mark.parametrize("raw,key", [({"port": "eighty"}, "port"), ({"port": 70000}, "port"),
+                                     ({"host": "example.org"}, "host"), ({"api_token": "short"}, "api_token"),
+                                     ({"api_token": " spaced-token "}, "api_token"), ({"refresh_s": 0}, "refresh_s"),
+                                     ({"rpc_timeout_s": True}, "rpc_timeout_s"),
+                                     ({"vtn_identity": "bad identity"}, "vtn_identity"), ({"colour": 1}, "colour"),
+                                     ({"telemetry_history": 0}, "telemetry_history")])
+def test_bad_config_names_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key):
+        WebConfig.from_mapping(raw)
+
+
+def test_config_must_be_an_object():
+    with pytest.raises(ConfigError, match="JSON object"):
+        WebConfig.from_mapping(["port", 1])  # type: ignore[arg-type]

@@ -1,0 +1,44 @@
+"""The status page's HTML shells and static files: served, self-contained (no CDN), wired to the API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_web_harness import web  # noqa: F401  (fixture)
+
+WEB = Path(__file__).resolve().parents[2] / "web" / "dr_web"
+
+
+@pytest.mark.parametrize("path,needles", [
+    ("/", ['id="site-chart"', 'id="banners"', 'id="ven-table"', 'id="event-form"', "dashboard.js", "chart.js"]),
+    ("/events", ['id="event-table"', 'id="event-form"', "events.js"]),
+    ("/events/evt-123", ['data-event-id="evt-123"', 'id="participant-table"', 'id="mv"', "event.js"]),
+])
+def test_pages_render_with_their_parts(web, path, needles):
+    r = web.get(path)
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    html = r.get_data(as_text=True)
+    for needle in needles:
+        assert needle in html, needle
+    assert 'id="token-input"' in html and 'data-refresh-ms="2000"' in html
+    for src in re.findall(r'(?:src|href)="([^"]+)"', html):
+        if src.startswith("/static/"):
+            assert web.get(src).status_code == 200, src
+
+
+def test_event_id_is_escaped_in_the_page(web):
+    r = web.get('/events/%3Cimg%20src=x%20onerror=alert(1)%3E%22')
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;&#34;" in html
+
+
+def test_no_external_resources():
+    """No CDN, no web fonts, no build step: every file the page loads is in the package."""
+    for path in [*WEB.glob("templates/*.html"), *WEB.glob("static/*")]:
+        text = path.read_text()
+        assert not re.search(r"https?://", text), path
+        assert "innerHTML" not in text, f"{path}: build DOM nodes with textContent"

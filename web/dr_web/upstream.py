@@ -1,0 +1,86 @@
+"""dr.vtn and platform.historian as the REST API sees them: results, or ApiProblem.
+
+dr.vtn answers every RPC with its result or `{"error", "field", "code"}`; that error becomes the HTTP
+response (400 / 404 / 409 / 500). A peer that does not answer is a 503 naming it, one that raised a 502.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dr_common.topics import HistorianRpc, VtnRpc
+
+from dr_web.gateway import Gateway, PeerFailed, PeerUnavailable
+from dr_web.problems import UNAVAILABLE, UPSTREAM, ApiProblem
+
+
+class Upstream:
+    def __init__(self, gateway: Gateway, vtn_identity: str, historian_identity: str, timeout: float) -> None:
+        self.gateway = gateway
+        self.vtn_identity = vtn_identity
+        self.historian_identity = historian_identity
+        self.timeout = timeout
+
+    def _call(self, identity: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        try:
+            result = self.gateway.call(identity, method, *args, timeout=timeout or self.timeout, **kwargs)
+        except PeerUnavailable as exc:
+            raise ApiProblem(UNAVAILABLE, f"<{identity}>", f"{exc.reason}; is {identity} installed and running?") \
+                from None
+        except PeerFailed as exc:
+            raise ApiProblem(UPSTREAM, f"<{identity}>", f"{method} failed there: {exc.reason}") from None
+        if isinstance(result, dict) and "error" in result:
+            raise ApiProblem.from_rpc_error(result)
+        return result
+
+    # --- dr.vtn ----------------------------------------------------------------------------------
+    def vtn(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        return self._call(self.vtn_identity, method, *args, timeout=timeout, **kwargs)
+
+    def register_ven(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._expect(dict, VtnRpc.REGISTER_VEN, self.vtn(VtnRpc.REGISTER_VEN, payload))
+
+    def list_vens(self, **filters: Any) -> list[dict[str, Any]]:
+        return self._expect(list, VtnRpc.LIST_VENS, self.vtn(VtnRpc.LIST_VENS, **filters))
+
+    def get_ven(self, ven_id: str) -> dict[str, Any]:
+        return self._expect(dict, VtnRpc.GET_VEN, self.vtn(VtnRpc.GET_VEN, ven_id))
+
+    def create_event(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._expect(dict, VtnRpc.CREATE_EVENT, self.vtn(VtnRpc.CREATE_EVENT, payload))
+
+    def list_events(self, **filters: Any) -> list[dict[str, Any]]:
+        return self._expect(list, VtnRpc.LIST_EVENTS, self.vtn(VtnRpc.LIST_EVENTS, **filters))
+
+    def get_event(self, event_id: str) -> dict[str, Any]:
+        return self._expect(dict, VtnRpc.GET_EVENT, self.vtn(VtnRpc.GET_EVENT, event_id))
+
+    def stop_event(self, event_id: str) -> dict[str, Any]:
+        return self._expect(dict, VtnRpc.STOP_EVENT, self.vtn(VtnRpc.STOP_EVENT, event_id))
+
+    def event_metrics(self, event_id: str) -> dict[str, Any]:
+        return self._expect(dict, VtnRpc.EVENT_METRICS, self.vtn(VtnRpc.EVENT_METRICS, event_id))
+
+    # --- platform.historian ----------------------------------------------------------------------
+    def event_performance(self, event_id: str) -> dict[str, Any]:
+        result = self._call(self.historian_identity, HistorianRpc.EVENT_PERFORMANCE, event_id)
+        return self._expect(dict, HistorianRpc.EVENT_PERFORMANCE, result, self.historian_identity)
+
+    # --- health of both --------------------------------------------------------------------------
+    def peer_health(self, timeout: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for identity, method in ((self.vtn_identity, VtnRpc.HEALTH), (self.historian_identity, HistorianRpc.HEALTH)):
+            try:
+                answer = self._call(identity, method, timeout=timeout)
+            except ApiProblem as exc:
+                out[identity] = {"reachable": exc.code not in (UNAVAILABLE,), "error": exc.message}
+            else:
+                out[identity] = {"reachable": True, "health": answer}
+        return out
+
+    def _expect(self, kind: type, method: str, result: Any, identity: str | None = None) -> Any:
+        if not isinstance(result, kind):
+            who = identity or self.vtn_identity
+            raise ApiProblem(UPSTREAM, f"<{who}>", f"{method} returned {type(result).__name__}, "
+                                                   f"expected {kind.__name__}")
+        return result
