@@ -1,0 +1,59 @@
+"""Which database a script opens: a URL or SQLite path given on the command line, or the one a site's
+historian is configured with (platform-config/sites/<site>/historian.json, with the site's VOLTTRON_HOME)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from dr_historian.config import HistorianConfig, parse_config
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def site_home(site: str, repo: Path = REPO) -> Path:
+    """The VOLTTRON_HOME of a site run by scripts/platform."""
+    out = subprocess.run(["bash", "-c", f'source "{repo}/scripts/lib.sh"; echo "$VDR_STATE"'],
+                         env={k: v for k, v in os.environ.items() if k != "VOLTTRON_HOME"} | {"VDR_SITE": site},
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip()) / "sites" / site / "vhome"
+
+
+def site_config(site: str, repo: Path = REPO) -> HistorianConfig:
+    path = repo / "platform-config" / "sites" / site / "historian.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the site has no historian configuration")
+    raw = json.loads(path.read_text())
+    old = os.environ.get("VOLTTRON_HOME")
+    os.environ["VOLTTRON_HOME"] = str(site_home(site, repo))
+    try:
+        return parse_config(raw)
+    finally:
+        if old is None:
+            os.environ.pop("VOLTTRON_HOME", None)
+        else:
+            os.environ["VOLTTRON_HOME"] = old
+
+
+def resolve(db: str | None, site: str | None) -> HistorianConfig:
+    """--db (a SQLAlchemy URL or a SQLite file path) wins over --site."""
+    if db:
+        if "://" in db:
+            return parse_config({"connection": {"url": db}})
+        return parse_config({"connection": {"type": "sqlite", "params": {"database": db}}})
+    if site:
+        return site_config(site)
+    raise ValueError("give --db URL-or-path or --site NAME")
+
+
+def give_to_folder_owner(url: str) -> None:
+    """When root wrote a SQLite file in a folder the platform's service user owns, hand the files back to it."""
+    if not url.startswith("sqlite:///") or os.geteuid() != 0:
+        return
+    path = Path(url.split(":///", 1)[1])
+    folder = path.parent.stat()
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists() and candidate.stat().st_uid != folder.st_uid:
+            os.chown(candidate, folder.st_uid, folder.st_gid)

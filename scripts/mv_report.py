@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""M&V report of one DR event from the historian's database: a table of baseline and actual energy, average
+and peak reduction and percent of requested per VEN, total and site meter for each method, and a PNG of
+baseline vs metered power with the event window shaded.
+
+Examples:
+  scripts/mv_report.py ev-1234                                  # the demo site's historian database
+  scripts/mv_report.py ev-1234 --site office --method caiso-10in10 --method pjm-high4of5
+  scripts/mv_report.py ev-synth-1 --db /tmp/h.sqlite --png /tmp/ev.png --plot demo-home
+  scripts/mv_report.py ev-1234 --json                           # the full result as JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "agents" / "historian")]
+from dr_historian import sitedb  # noqa: E402
+from dr_historian.mv.baselines import METHODS  # noqa: E402
+from dr_historian.mv.performance import MvOptions, event_performance  # noqa: E402
+from dr_historian.mv.series import MvError  # noqa: E402
+from dr_historian.plot import Chart, StepSeries, series_from, write_png  # noqa: E402
+from dr_historian.store import Store, StoreError  # noqa: E402
+
+PLOT_MARGIN_MIN = 120
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def method_note(m: dict[str, Any]) -> str:
+    if m.get("error"):
+        return m["error"]
+    detail = m.get("baseline", {})
+    notes = []
+    if detail.get("variant"):
+        notes.append(detail["variant"])
+    adj = detail.get("adjustment")
+    if adj is not None and detail.get("method") == "caiso-10in10":
+        notes.append(f"x{adj:.3f}" + (" (capped)" if detail.get("adjustmentCapped") else ""))
+    elif adj is not None and detail.get("method") == "pjm-high4of5":
+        notes.append(f"{adj:+.2f} kW")
+    if detail.get("selectedDays"):
+        notes.append(f"{len(detail['selectedDays'])} days")
+    return ", ".join(notes)
+
+
+def table(report: dict[str, Any]) -> str:
+    head = ("who", "method", "baseline kWh", "actual kWh", "avg red kW", "peak red kW", "% of req", "notes")
+    rows: list[tuple[str, ...]] = []
+
+    def add(who: str, methods: dict[str, Any]) -> None:
+        for name, m in methods.items():
+            rows.append((who, name, fmt(m.get("baselineKwh"), 3), fmt(m.get("actualKwh"), 3),
+                         fmt(m.get("avgReductionKw")), fmt(m.get("peakReductionKw")),
+                         fmt(m.get("percentOfRequested"), 1), method_note(m)))
+            who = ""
+
+    for ven, run in report["vens"].items():
+        add(f"{ven} (req {fmt(run['requestedKw'])} kW)", run["methods"])
+    if len(report["vens"]) > 1:
+        add(f"total (req {fmt(report['requestedKw'])} kW)", report["total"]["methods"])
+    for topic, run in report["meters"].items():
+        add(f"meter {topic}", run["methods"])
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+              for r in rows]
+    start, end = datetime.fromisoformat(report["window"]["start"]), datetime.fromisoformat(report["window"]["end"])
+    title = (f"Event {report['eventId']}: {start:%Y-%m-%d %H:%M} - {end:%H:%M} UTC "
+             f"({(end - start).total_seconds() / 60:.0f} min), {len(report['vens'])} VEN(s), "
+             f"requested {fmt(report['requestedKw'])} kW, {report['intervalMinutes']}-minute intervals, "
+             f"days in {report['timezone']}")
+    return title + "\n\n" + "\n".join(lines)
+
+
+def plot_source(report: dict[str, Any], who: str | None) -> tuple[str, dict[str, Any]]:
+    if who:
+        if who in report["vens"]:
+            return who, report["vens"][who]["plot"]
+        if who in report["meters"]:
+            return who, report["meters"][who]["plot"]
+        raise MvError(f"--plot {who!r}: not a VEN of the event nor a meter topic")
+    if report["meters"]:
+        topic = next(iter(report["meters"]))
+        return topic, report["meters"][topic]["plot"]
+    if len(report["vens"]) == 1:
+        ven = next(iter(report["vens"]))
+        return ven, report["vens"][ven]["plot"]
+    return "all VENs", _sum_plots([run["plot"] for run in report["vens"].values()])
+
+
+def _sum_plots(plots: list[dict[str, Any]]) -> dict[str, Any]:
+    fine: dict[str, float] = {}
+    for p in plots:
+        for t, v in p["fine"]:
+            fine[t] = fine.get(t, 0.0) + v
+    grid = sorted({t for p in plots for t in p["grid"]})
+    baselines: dict[str, list[float | None]] = {}
+    for method in {m for p in plots for m in p["baselines"]}:
+        sums: dict[str, float | None] = {t: 0.0 for t in grid}
+        for p in plots:
+            values = dict(zip(p["grid"], p["baselines"].get(method, [])))
+            for t in grid:
+                v = values.get(t)
+                sums[t] = None if v is None or sums[t] is None else sums[t] + v  # type: ignore[operator]
+        baselines[method] = [sums[t] for t in grid]
+    return {"grid": grid, "fine": sorted(fine.items()), "baselines": baselines}
+
+
+def chart_for(report: dict[str, Any], who: str | None, options: MvOptions) -> Chart:
+    label, plot = plot_source(report, who)
+    interval = timedelta(minutes=report["intervalMinutes"])
+    starts = [datetime.fromisoformat(t) for t in plot["grid"]]
+    baselines = [StepSeries(method, starts, interval, values) for method, values in plot["baselines"].items()]
+    return Chart(title=f"{report['eventId']}  {label}: baseline vs metered", tz=options.tz,
+                 window_start=datetime.fromisoformat(report["window"]["start"]),
+                 window_end=datetime.fromisoformat(report["window"]["end"]),
+                 metered=series_from(plot["fine"]), baselines=baselines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("event_id")
+    parser.add_argument("--method", action="append", choices=METHODS, help="repeatable (default: every method)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", help="SQLAlchemy URL or SQLite file path of a historian database")
+    where.add_argument("--site", help="the database of platform-config/sites/SITE/historian.json (default demo)")
+    parser.add_argument("--interval", type=int, help="interval minutes (default: the site's mv.interval_minutes)")
+    parser.add_argument("--tz", help="time zone of day matching and the plot (default: the site's mv.timezone)")
+    parser.add_argument("--meter", action="append", help="site meter topic (default: the site's mv.meter_topics)")
+    parser.add_argument("--plot", metavar="WHO", help="VEN id or meter topic to plot (default: meter, else total)")
+    parser.add_argument("--png", help="PNG path (default: mv_EVENT_ID.png)")
+    parser.add_argument("--no-png", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON instead of the table")
+    args = parser.parse_args(argv)
+    config = sitedb.resolve(args.db, args.site or (None if args.db else "demo"))
+    mv = config.mv
+    options = MvOptions(methods=tuple(args.method or mv.methods), timezone=args.tz or mv.timezone,
+                        interval_minutes=args.interval or mv.interval_minutes,
+                        meter_before_minutes=mv.meter_before_minutes, lookback_days=mv.lookback_days,
+                        holidays=mv.holidays, meter_topics=tuple(args.meter or mv.meter_topics),
+                        plot_margin_minutes=None if args.no_png else PLOT_MARGIN_MIN)
+    store = Store(config.url)
+    try:
+        report = event_performance(store, args.event_id, options)
+    except (MvError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(table(report))
+    if not args.no_png:
+        path = args.png or f"mv_{args.event_id}.png"
+        try:
+            write_png(chart_for(report, args.plot, options), path)
+        except MvError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"\nplot: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
