@@ -1,0 +1,189 @@
+"""The bridge core against real Mosquitto brokers of the test's own: mutual TLS, and a 30 s broker outage
+while 500 messages flow each way (store-and-forward, exactly once after dedup, order kept per VEN).
+
+These run the bridge's core (everything but the thin VOLTTRON agent) in the test process; the bus side is a
+recording port. test_mqtt_platform.py covers the agent on the real platform."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+
+from dr_mqtt_bridge.config import parse_config
+from dr_mqtt_bridge.core import BridgeCore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from fleet.brokers import Mosquitto, make_certs  # noqa: E402
+from fleet.probe import Probe, tls_context  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.mqtt]
+
+
+class RecordingBus:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, object]] = []
+
+    def publish(self, topic: str, message: object) -> None:
+        self.messages.append((topic, message))
+
+    def items(self, topic: str) -> list[dict]:
+        out = []
+        for t, m in self.messages:
+            if t == topic:
+                out.extend(m["items"])
+        return out
+
+    def on(self, topic: str) -> list[object]:
+        return [m for t, m in self.messages if t == topic]
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        gevent.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def _core(tmp_path: Path, name: str, bus: RecordingBus, **cfg) -> BridgeCore:
+    cfg.setdefault("store", {"path": str(tmp_path / f"{name}.sqlite")})
+    core = BridgeCore(parse_config(cfg), bus)
+    core.start()
+    return core
+
+
+# --- mutual TLS -----------------------------------------------------------------------------------
+def test_bridge_connects_with_mutual_tls_and_a_client_without_certificate_is_refused(tmp_path):
+    certs = make_certs(tmp_path / "certs")
+    broker = Mosquitto(tmp_path / "broker", certs=certs).start()
+    cores: list[BridgeCore] = []
+    probes: list[Probe] = []
+    try:
+        bus = RecordingBus()
+        tls = {"ca_file": str(certs.ca), "cert_file": str(certs.client_cert), "key_file": str(certs.client_key)}
+        core = _core(tmp_path, "tls", bus, broker={"port": broker.port, "client_id": "tls-bridge", "tls": tls,
+                                                    "reconnect_max_s": 1})
+        cores.append(core)
+        wait(lambda: core.connected, 15, "bridge connected with mTLS")
+        assert core.status()["tls"] is True
+
+        ven = Probe(port=broker.port, client_id="tls-ven", subscriptions=["ven/cmd/tls-ven"],
+                    tls=tls_context(str(certs.ca), str(certs.client_cert), str(certs.client_key))).start()
+        probes.append(ven)
+        core.on_bus_message("dr/batch/cmd", {"commands": [{"venId": "tls-ven", "op": "ping", "correlationId": "t1"}]})
+        wait(lambda: ven.snapshot("ven/cmd/"), 10, "command over mTLS")
+        assert json.loads(ven.snapshot()[0][1])["correlationId"] == "t1"
+        ven.publish("ven/ack/tls-ven", json.dumps({"correlationId": "t1", "ok": True, "op": "ping"}))
+        acks = wait(lambda: bus.items("dr/batch/ack"), 10, "ack over mTLS on the bus")
+        assert acks[0]["venId"] == "tls-ven" and acks[0]["correlationId"] == "t1"
+
+        # a client without a certificate: the TLS handshake is refused
+        anonymous = Probe(port=broker.port, client_id="no-cert", tls=tls_context(str(certs.ca)))
+        with pytest.raises(OSError):
+            anonymous.start(timeout=5)
+        # the bridge configured without its certificate never gets connected, and says why
+        bare = _core(tmp_path, "bare", RecordingBus(), broker={
+            "port": broker.port, "client_id": "no-cert-bridge", "tls": {"ca_file": str(certs.ca)},
+            "reconnect_min_s": 0.2, "reconnect_max_s": 0.5})
+        cores.append(bare)
+        wait(lambda: bare.status()["connectFailures"] + bare.status()["disconnects"] >= 2, 15,
+             "the certificate-less bridge was refused")
+        assert not bare.connected and bare.status()["connects"] == 0
+        assert bare.health()["status"] == "BAD"
+        # a server certificate from a CA the bridge does not trust is refused too
+        wrong_ca = _core(tmp_path, "wrong", RecordingBus(), broker={
+            "port": broker.port, "client_id": "wrong-ca-bridge", "reconnect_min_s": 0.2, "reconnect_max_s": 0.5,
+            "tls": dict(tls, ca_file=str(certs.other_ca))})
+        cores.append(wrong_ca)
+        wait(lambda: wrong_ca.status()["connectFailures"] >= 2, 15, "untrusted server refused")
+        assert wrong_ca.status()["connects"] == 0
+        assert "peer did not return a certificate" in broker.log_tail(200)
+    finally:
+        for p in probes:
+            p.stop()
+        for c in cores:
+            c.stop()
+        broker.stop()
+
+
+# --- 30 s outage, 500 messages each way ---------------------------------------------------------
+VENS = [f"fault-{i}" for i in range(5)]
+ROUNDS = 100            # per VEN, each way: 5 x 100 = 500 commands out and 500 acks in
+ROUND_INTERVAL_S = 0.45  # the flow lasts ~45 s
+OUTAGE_AT_S = 8.0
+OUTAGE_S = 30.0
+
+
+@pytest.mark.slow
+def test_broker_outage_loses_nothing_and_keeps_order(tmp_path, figure):
+    broker = Mosquitto(tmp_path / "broker").start()
+    common = {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "port": broker.port}
+    vtn_bus = RecordingBus()
+    ven_buses = {v: RecordingBus() for v in VENS}
+    vtn = _core(tmp_path, "vtn", vtn_bus, broker=dict(common, client_id="fault-vtn"),
+                batch={"max_items": 50, "max_delay_ms": 20})
+    vens = {v: _core(tmp_path, v, ven_buses[v], mode="ven", ven_id=v, broker=dict(common, client_id=f"fault-{v}"))
+            for v in VENS}
+    cores = [vtn, *vens.values()]
+    try:
+        wait(lambda: all(c.connected for c in cores), 15, "all bridges connected")
+        max_backlog = {"vtn": 0, "ven": 0}
+        t0 = time.monotonic()
+        stopped_at = restarted_at = None
+        for r in range(ROUNDS):
+            elapsed = time.monotonic() - t0
+            if stopped_at is None and elapsed >= OUTAGE_AT_S:
+                broker.stop()
+                stopped_at = time.monotonic()
+            if stopped_at is not None and restarted_at is None and time.monotonic() - stopped_at >= OUTAGE_S:
+                broker.start()
+                restarted_at = time.monotonic()
+            vtn.on_bus_message("dr/batch/cmd", {"commands": [
+                {"venId": v, "op": "ping", "correlationId": f"cmd-{v}-{r}", "issuedAt": f"{r}"} for v in VENS]})
+            for v in VENS:
+                vens[v].on_bus_message(f"dr/ack/{v}", {"correlationId": f"ack-{v}-{r}", "op": "ping", "ok": True,
+                                                       "ts": 1_790_000_000_000 + r})
+            max_backlog["vtn"] = max(max_backlog["vtn"], vtn.status()["backlog"])
+            max_backlog["ven"] = max(max_backlog["ven"], max(c.status()["backlog"] for c in vens.values()))
+            gevent.sleep(max(0.0, t0 + (r + 1) * ROUND_INTERVAL_S - time.monotonic()))
+        assert stopped_at is not None and restarted_at is not None, "the flow ended before the outage did"
+        outage = restarted_at - stopped_at
+        assert outage >= OUTAGE_S
+
+        def complete():
+            acks = vtn_bus.items("dr/batch/ack")
+            cmds = sum(len(ven_buses[v].on(f"dr/cmd/{v}")) for v in VENS)
+            return len(acks) >= ROUNDS * len(VENS) and cmds >= ROUNDS * len(VENS)
+
+        t_restart = time.monotonic()
+        wait(complete, 60, "every message delivered after the broker came back")
+        catch_up = time.monotonic() - t_restart
+        gevent.sleep(1.0)  # anything duplicated would arrive now
+
+        acks = vtn_bus.items("dr/batch/ack")
+        for v in VENS:
+            got = [a["correlationId"] for a in acks if a["venId"] == v]
+            assert got == [f"ack-{v}-{r}" for r in range(ROUNDS)], f"acks of {v}: lost, repeated or out of order"
+            cmds = [m["correlationId"] for m in ven_buses[v].on(f"dr/cmd/{v}")]
+            assert cmds == [f"cmd-{v}-{r}" for r in range(ROUNDS)], f"commands of {v}: lost, repeated or reordered"
+            assert all(m["venId"] == v for m in ven_buses[v].on(f"dr/cmd/{v}"))
+        # the outage really went through the SQLite outboxes, and they are empty again
+        assert max_backlog["vtn"] > 0 and max_backlog["ven"] > 0
+        wait(lambda: all(c.status()["backlog"] == 0 for c in cores), 15, "outboxes emptied")
+        dups = vtn.status()["duplicates"] + sum(c.status()["duplicates"] for c in vens.values())
+        figure("MQTT outage test: outage / catch-up after restart",
+               f"{outage:.1f} s / {catch_up:.1f} s; peak outbox VTN {max_backlog['vtn']}, VEN {max_backlog['ven']}; "
+               f"{dups} QoS 1 redeliveries dropped by dedup")
+        for c in cores:
+            assert c.status()["rejectsTotal"] == 0, c.status()["rejects"]
+    finally:
+        for c in cores:
+            c.stop()
+        broker.stop()
