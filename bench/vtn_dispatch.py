@@ -209,7 +209,9 @@ def on_platform(site: str, n: int, rounds: int, memory_vens: int, keep: bool) ->
         arrivals: list[tuple[float, int]] = []
 
         def on_batch(peer, sender, bus, topic, headers, message):
-            arrivals.append((time.time(), len(message.get("commands", []))))
+            commands = message.get("commands") or [{}]
+            if commands[0].get("op") == "event":  # restores of the previous round are not this round's
+                arrivals.append((time.time(), len(commands)))
 
         client.subscribe(topics.BUS_CMD_BATCH, on_batch)
         raw_arrivals: list[float] = []
@@ -218,8 +220,12 @@ def on_platform(site: str, n: int, rounds: int, memory_vens: int, keep: bool) ->
                     "startTime": iso(time.time()), "until": iso(time.time() + 600), "issuedAt": iso(time.time())}
         raw_batch = {"commands": [dict(template, correlationId=f"evt-raw:{i}", venId=f"ven-{i:05d}")
                                   for i in range(n)]}
-        vtn_ms, raw_ms = [], []
+        vtn_ms, raw_ms, rpc_ms, inside_ms = [], [], [], []
         for _ in range(rounds):
+            t = time.time()
+            not_found = client.rpc(topics.VTN_IDENTITY, "update_ven", "no-such-ven", raw_batch, timeout=30)
+            rpc_ms.append((time.time() - t) * 1000)
+            assert not_found["code"] == "not_found"
             raw_arrivals.clear()
             t = time.time()
             client.publish("bench/raw/batch", raw_batch)
@@ -236,10 +242,13 @@ def on_platform(site: str, n: int, rounds: int, memory_vens: int, keep: bool) ->
             assert count == n, count
             vtn_ms.append((arrived - start) * 1000)
             gevent.sleep(0.3)
+            inside_ms.append(rpc("health")["lastRound"]["handOffMs"])
             rpc("stop_event", event["eventId"])
             gevent.sleep(1.0)
         print(f"  dr.vtn start instant -> batch of {n} on the bus: {fmt(vtn_ms)}   (target < 50 ms)")
+        print(f"  of which inside dr.vtn (timer fired -> publish returned): {fmt(inside_ms)}")
         print(f"  raw: client publish of a {n}-command batch -> same subscriber: {fmt(raw_ms)}")
+        print(f"  raw: RPC carrying a {n}-command batch, round trip      : {fmt(rpc_ms)}")
         rss_n = rpc("health")["rssKb"]
         took = register_range(n, memory_vens)
         rss_big = rpc("health")["rssKb"]

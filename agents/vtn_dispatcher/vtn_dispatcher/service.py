@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -98,6 +99,8 @@ class VtnService:
         self._dirty_participants: dict[tuple[str, str], Participant] = {}
         self._telemetry_buffer: list[TelemetryRow] = []
         self.started = False
+        self.last_round: dict[str, Any] = {}  # timings of the latest dispatch round (health)
+        self._activation_started: float | None = None
 
     # ============================================================================ start / stop ====
     def start(self) -> None:
@@ -343,7 +346,8 @@ class VtnService:
         return {"status": "ok" if self.started else "stopped", "database": self.store.dialect,
                 "vens": len(self.vens), "vensOnline": online, "openEvents": len(open_events),
                 "activeEvents": sum(1 for e in open_events if e.status == ACTIVE),
-                "pendingCommands": self.book.pending_count(), "counters": dict(self.counters)}
+                "pendingCommands": self.book.pending_count(), "lastRound": dict(self.last_round),
+                "counters": dict(self.counters)}
 
     # ------------------------------------------------------------------------------ helpers ----
     def _live_event(self, event_id: Any) -> Event:
@@ -472,6 +476,7 @@ class VtnService:
         return owner.event_id if owner is not None and owner.status == ACTIVE else None
 
     def _activate(self, event: Event) -> None:
+        self._activation_started = time.perf_counter()
         now = self.clock.now()
         event.status = ACTIVE
         event.updated_at = now
@@ -727,6 +732,8 @@ class VtnService:
 
         Correlation ids are deterministic, so if the process dies between hand-off and write the resend
         after restart is the same command, applied once by the VEN."""
+        began = self._activation_started or time.perf_counter()
+        self._activation_started = None
         now = self.clock.now()
         local, remote = self.book.render_round(records, now, self._transport)
         for ven_id, payload in local:
@@ -744,7 +751,12 @@ class VtnService:
             except Exception:  # a failed hand-off is retried by the retry timer
                 self.counters["sendErrors"] += 1
                 _log.exception("handing a batch of %d commands to the bridge failed", len(remote))
+        handed = time.perf_counter()
         self.store.save(commands=records, participants=list(participants), events=list(events))
+        if local or remote:
+            self.last_round = {"local": len(local), "remote": len(remote),
+                               "handOffMs": round((handed - began) * 1000, 3),
+                               "persistedMs": round((time.perf_counter() - began) * 1000, 3)}
         if local or remote:
             self._arm_retry()
 
