@@ -160,7 +160,8 @@ def test_battery_discharge_and_a_panel_circuit_show_on_the_meter(demo):
     assert after["meter"] - before["meter"] == pytest.approx(
         -3.0 - 0.8 + others_drift(before, after, "battery", "panel"), abs=0.01)
     rpc(vp, DriverRpc.REVERT_DEVICE, "demo/battery")
-    rpc(vp, DriverRpc.REVERT_DEVICE, "demo/panel")
+    rpc(vp, DriverRpc.REVERT_POINT, "demo/panel", "LaundryEnable")
+    assert rpc(vp, DriverRpc.GET_POINT, "demo/panel", "LaundryEnable") is True
     reverted = powers(vp)
     assert reverted["battery"] == 0.0 and reverted["panel"] == pytest.approx(before["panel"])
 

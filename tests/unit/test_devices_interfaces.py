@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dr_devices import ConfigError, PointError, forget_sites, get_site
+from dr_devices_driver.interface import site_of
+from volttron.driver.base.config import RemoteConfig
+from volttron.driver.base.interfaces import BaseInterface
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "drivers"))
-
-from dr_devices import ConfigError, PointError, forget_sites, get_site  # noqa: E402
-from dr_devices_driver.interface import site_of  # noqa: E402
-from volttron.driver.base.config import RemoteConfig  # noqa: E402
-from volttron.driver.base.interfaces import BaseInterface  # noqa: E402
 
 TYPES = ["ev_charger", "water_heater", "hvac", "panel", "battery", "site_meter"]
 SITES = ROOT / "platform-config" / "sites"
@@ -78,6 +76,7 @@ def test_each_interface_is_found_the_way_platform_driver_finds_it(driver_type):
     assert BaseInterface in klass.__bases__
     assert klass.DEVICE_KIND == driver_type
     assert klass.__module__ == f"volttron.driver.interfaces.{driver_type}.{driver_type}"
+    assert Path(sys.modules[klass.__module__].__file__).is_relative_to(ROOT / "drivers")  # the checkout's code
     assert not klass.__abstractmethods__
 
 

@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from dr_devices import ConfigError, PointError, SiteModel, build_device
+from dr_devices.water_heater import WATER_J_PER_LITER_K
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "drivers"))
-
-from dr_devices import ConfigError, PointError, SiteModel, build_device  # noqa: E402
-from dr_devices.water_heater import WATER_J_PER_LITER_K  # noqa: E402
 
 DEMO = {
     "ev_charger": {"rated_power_kw": 7.2, "capacity_kwh": 75, "soc_percent": 35, "target_soc_percent": 90,
