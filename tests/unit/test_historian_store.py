@@ -163,6 +163,9 @@ def test_aggregation_on_the_fly(store):
     assert store.query("agg/p", agg_type="count", agg_period="1h")["values"] == [[_iso(T0), 10]]
     assert store.interval_sums("agg/p", T0, T0 + timedelta(minutes=10), 300) == [
         (int(T0.timestamp()), 15.0, 5), (int(T0.timestamp()) + 300, 52.5, 5)]
+    windows = [(T0, T0 + timedelta(minutes=2)), (T0 + timedelta(minutes=7), T0 + timedelta(minutes=9))]
+    assert store.interval_sums("agg/p", T0, T0, 300, windows) == [  # 0 + 1.5, then 10.5 + 12
+        (int(T0.timestamp()), 1.5, 2), (int(T0.timestamp()) + 300, 22.5, 2)]
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import (BigInteger, Column, DateTime, Float, Integer, MetaData, String, Table, Text, and_, create_engine,
-                        event, func, select, text, type_coerce)
+                        event, func, select, text, type_coerce, union_all)
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
@@ -117,7 +117,7 @@ schema_info_table = Table(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Point:
     """One reading to store."""
 
@@ -181,6 +181,10 @@ class Store:
         self.url = url
         self.backend = "sqlite" if url.startswith("sqlite") else "postgresql"
         self._engine = self._make_engine(url, connect_timeout_s, application_name)
+        upsert = sqlite_dialect.insert(data_table)
+        upsert = upsert.on_conflict_do_update(index_elements=["topic_id", "ts"],
+                                              set_={c: upsert.excluded[c] for c in ("value_num", "value_json")})
+        self._sqlite_upsert_sql = str(upsert.compile(dialect=sqlite_dialect.dialect()))
         self._lock = threading.Lock()
         self._topic_ids: dict[str, int] = {}
         self._topic_names: dict[int, str] = {}
@@ -262,20 +266,27 @@ class Store:
         """
         if not self._ready:
             self.setup()
-        latest: dict[tuple[str, int], Point] = {}
+        latest: dict[tuple[str, int], tuple[Any, datetime]] = {}
+        topics: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
         for point in points:
-            latest[(point.topic.lower(), to_micros(point.ts))] = point
+            key = point.topic.lower()
+            latest[(key, to_micros(point.ts))] = (point.value, point.ts)
+            topics[key] = (point.topic, point.meta or topics.get(key, (None, None))[1])
         try:
             with self._engine.begin() as conn:
-                ids, new_topics, meta_updates = self._resolve_topics(conn, latest.values())
-                rows = []
-                for (key, micros), point in latest.items():
-                    num, js = encode_value(point.value)
-                    rows.append({"topic_id": ids[key], "ts": micros if self.backend == "sqlite" else as_utc(point.ts),
-                                 "value_num": num, "value_json": js})
-                for start in range(0, len(rows), _INSERT_CHUNK):
-                    self._upsert(conn, data_table, rows[start:start + _INSERT_CHUNK], ["topic_id", "ts"],
-                                 ["value_num", "value_json"])
+                ids, new_topics, meta_updates = self._resolve_topics(conn, topics)
+                if self.backend == "sqlite":
+                    # the statement SQLAlchemy compiles from `data_table`, executed with plain tuples: the
+                    # per-row parameter processing of Core costs more than SQLite's insert itself
+                    tuples = [(ids[key], micros, *encode_value(value)) for (key, micros), (value, _) in latest.items()]
+                    for start in range(0, len(tuples), _INSERT_CHUNK):
+                        conn.exec_driver_sql(self._sqlite_upsert_sql, tuples[start:start + _INSERT_CHUNK])
+                else:
+                    rows = [dict(zip(("value_num", "value_json"), encode_value(value)), topic_id=ids[key],
+                                 ts=as_utc(ts)) for (key, _), (value, ts) in latest.items()]
+                    for start in range(0, len(rows), _INSERT_CHUNK):
+                        self._upsert(conn, data_table, rows[start:start + _INSERT_CHUNK], ["topic_id", "ts"],
+                                     ["value_num", "value_json"])
                 if events:
                     self._write_events(conn, events)
         except SQLAlchemyError as exc:
@@ -287,23 +298,22 @@ class Store:
                 self._topic_meta[topic_id] = meta
             for topic_id, meta in meta_updates.items():
                 self._topic_meta[topic_id] = meta
-        return len(rows)
+        return len(latest)
 
-    def _resolve_topics(self, conn: Connection, points: Iterable[Point]):  # type: ignore[no-untyped-def]
+    def _resolve_topics(self, conn: Connection,
+                        topics: Mapping[str, tuple[str, Mapping[str, Any] | None]]):  # type: ignore[no-untyped-def]
         ids: dict[str, int] = {}
         wanted: dict[str, tuple[str, dict[str, Any]]] = {}
         meta_updates: dict[int, dict[str, Any]] = {}
         with self._lock:
-            for point in points:
-                key = point.topic.lower()
+            for key, (name, meta) in topics.items():
                 topic_id = self._topic_ids.get(key)
-                meta = dict(point.meta) if point.meta else None
                 if topic_id is None:
-                    wanted[key] = (point.topic, meta or wanted.get(key, (None, {}))[1])
+                    wanted[key] = (name, dict(meta or {}))
                     continue
                 ids[key] = topic_id
-                if meta is not None and meta != self._topic_meta.get(topic_id) and meta != meta_updates.get(topic_id):
-                    meta_updates[topic_id] = meta
+                if meta and meta != self._topic_meta.get(topic_id):
+                    meta_updates[topic_id] = dict(meta)
         for topic_id, meta in meta_updates.items():
             conn.execute(topics_table.update().where(topics_table.c.topic_id == topic_id)
                          .values(metadata=json.dumps(meta, default=str)))
@@ -496,11 +506,12 @@ class Store:
             stmt = stmt.offset(skip)
         return [[format_timestamp(ts), decode_value(num, js)] for ts, num, js in conn.execute(stmt)]
 
-    def _bucket_expr(self, period_s: int):  # type: ignore[no-untyped-def]
+    def _bucket_expr(self, period_s: int, column: Any = None):  # type: ignore[no-untyped-def]
         """SQL for the index of a reading's period (epoch seconds // period)."""
+        column = data_table.c.ts if column is None else column
         if self.backend == "sqlite":
-            return type_coerce(data_table.c.ts, BigInteger) // (period_s * 1_000_000)
-        return func.floor(func.extract("epoch", data_table.c.ts) / period_s)
+            return type_coerce(column, BigInteger) // (period_s * 1_000_000)
+        return func.floor(func.extract("epoch", column) / period_s)
 
     def _query_agg(self, conn: Connection, topic_id: int, start: datetime | None, end: datetime | None, skip: int,
                    count: int | None, order: str, agg_type: str, period_s: int) -> list[list[Any]]:
@@ -520,16 +531,26 @@ class Store:
             out.append([format_timestamp(ts), int(result) if agg_type == "count" else float(result)])
         return out
 
-    def interval_sums(self, topic: str, start: datetime, end: datetime, period_s: int) -> list[tuple[int, float, int]]:
-        """(period start in epoch seconds, sum, count) of the numeric readings of a topic in [start, end)."""
+    def interval_sums(self, topic: str, start: datetime, end: datetime, period_s: int,
+                      windows: Sequence[tuple[datetime, datetime]] | None = None) -> list[tuple[int, float, int]]:
+        """(period start in epoch seconds, sum, count) of the numeric readings of a topic in [start, end), or only
+        in the given [start, end) windows (M&V reads a few hours of each of 45 days, not the whole days)."""
         topic_id = self._topic_id(topic)
         if topic_id is None:
             return []
-        bucket = self._bucket_expr(period_s).label("bucket")
         value = data_table.c.value_num
-        stmt = (select(bucket, func.sum(value), func.count(value))
-                .where(and_(*self._time_filter(topic_id, start, end)), value.isnot(None))
-                .group_by(bucket).order_by(bucket))
+        if windows:
+            # one index range scan per window (an OR of ranges makes SQLite scan the whole topic)
+            ranges = union_all(*(select(data_table.c.ts, value).where(
+                data_table.c.topic_id == topic_id, data_table.c.ts >= as_utc(a), data_table.c.ts < as_utc(b),
+                value.isnot(None)) for a, b in windows)).subquery()
+            bucket = self._bucket_expr(period_s, ranges.c.ts).label("bucket")
+            stmt = select(bucket, func.sum(ranges.c.value_num), func.count(ranges.c.value_num)) \
+                .group_by(bucket).order_by(bucket)
+        else:
+            bucket = self._bucket_expr(period_s).label("bucket")
+            stmt = select(bucket, func.sum(value), func.count(value)) \
+                .where(*self._time_filter(topic_id, start, end), value.isnot(None)).group_by(bucket).order_by(bucket)
         try:
             with self._engine.connect() as conn:
                 return [(int(index) * period_s, float(total), int(n)) for index, total, n in conn.execute(stmt)]

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from dr_common.topics import BUS_CMD_PREFIX
+
 from dr_historian.dr_records import event_entry
 from dr_historian.store import EventEntry, Point, Store, StoreError
 from dr_historian.values import as_utc
@@ -39,9 +41,10 @@ class Writer:
             ts = as_utc(record["timestamp"])
             point = Point(record["topic"], ts, record["value"], record.get("meta") or None)
             points.append(point)
-            entry = event_entry(point.topic, ts, point.value)
-            if entry is not None:
-                events.append(entry)
+            if point.topic.startswith(BUS_CMD_PREFIX):
+                entry = event_entry(point.topic, ts, point.value)
+                if entry is not None:
+                    events.append(entry)
         try:
             if not self.store.ready:
                 self.store.setup()

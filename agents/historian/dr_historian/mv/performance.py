@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from dr_historian.mv import baselines as B
 from dr_historian.mv.calendar import HolidayCalendar
-from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, interval_grid, snap
+from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, day_windows, interval_grid, snap
 from dr_historian.store import EventWindow
 
 FINE_BUCKET_S = 60
@@ -32,8 +32,8 @@ class MvSource(Protocol):
 
     def events_between(self, start: datetime, end: datetime) -> list[EventWindow]: ...
 
-    def interval_sums(self, topic: str, start: datetime, end: datetime,
-                      period_s: int) -> list[tuple[int, float, int]]: ...
+    def interval_sums(self, topic: str, start: datetime, end: datetime, period_s: int,
+                      windows: Sequence[tuple[datetime, datetime]] | None = None) -> list[tuple[int, float, int]]: ...
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,17 @@ class _Evaluator:
         self.bucket_s = bucket_seconds(self.interval_s)
         self.calendar = HolidayCalendar(options.holidays)
 
-    def series(self, topic: str, start: datetime, end: datetime, bucket_s: int) -> LoadSeries:
-        return LoadSeries(self.source.interval_sums(topic, start, end, bucket_s), bucket_s)
+    def series(self, topic: str, start: datetime, end: datetime, bucket_s: int,
+               windows: Sequence[tuple[datetime, datetime]] | None = None) -> LoadSeries:
+        return LoadSeries(self.source.interval_sums(topic, start, end, bucket_s, windows), bucket_s)
+
+    def history(self, topic: str, window: Window, extra: Sequence[Window] = ()) -> LoadSeries:
+        """What day matching reads: the adjustment window through the end of the event (and of `extra`
+        grids) on the event day and on each day of the look-back."""
+        span = Window(min([B.adjustment_window(window, self.tz).start, window.start] + [w.start for w in extra]),
+                      max([window.end] + [w.end for w in extra]))
+        windows = day_windows(span, self.tz, self.options.lookback_days + 1)
+        return self.series(topic, windows[-1][0], windows[0][1], self.bucket_s, windows)
 
     def evaluate(self, topic: str, window: Window, methods: Sequence[str], event_days: set[date],
                  requested: float | None, reported_topic: str | None = None) -> dict[str, Any]:
@@ -159,8 +168,7 @@ class _Evaluator:
                         series = fine
                     else:
                         if history is None:
-                            lookback = timedelta(days=opts.lookback_days + 2)
-                            history = self.series(topic, window.start - lookback, fine_end, self.bucket_s)
+                            history = self.history(topic, window, list(grid) + list(plot_grid or []))
                         series = history
                     result = B.compute(method, series, window, self.tz, self.interval_s, event_days, self.calendar,
                                        opts.lookback_days, opts.meter_before_minutes, grid=grid)
@@ -290,7 +298,7 @@ def topic_baseline(source: MvSource, topic: str, start: datetime, end: datetime,
         series = evaluator.series(topic, start - timedelta(minutes=options.meter_before_minutes + 60), end,
                                   FINE_BUCKET_S)
     else:
-        series = evaluator.series(topic, history_start, end + timedelta(hours=1), evaluator.bucket_s)
+        series = evaluator.history(topic, window, interval_grid(window, options.tz, options.interval_s))
     result = B.compute(method, series, window, options.tz, options.interval_s, days, evaluator.calendar,
                        options.lookback_days, options.meter_before_minutes)
     out = result.to_dict()

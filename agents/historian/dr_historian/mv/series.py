@@ -114,3 +114,16 @@ def snap(ts: datetime, step_s: int) -> datetime:
     """`ts` rounded to the nearest multiple of step_s seconds (commands arrive a little after the minute)."""
     epoch = ts.timestamp()
     return datetime.fromtimestamp(round(epoch / step_s) * step_s, UTC)
+
+
+def day_windows(span: Window, tz: ZoneInfo, days: int) -> list[tuple[datetime, datetime]]:
+    """The same local wall-clock span on the event day and each of the `days` days before it (newest first):
+    all that day-matching baselines read."""
+    start_local, end_local = span.start.astimezone(tz), span.end.astimezone(tz)
+    out = []
+    for n in range(days + 1):
+        shift = timedelta(days=n)
+        start = datetime.combine(start_local.date() - shift, start_local.time().replace(tzinfo=None), tzinfo=tz)
+        end = datetime.combine(end_local.date() - shift, end_local.time().replace(tzinfo=None), tzinfo=tz)
+        out.append((start.astimezone(UTC), end.astimezone(UTC)))
+    return out

@@ -1,0 +1,275 @@
+"""platform.historian figures, each next to a baseline measured in the same run.
+
+    /var/lib/volttron-dr/venv/bin/python bench/historian_ingest.py [--points 60000] [--batch 1000] [--no-postgres]
+
+1. Ingest rate (points/s) on one workload: device scrapes of 25 points each, as VOLTTRON's base-historian cache
+   hands them to `publish_to_historian` in batches of --batch records. Each contender writes into a fresh
+   SQLite file (and, for ours and raw, a fresh PostgreSQL database when the local server is reachable):
+   * ours:  dr_historian.writer.Writer.publish, the exact code platform.historian's publish_to_historian runs
+            (topic cache, value encoding, (topic, ts) upsert, one transaction per batch);
+   * raw:   SQLAlchemy Core executemany of prebuilt rows into the same table (no topic lookup, no encoding,
+            no upsert): the floor for any historian on SQLAlchemy;
+   * stock: volttron-lib-sql-historian 2.0.0rc5 (what volttron-sqlite-historian runs): its
+            SQLHistorian.publish_to_historian driven directly with SqlLiteFuncts on the same records, without
+            the agent around it (running the stock agent would add the same bus and cache cost to both).
+            When the package is not in the environment it is fetched with `pip download --no-deps` into
+            $VDR_STATE/bench-cache (or /tmp) and put on sys.path.
+2. CAISO 10-in-10 baseline for one meter with 45 days (+ the event day) of 1-minute data on SQLite, median of
+   --repeat runs, read from the database each time. Baseline in the same run: a bare SELECT of those rows.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "agents" / "historian")]
+
+from sqlalchemy import insert  # noqa: E402
+
+from dr_historian.mv.performance import MvOptions, topic_baseline  # noqa: E402
+from dr_historian.store import Point, Store, data_table, topics_table  # noqa: E402
+from dr_historian.synth import generate  # noqa: E402
+from dr_historian.values import to_micros  # noqa: E402
+from dr_historian.writer import Writer  # noqa: E402
+
+UTC = timezone.utc
+STOCK_VERSION = "2.0.0rc5"
+POINTS_PER_DEVICE = 25
+
+
+def workload(points: int) -> list[dict]:
+    devices = 40
+    t0 = datetime(2026, 7, 1, tzinfo=UTC)
+    records = []
+    scrape = 0
+    while len(records) < points:
+        device = scrape % devices
+        ts = t0 + timedelta(seconds=5 * (scrape // devices), milliseconds=device)
+        for p in range(POINTS_PER_DEVICE):
+            value = float(scrape % 97) + p / 10 if p % 5 else int(scrape % 13)
+            records.append({"_id": len(records) + 1, "timestamp": ts, "source": "scrape",
+                            "topic": f"campus/building{device // 10}/device{device}/Point{p}", "value": value,
+                            "headers": {}, "meta": {"units": "kW", "type": "float", "tz": "UTC"}})
+        scrape += 1
+    return records[:points]
+
+
+def batches(records: list[dict], size: int) -> list[list[dict]]:
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def bench_ours(url: str, parts: list[list[dict]]) -> float:
+    store = Store(url)
+    store.setup()
+    writer = Writer(store)
+    t0 = time.perf_counter()
+    for part in parts:
+        if not writer.publish(part):
+            raise RuntimeError(writer.stats.last_error)
+    elapsed = time.perf_counter() - t0
+    assert store.count_rows() == sum(len(p) for p in parts)
+    store.dispose()
+    return elapsed
+
+
+def bench_raw(url: str, parts: list[list[dict]]) -> float:
+    store = Store(url)
+    store.setup()
+    engine = store.engine
+    names = sorted({r["topic"] for part in parts for r in part})
+    with engine.begin() as conn:
+        conn.execute(insert(topics_table), [{"topic_name": n, "topic_key": n.lower(), "metadata": "{}"}
+                                            for n in names])
+        ids = dict(conn.execute(topics_table.select().with_only_columns(topics_table.c.topic_name,
+                                                                        topics_table.c.topic_id)).all())
+    sqlite = url.startswith("sqlite")
+    prebuilt = [[{"topic_id": ids[r["topic"]], "ts": to_micros(r["timestamp"]) if sqlite else r["timestamp"],
+                  "value_num": float(r["value"]), "value_json": None} for r in part] for part in parts]
+    t0 = time.perf_counter()
+    for rows in prebuilt:
+        with engine.begin() as conn:
+            conn.execute(insert(data_table), rows)
+    elapsed = time.perf_counter() - t0
+    store.dispose()
+    return elapsed
+
+
+@functools.lru_cache(maxsize=1)
+def stock_modules(cache_root: Path):
+    try:
+        from historian.sql.historian import SQLHistorian
+        from historian.sqlite.sqlitefuncts import SqlLiteFuncts
+        return SQLHistorian, SqlLiteFuncts, "installed"
+    except ImportError:
+        pass
+    target = cache_root / f"volttron-sql-historian-{STOCK_VERSION}"
+    if not (target / "historian" / "sql").is_dir():
+        wheels = cache_root / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--pre", "-d", str(wheels),
+                        f"volttron-lib-sql-historian=={STOCK_VERSION}", f"volttron-sqlite-historian=={STOCK_VERSION}"],
+                       check=True, stderr=subprocess.DEVNULL)
+        for wheel in wheels.glob("*.whl"):
+            if "sql" in wheel.name:
+                with zipfile.ZipFile(wheel) as zf:
+                    zf.extractall(target)
+    import historian  # a namespace package: let it span the fetched folder too
+
+    historian.__path__.append(str(target / "historian"))
+    from historian.sql.historian import SQLHistorian
+    from historian.sqlite.sqlitefuncts import SqlLiteFuncts
+    return SQLHistorian, SqlLiteFuncts, f"fetched into {target}"
+
+
+def bench_stock(path: Path, parts: list[list[dict]], cache_root: Path) -> tuple[float, str]:
+    SQLHistorian, SqlLiteFuncts, origin = stock_modules(cache_root)
+    hist = SQLHistorian.__new__(SQLHistorian)
+    hist.topic_id_map, hist.topic_name_map, hist.topic_meta, hist.agg_topic_id_map = {}, {}, {}, {}
+    hist._successful_published = set()
+    _, table_names = SQLHistorian.parse_table_def(hist, None)
+    hist.bg_thread_dbutils = SqlLiteFuncts({"database": str(path)}, table_names)
+    hist.bg_thread_dbutils.setup_historian_tables()
+    t0 = time.perf_counter()
+    for part in parts:
+        SQLHistorian.publish_to_historian(hist, part)
+        if None not in hist._successful_published:
+            raise RuntimeError("the stock historian did not report the batch as published")
+        hist._successful_published = set()
+    elapsed = time.perf_counter() - t0
+    count = hist.bg_thread_dbutils.select("SELECT count(*) FROM data")[0][0]
+    assert count == sum(len(p) for p in parts), count
+    return elapsed, origin
+
+
+def pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+class PgDatabase:
+    def __init__(self) -> None:
+        import psycopg2
+
+        self.name = f"drhist_bench_{uuid.uuid4().hex[:10]}"
+        self.admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+        self.admin.autocommit = True
+        with self.admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{self.name}"')
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{self.name}"
+
+    def drop(self) -> None:
+        with self.admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.admin.close()
+
+
+def ingest(args: argparse.Namespace, workdir: Path, cache_root: Path) -> None:
+    records = workload(args.points)
+    parts = batches(records, args.batch)
+    n = len(records)
+    print(f"1. ingest: {n} points ({n // POINTS_PER_DEVICE} scrapes of {POINTS_PER_DEVICE} points, 40 devices), "
+          f"batches of {args.batch}, median of {args.rounds} interleaved rounds")
+    runs: dict[str, list[float]] = {"ours": [], "raw": [], "stock": []}
+    origin = ""
+    for rnd in range(args.rounds):  # interleaved, each into a fresh file; the median is reported
+        runs["ours"].append(bench_ours(f"sqlite:///{workdir / f'ours{rnd}.sqlite'}", parts))
+        runs["raw"].append(bench_raw(f"sqlite:///{workdir / f'raw{rnd}.sqlite'}", parts))
+        elapsed, origin = bench_stock(workdir / f"stock{rnd}.sqlite", parts, cache_root)
+        runs["stock"].append(elapsed)
+    ours, raw, stock = (statistics.median(runs[k]) for k in ("ours", "raw", "stock"))
+    print(f"   SQLite   ours  {n / ours:>10,.0f} points/s   ({ours:.2f} s)")
+    print(f"   SQLite   raw   {n / raw:>10,.0f} points/s   ({raw:.2f} s)  SQLAlchemy executemany of prebuilt rows")
+    print(f"   SQLite   stock {n / stock:>10,.0f} points/s   ({stock:.2f} s)  volttron-lib-sql-historian "
+          f"{STOCK_VERSION} publish_to_historian ({origin})")
+    print(f"   ours / stock = {stock / ours:.1f}x (target >= 2x);  ours / raw = {raw / ours:.2f}")
+    if args.no_postgres:
+        return
+    if not pg_reachable():
+        print("   PostgreSQL: skipped, 127.0.0.1:5432 unreachable")
+        return
+    for name, fn in (("ours", bench_ours), ("raw", bench_raw)):
+        db = PgDatabase()
+        try:
+            elapsed = fn(db.url, parts)
+        finally:
+            db.drop()
+        print(f"   Postgres {name:<5} {n / elapsed:>10,.0f} points/s   ({elapsed:.2f} s)")
+
+
+def baseline_timing(args: argparse.Namespace, workdir: Path) -> None:
+    import sqlite3
+
+    topic = "demo/meter/PowerKw"
+    url = f"sqlite:///{workdir / 'meter.sqlite'}"
+    event_start = datetime(2026, 7, 15, 14, tzinfo=UTC)
+    history_start = event_start.replace(hour=0) - timedelta(days=45)
+    store = Store(url)
+    store.setup()
+    t0 = time.perf_counter()
+    points = [Point(topic, ts, kw) for ts, kw in generate(history_start, event_start, 60, seed=11)]
+    store.write(points)
+    loaded = time.perf_counter() - t0
+    print(f"2. CAISO 10-in-10 baseline, one meter, {len(points)} 1-minute readings (45 days + event day) on SQLite "
+          f"(generated and loaded in {loaded:.1f} s)")
+    conn = sqlite3.connect(workdir / "meter.sqlite")
+    raw_times = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        rows = conn.execute("SELECT ts, value_num FROM data WHERE topic_id = 1 AND ts >= ? AND ts < ?",
+                            (to_micros(history_start), to_micros(event_start))).fetchall()
+        raw_times.append(time.perf_counter() - t)
+    assert len(rows) == len(points)
+    conn.close()
+    for minutes in (60, 15):
+        options = MvOptions(interval_minutes=minutes)
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            result = topic_baseline(store, topic, event_start, event_start + timedelta(hours=1), "caiso-10in10",
+                                    options)
+            times.append(time.perf_counter() - t)
+        assert len(result["selectedDays"]) == 10, result["notes"]
+        print(f"   {minutes:>2}-min intervals: median {statistics.median(times) * 1000:6.1f} ms, "
+              f"max {max(times) * 1000:6.1f} ms over {args.repeat} runs (target < 50 ms); "
+              f"baseline {result['intervals'][0]['baselineKw']:.2f} kW, adjustment x{result['adjustment']:.3f}")
+    print(f"   raw: SELECT of all {len(points)} rows median {statistics.median(raw_times) * 1000:6.1f} ms")
+    store.dispose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=60_000)
+    parser.add_argument("--batch", type=int, default=1000, help="records per publish_to_historian call")
+    parser.add_argument("--repeat", type=int, default=20, help="runs of the baseline timing")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the ingest contenders")
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    state = os.environ.get("VDR_STATE", "/var/lib/volttron-dr")
+    cache_root = Path(state) / "bench-cache" if os.access(state, os.W_OK) else Path(tempfile.gettempdir())
+    workdir = Path(tempfile.mkdtemp(prefix="historian-bench-"))
+    try:
+        ingest(args, workdir, cache_root)
+        baseline_timing(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
