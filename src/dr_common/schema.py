@@ -8,6 +8,7 @@ words that mean the same (`operation` for `op`, `endTime` for `until`). Every fa
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -64,10 +65,7 @@ def parse_fields(fields: Iterable[Field], raw: object) -> tuple[dict[str, Any], 
     keys that matched no field. Missing optional fields are absent from `values`."""
     if not isinstance(raw, Mapping):
         raise PayloadError("<payload>", f"expected an object, got {type(raw).__name__}")
-    index: dict[str, Field] = {}
-    for field in fields:
-        for key in field.keys():
-            index[key] = field
+    index, required = _field_index(tuple(fields))
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in raw.items():
@@ -82,10 +80,21 @@ def parse_fields(fields: Iterable[Field], raw: object) -> tuple[dict[str, Any], 
         if field.name in values:
             raise PayloadError(field.name, f"given twice (as '{key}' and another variant)")
         values[field.name] = coerce(field, value)
-    for field in set(index.values()):
-        if field.required and field.name not in values:
+    for field in required:
+        if field.name not in values:
             raise PayloadError(field.name, "is required")
     return values, extra
+
+
+@functools.lru_cache(maxsize=256)
+def _field_index(fields: tuple[Field, ...]) -> tuple[dict[str, Field], tuple[Field, ...]]:
+    """The normalised-key index and the required fields of a schema (computed once per schema)."""
+    index: dict[str, Field] = {}
+    for field in fields:
+        for key in field.keys():
+            index[key] = field
+    required = tuple(f for f in dict.fromkeys(index.values()) if f.required)
+    return index, required
 
 
 def coerce(field: Field, value: Any) -> Any:
