@@ -37,13 +37,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "agents" / "historian")]
 
-from sqlalchemy import insert  # noqa: E402
-
 from dr_historian.mv.performance import MvOptions, topic_baseline  # noqa: E402
 from dr_historian.store import Point, Store, data_table, topics_table  # noqa: E402
 from dr_historian.synth import generate  # noqa: E402
 from dr_historian.values import to_micros  # noqa: E402
 from dr_historian.writer import Writer  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
 
 UTC = timezone.utc
 STOCK_VERSION = "2.0.0rc5"

@@ -21,11 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "agents" / "historian")]
-from dr_common.timeutil import parse_time  # noqa: E402
 from dr_historian import sitedb  # noqa: E402
 from dr_historian.store import Point, Store, StoreError  # noqa: E402
 from dr_historian.synth import KINDS, MeterProfile, generate  # noqa: E402
 from dr_historian.writer import Writer  # noqa: E402
+
+from dr_common.timeutil import parse_time  # noqa: E402
 
 UTC = timezone.utc
 BATCH = 20_000

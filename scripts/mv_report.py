@@ -69,9 +69,10 @@ def table(report: dict[str, Any]) -> str:
     for topic, run in report["meters"].items():
         add(f"meter {topic}", run["methods"])
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-              for r in rows]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    for row in rows:
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w) for i, (c, w) in enumerate(cells)))
     start, end = datetime.fromisoformat(report["window"]["start"]), datetime.fromisoformat(report["window"]["end"])
     title = (f"Event {report['eventId']}: {start:%Y-%m-%d %H:%M} - {end:%H:%M} UTC "
              f"({(end - start).total_seconds() / 60:.0f} min), {len(report['vens'])} VEN(s), "
@@ -106,7 +107,7 @@ def _sum_plots(plots: list[dict[str, Any]]) -> dict[str, Any]:
     for method in {m for p in plots for m in p["baselines"]}:
         sums: dict[str, float | None] = {t: 0.0 for t in grid}
         for p in plots:
-            values = dict(zip(p["grid"], p["baselines"].get(method, [])))
+            values = dict(zip(p["grid"], p["baselines"].get(method, []), strict=True))
             for t in grid:
                 v = values.get(t)
                 sums[t] = None if v is None or sums[t] is None else sums[t] + v  # type: ignore[operator]

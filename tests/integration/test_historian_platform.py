@@ -61,8 +61,9 @@ def test_published_readings_are_queryable_within_one_publish_interval(historian,
         message = [{"PowerKw": 1.5 + i, "BaseLoadKw": 0.5}, META]
         t0 = time.monotonic()
         vp.publish(device_all_topic("histtest/meter"), message, headers={"TimeStamp": now.isoformat()})
-        vp.wait_for(lambda: latest(vp, "histtest/meter/PowerKw") == [iso(now), 1.5 + i], timeout=PUBLISH_INTERVAL_S,
-                    step=0.02, what=f"reading {i} queryable")
+        expected = [iso(now), 1.5 + i]
+        vp.wait_for(lambda want=expected: latest(vp, "histtest/meter/PowerKw") == want,
+                    timeout=PUBLISH_INTERVAL_S, step=0.02, what=f"reading {i} queryable")
         latencies.append(time.monotonic() - t0)
     figure("historian publish-to-queryable latency (5 publishes)",
            f"median {sorted(latencies)[2] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")

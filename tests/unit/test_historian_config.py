@@ -7,7 +7,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from dr_historian.config import ConfigError, mask_password, parse_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from dr_historian.dr_records import convert, event_entry
 from dr_historian.store import Point, Store
 from dr_historian.writer import Writer

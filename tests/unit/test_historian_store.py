@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg2
 import pytest
-
 from dr_historian.store import EventEntry, Point, QueryError, Store, StoreError, parse_agg_period
+
 from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, require_postgres
 
 UTC = timezone.utc

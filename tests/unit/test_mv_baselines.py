@@ -13,7 +13,6 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from dr_historian.mv.baselines import adjustment_window, caiso_10in10, meter_before, pjm_high4of5
 from dr_historian.mv.calendar import HolidayCalendar, nerc_holidays
 from dr_historian.mv.series import LoadSeries, Window

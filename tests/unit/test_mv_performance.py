@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-
 from dr_historian.mv.performance import MvOptions, event_performance, topic_baseline
 from dr_historian.mv.series import MvError
 from dr_historian.store import Point, Store

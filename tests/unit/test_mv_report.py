@@ -10,7 +10,6 @@ from pathlib import Path
 from statistics import mean
 
 import pytest
-
 from dr_historian.mv.calendar import HolidayCalendar
 from dr_historian.plot import METERED, SHADE, Chart, StepSeries, render
 from dr_historian.synth import MeterProfile, generate

@@ -6,13 +6,18 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import gevent
 from historian.base import BaseHistorian
-from historian.base.base_historian import STATUS_KEY_BACKLOGGED, STATUS_KEY_CACHE_COUNT, STATUS_KEY_CACHE_FULL, \
-    STATUS_KEY_PUBLISHING
+from historian.base.base_historian import (
+    STATUS_KEY_BACKLOGGED,
+    STATUS_KEY_CACHE_COUNT,
+    STATUS_KEY_CACHE_FULL,
+    STATUS_KEY_PUBLISHING,
+)
 from volttron.client.vip.agent import RPC
 from volttron.utils import load_config
 from volttron.utils.commands import vip_main

@@ -1,15 +1,15 @@
 """How DR bus traffic is recorded: which topics, which timestamps, which values.
 
-| bus topic                                   | stored topics                                                       |
-|---------------------------------------------|---------------------------------------------------------------------|
-| dr/telemetry/<venId>, items of              | dr/telemetry/<venId> (the message), and .../usedPowerKw,            |
-|   dr/batch/telemetry {"items": [...]}       |   .../shedPowerKw, .../requestedReductionKw, .../baselinePowerKw,   |
-|                                             |   .../availableShedKw (when given), .../eventId (when given), .../optOut |
-| dr/cmd/<venId>, items of                    | dr/cmd/<venId> (the command), and .../requestedReductionKw for      |
-|   dr/batch/cmd {"commands": [...]}          |   event and shedPanel commands; feeds the dr_events index           |
-| dr/ack/<venId>, items of dr/batch/ack       | dr/ack/<venId> (the ack), .../ok, .../acceptedReduceKw (when given) |
-| items of dr/batch/status                    | dr/status/<venId> (the item), .../online                            |
-| dr/event/<eventId>, any other dr/... topic  | the topic itself (the message)                                      |
+| bus topic                                  | stored topics                                                          |
+|--------------------------------------------|------------------------------------------------------------------------|
+| dr/telemetry/<venId>, items of             | dr/telemetry/<venId> (the message), and .../usedPowerKw,               |
+|   dr/batch/telemetry {"items": [...]}      |   .../shedPowerKw, .../requestedReductionKw, .../baselinePowerKw,      |
+|                                            |   .../availableShedKw, .../eventId (when given), .../optOut            |
+| dr/cmd/<venId>, items of                   | dr/cmd/<venId> (the command), and .../requestedReductionKw for         |
+|   dr/batch/cmd {"commands": [...]}         |   event and shedPanel commands; feeds the dr_events index              |
+| dr/ack/<venId>, items of dr/batch/ack      | dr/ack/<venId> (the ack), .../ok, .../acceptedReduceKw (when given)    |
+| items of dr/batch/status                   | dr/status/<venId> (the item), .../online                               |
+| dr/event/<eventId>, any other dr/... topic | the topic itself (the message)                                         |
 
 A reading's time is the message's own time (telemetry and acks: `ts`; commands: `issuedAt`), else the
 VOLTTRON header's TimeStamp or Date, else the time of receipt. Items of a batch without a usable venId are
@@ -20,15 +20,15 @@ counted as errors and dropped; a per-VEN message whose fields do not parse is st
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from dr_common import topics as T
 from dr_common.payloads import OP_EVENT, OP_RESTORE, OP_SHED_PANEL, VEN_ID_RE, Ack, Command, Telemetry
 from dr_common.schema import PayloadError
 from dr_common.timeutil import parse_time
-
 from dr_historian.store import EventEntry, Point
 
 _log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Sequence
 from zoneinfo import ZoneInfo
 
 Color = tuple[int, int, int]
@@ -192,7 +192,7 @@ def render(chart: Chart) -> Canvas:
     for index, series in enumerate(chart.baselines):
         color = PALETTE[index % len(PALETTE)]
         prev: tuple[float, float] | None = None
-        for start, value in zip(series.starts, series.values):
+        for start, value in zip(series.starts, series.values, strict=True):
             if value is None:
                 prev = None
                 continue

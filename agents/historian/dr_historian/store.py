@@ -22,12 +22,30 @@ import math
 import os
 import re
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import (BigInteger, Column, DateTime, Float, Integer, MetaData, String, Table, Text, and_, create_engine,
-                        event, func, select, text, type_coerce, union_all)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
@@ -282,7 +300,8 @@ class Store:
                     for start in range(0, len(tuples), _INSERT_CHUNK):
                         conn.exec_driver_sql(self._sqlite_upsert_sql, tuples[start:start + _INSERT_CHUNK])
                 else:
-                    rows = [dict(zip(("value_num", "value_json"), encode_value(value)), topic_id=ids[key],
+                    rows = [dict(zip(("value_num", "value_json"), encode_value(value), strict=True),
+                                 topic_id=ids[key],
                                  ts=as_utc(ts)) for (key, _), (value, ts) in latest.items()]
                     for start in range(0, len(rows), _INSERT_CHUNK):
                         self._upsert(conn, data_table, rows[start:start + _INSERT_CHUNK], ["topic_id", "ts"],

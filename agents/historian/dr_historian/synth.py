@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterator
 from zoneinfo import ZoneInfo
 
 from dr_historian.mv.calendar import HolidayCalendar

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from dr_common.topics import BUS_CMD_PREFIX
-
 from dr_historian.dr_records import event_entry
 from dr_historian.store import EventEntry, Point, Store, StoreError
 from dr_historian.values import as_utc

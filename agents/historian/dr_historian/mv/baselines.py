@@ -54,9 +54,10 @@ the program's current document (its data-quality rules, meter-data aggregation a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dr_historian.mv.calendar import SATURDAY, SUNDAY_HOLIDAY, WEEKDAY, HolidayCalendar
@@ -94,7 +95,8 @@ class BaselineResult:
         return {
             "method": self.method, "variant": self.variant,
             "intervals": [{"start": w.start.isoformat(), "end": w.end.isoformat(), "baselineKw": b,
-                           "unadjustedKw": u} for w, b, u in zip(self.grid, self.baseline_kw, self.unadjusted_kw)],
+                           "unadjustedKw": u} for w, b, u in zip(self.grid, self.baseline_kw, self.unadjusted_kw,
+                                                                  strict=True)],
             "selectedDays": [d.isoformat() for d in self.selected_days],
             "excludedDays": {d.isoformat(): why for d, why in sorted(self.excluded_days.items())},
             "adjustment": self.adjustment, "rawAdjustment": self.raw_adjustment,
@@ -189,7 +191,7 @@ def _select_recent(ctx: _Context, candidates: list[date], wanted: int, minimum: 
 def _top_up(selected: list[date], event_like: list[tuple[float, date]], minimum: int,
             excluded: dict[date, str]) -> None:
     """Add the highest-demand event days while fewer than `minimum` days are selected."""
-    for usage, day in sorted(event_like, key=lambda item: (-item[0], -item[1].toordinal())):
+    for _usage, day in sorted(event_like, key=lambda item: (-item[0], -item[1].toordinal())):
         if len(selected) >= minimum:
             break
         selected.append(day)

@@ -8,9 +8,9 @@ after; on a Saturday it is not moved (NERC's rule). Sites add their own dates (c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 from functools import lru_cache
-from typing import Iterable
 
 WEEKDAY = "weekday"
 SATURDAY = "saturday"

@@ -13,9 +13,10 @@ requested kW).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from dr_historian.mv import baselines as B
@@ -85,7 +86,7 @@ def _energy(grid: Sequence[Window], window: Window, baseline: Sequence[float | N
     base_kwh = act_kwh = 0.0
     reductions = []
     missing = 0
-    for w, b, a in zip(grid, baseline, actual):
+    for w, b, a in zip(grid, baseline, actual, strict=True):
         start, end = max(w.start, window.start), min(w.end, window.end)
         if end <= start:
             continue
@@ -186,7 +187,7 @@ class _Evaluator:
             metrics["percentOfRequested"] = _percent(metrics["avgReductionKw"], requested)
             metrics["intervals"] = [{"start": w.start.isoformat(), "baselineKw": b, "actualKw": a,
                                      "reductionKw": None if a is None or b is None else b - a}
-                                    for w, b, a in zip(grid, base, actual)]
+                                    for w, b, a in zip(grid, base, actual, strict=True)]
             metrics["baseline"] = detail
             if all(b is None for b in base):
                 metrics["error"] = "; ".join(detail.get("notes", [])) or "no baseline"
@@ -232,7 +233,7 @@ def _sum_runs(runs: list[dict[str, Any]], union: Window, grid: Sequence[Window],
     metrics = _energy(grid, union, base, act)
     metrics["intervals"] = [{"start": w.start.isoformat(), "baselineKw": b, "actualKw": a,
                              "reductionKw": None if a is None or b is None else b - a}
-                            for w, b, a in zip(grid, base, act)]
+                            for w, b, a in zip(grid, base, act, strict=True)]
     return metrics
 
 

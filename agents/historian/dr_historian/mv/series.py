@@ -7,9 +7,9 @@ come from the historian's SQL aggregation (`Store.interval_sums`) or from readin
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 UTC = timezone.utc
@@ -54,7 +54,7 @@ class LoadSeries:
                 self._sums[start] = (old[0] + total, old[1] + count)
 
     @classmethod
-    def from_readings(cls, readings: Iterable[tuple[datetime, float]], bucket_s: int) -> "LoadSeries":
+    def from_readings(cls, readings: Iterable[tuple[datetime, float]], bucket_s: int) -> LoadSeries:
         sums: dict[int, tuple[float, int]] = {}
         for ts, value in readings:
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -65,7 +65,7 @@ class LoadSeries:
         return cls(((k, s, n) for k, (s, n) in sums.items()), bucket_s)
 
     @classmethod
-    def from_interval_means(cls, means: Mapping[datetime, float], bucket_s: int) -> "LoadSeries":
+    def from_interval_means(cls, means: Mapping[datetime, float], bucket_s: int) -> LoadSeries:
         """One reading per given instant (hand-made cases: {interval start: kW})."""
         return cls.from_readings(means.items(), bucket_s)
 
