@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="create an event, exit 0 once the shed is metered")
     parser.add_argument("--check-timeout", type=float, default=150.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("demo", "install_site"):
+        logging.getLogger(name).setLevel(logging.INFO)
     if args.action == "stop":
         _log.info("%s", SitePlatform(args.site).stop().strip())
         return 0

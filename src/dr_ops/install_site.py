@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("site", help="a folder of platform-config/sites/")
     parser.add_argument("--only", action="append", metavar="IDENTITY", help="install only these agents")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    _log.setLevel(logging.INFO)
     repo = repo_root()
     try:
         spec = load_site(repo, args.site)

@@ -56,6 +56,17 @@ def tree_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def project_name(pyproject: Path) -> str:
+    """The distribution name in a pyproject.toml ([project] name, else [tool.poetry] name)."""
+    import tomllib
+
+    data = tomllib.loads(pyproject.read_text())
+    name = data.get("project", {}).get("name") or data.get("tool", {}).get("poetry", {}).get("name")
+    if not name:
+        raise PlatformError(f"{pyproject} names no distribution")
+    return str(name)
+
+
 class SitePlatform:
     """One site's platform: start/stop, vctl, staging and installing agents, the config store."""
 
@@ -192,16 +203,25 @@ class SitePlatform:
         return "installed"
 
     def install_lib(self, lib: str) -> str:
-        """`vctl install-lib` a package name or a repository folder (staged first); skipped when unchanged."""
+        """`vctl install-lib` a package name or a repository folder (staged first); skipped when unchanged.
+
+        A repository folder whose content changed is uninstalled from the venv first: poetry keeps an installed
+        distribution of the same version, so new code would otherwise never arrive (every site shares the venv).
+        """
         source = self.repo / lib
         is_folder = source.is_dir()
         stamp_file = self.site_dir / "installed" / ("lib-" + lib.replace("/", "_") + ".stamp")
         want = {"src": tree_hash(source) if is_folder else f"package:{lib}"}
         if self._read_stamp(stamp_file) == want:
             return "unchanged"
-        target = str(self.stage(lib)) if is_folder else lib
-        args = ["install-lib", target] + ([] if is_folder else ["--pre"])
-        self.vctl(*args, timeout=300)
+        if is_folder:
+            target = str(self.stage(lib))
+            dist = project_name(source / "pyproject.toml")
+            self._run(["bash", "-c", f'source "{self.repo}/scripts/lib.sh"; asvc pip uninstall -q -y "$1" || true',
+                       "-", dist], what=f"pip uninstall {dist}")
+            self.vctl("install-lib", target, timeout=300)
+        else:
+            self.vctl("install-lib", lib, "--pre", timeout=300)
         self._write_stamp(stamp_file, want)
         return "installed"
 
