@@ -83,6 +83,7 @@ class BridgeCore:
         self._logged = 0
         self._suppressed = 0
         self._running = False
+        self._last_fanout: dict[str, Any] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
@@ -138,6 +139,7 @@ class BridgeCore:
 
     def on_bus_message(self, topic: str, message: Any) -> dict[str, int]:
         """A bus message on a subscribed prefix: fan it out to MQTT according to the outbound routes."""
+        received = time.monotonic()
         result = _result()
         for route in self.config.outbound:
             ven_id = route.bus.match(topic)
@@ -151,6 +153,8 @@ class BridgeCore:
                 result["rejected"] += 1
             else:
                 _merge(result, self._submit_one(route, ven_id or self.config.ven_id or "", message, topic))
+        self._last_fanout = {"topic": topic, "messages": result["sent"] + result["queued"],
+                             "receivedMonotonic": received, "ms": round((time.monotonic() - received) * 1000, 3)}
         return result
 
     def send_batch(self, commands: Any) -> dict[str, int]:
@@ -431,6 +435,7 @@ class BridgeCore:
             "disconnects": c["disconnects"],
             "connectFailures": c["connect_failures"],
             "handoff": self.stats.handoff.summary_ms(),
+            "lastFanout": self._last_fanout,
         }
 
     def health(self) -> dict[str, Any]:

@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Dispatch fan-out: activation -> command received at each of N VENs, through dr.mqtt and by bare paho.
+
+Setup (all on this machine): a private Mosquitto on a free port (the same Debian binary as 127.0.0.1:1883,
+no other traffic), N simulated VENs (scripts/fleet: epoll-driven paho clients in --procs worker processes,
+each acking every command), a throwaway VOLTTRON site with dr.mqtt installed (vtn mode), and a bus client.
+
+For each N and round, two paths, in alternating order:
+  bridge: t0 = the dispatch round is published on dr/batch/cmd (what dr.vtn does at activation; one bus
+          message with N commands) -> dr.mqtt fans out to ven/cmd/<venId> -> VEN receives.
+          Ack round trip: t0 -> the VEN's ack arrives back on the bus in a dr/batch/ack batch.
+  bare:   t0 = a plain paho client (own network thread, unlimited in-flight, QoS 1) starts publishing the same
+          N commands back to back -> VEN receives. Ack round trip: t0 -> ack at a plain paho subscriber.
+With --with-vtn the bridge path starts at dr.vtn instead: N VENs registered with dr.vtn, an event that
+starts 2 s ahead; t0 = its start instant (activation), the rest as above.
+
+Per VEN latency = receive time (CLOCK_MONOTONIC, shared by all processes) - t0; p50/p99/max over all VENs of
+all measured rounds; ratio = bridge / bare. Targets: 1,000 VENs p99 < 100 ms and within 1.5x of bare paho;
+10,000 VENs p99 < 1 s.
+
+Run with the platform's Python:  /var/lib/volttron-dr/venv/bin/python bench/dispatch_fanout.py [--sizes 100,1000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for _p in (REPO / "src", REPO / "scripts", REPO / "agents" / "mqtt_bridge"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from fleet.brokers import Mosquitto  # noqa: E402
+from fleet.sim import FleetOptions, ven_ids  # noqa: E402
+from fleet.workers import BarePublisher, FleetProcesses, percentile  # noqa: E402
+
+PREFIX = "fan"
+
+
+def stats(values_ms: list[float]) -> dict[str, float | None]:
+    return {"p50": percentile(values_ms, 50), "p99": percentile(values_ms, 99),
+            "max": max(values_ms) if values_ms else None, "n": len(values_ms)}
+
+
+def fmt(s: dict) -> str:
+    if not s["n"]:
+        return "no data".ljust(34)
+    return f"{s['p50']:8.1f} {s['p99']:8.1f} {s['max']:8.1f}"
+
+
+def command(ven_id: str, corr: str, until: str, issued: str) -> dict:
+    return {"op": "event", "correlationId": corr, "venId": ven_id, "eventId": corr.split(":")[0],
+            "requestedReductionKw": 1.5, "until": until, "issuedAt": issued}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="100,1000,10000", help="comma-separated N (default 100,1000,10000)")
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per N and path (default 3)")
+    ap.add_argument("--procs", type=int, default=2, help="fleet worker processes (default 2)")
+    ap.add_argument("--site", default="mqttbench", help="throwaway VOLTTRON site name (default mqttbench)")
+    ap.add_argument("--with-vtn", action="store_true", help="start the bridge path at a dr.vtn event activation")
+    ap.add_argument("--keep", action="store_true", help="keep the site folder afterwards")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    n_max = max(sizes)
+
+    work = Path(tempfile.mkdtemp(prefix="dispatch-fanout-"))
+    broker = Mosquitto(work / "broker", persistence=False).start()
+    print(f"private mosquitto on 127.0.0.1:{broker.port}; starting {n_max:,} simulated VENs in {args.procs} "
+          f"process(es)", flush=True)
+    fleet = FleetProcesses(FleetOptions(port=broker.port, count=n_max, prefix=PREFIX, telemetry_interval_s=0,
+                                        record=True, connect_window=200, keepalive_s=600), args.procs).start()
+    t = time.monotonic()
+    if not fleet.wait_connected(120):
+        print(f"only {fleet.totals.connected_total} of {n_max} VENs connected", file=sys.stderr)
+        fleet.stop()
+        bare.stop()
+        broker.stop()
+        return 1
+    print(f"{n_max:,} VENs connected and subscribed in {time.monotonic() - t:.2f} s", flush=True)
+    bare = BarePublisher("127.0.0.1", broker.port)
+    bare.wait_ready()
+
+    # the platform side is imported only now: forking the fleet before gevent/VOLTTRON is loaded keeps it clean
+    import gevent
+
+    from dr_common import topics
+    from dr_ops.busclient import BusClient
+    from dr_ops.platformctl import SitePlatform
+    fleet_sleep = gevent.sleep
+
+    def pump_until(predicate, timeout: float, step: float = 0.005) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fleet.pump(0)
+            if predicate():
+                return True
+            fleet_sleep(step)
+        return False
+
+    def receipts() -> list[tuple[str, float]]:
+        fleet._logs = {}
+        for conn in fleet._conns:
+            conn.send(("drain",))
+        pump_until(lambda: len(fleet._logs) == len(fleet._conns), 30)
+        out: list[tuple[str, float]] = []
+        for log in fleet._logs.values():
+            out.extend(log)
+        return out
+
+    plat = SitePlatform(args.site)
+    if plat.site_dir.exists():
+        plat.stop()
+        shutil.rmtree(plat.site_dir)
+    client = None
+    bare_acks: list[tuple[str, float]] = []
+    results: dict = {"sizes": {}, "procs": args.procs, "rounds": args.rounds, "withVtn": args.with_vtn}
+    try:
+        t = time.monotonic()
+        plat.start()
+        bridge_cfg = {"mode": "vtn", "broker": {"port": broker.port, "client_id": "bench-dr-mqtt",
+                                                "clean_session": True, "reconnect_max_s": 2},
+                      "batch": {"max_items": 1000, "max_delay_ms": 20},
+                      "store": {"path": "fanout-outbox.sqlite"}}
+        plat.install_agent(topics.MQTT_BRIDGE_IDENTITY, path="agents/mqtt_bridge", config=bridge_cfg)
+        if args.with_vtn:
+            plat.install_agent(topics.VTN_IDENTITY, path="agents/vtn_dispatcher",
+                               config={"retryInitialS": 60.0, "flushIntervalS": 1.0})
+        client = BusClient(plat, "bench.fanout").connect()
+        print(f"site {args.site} up with dr.mqtt{' and dr.vtn' if args.with_vtn else ''} in "
+              f"{time.monotonic() - t:.1f} s", flush=True)
+        if not pump_until(lambda: client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("connected"), 30):
+            raise RuntimeError("dr.mqtt did not connect to the private broker")
+
+        bus_acks: list[tuple[str, float]] = []
+
+        def on_ack_batch(peer, sender, bus, topic, headers, message):
+            now = time.monotonic()
+            bus_acks.extend((item.get("correlationId"), now) for item in message.get("items", []))
+
+        client.subscribe(topics.BUS_ACK_BATCH, on_ack_batch)
+
+
+        if args.with_vtn:
+            def rpc(method, *a, **kw):
+                return client.rpc(topics.VTN_IDENTITY, method, *a, timeout=60, **kw)
+
+            pump_until(lambda: rpc("health").get("ok"), 30)
+
+        from dr_common.timeutil import to_iso, utcnow
+        from datetime import timedelta
+
+        registered = 0
+        for n in sizes:
+            ids = ven_ids(PREFIX, 0, n)
+            if args.with_vtn and registered < n:
+                t = time.monotonic()
+                todo = ven_ids(PREFIX, registered, n - registered)
+
+                def register(chunk):
+                    for v in chunk:
+                        rpc("register_ven", {"venId": v, "transport": "mqtt", "maxShedKw": 5.0})
+
+                gevent.joinall([gevent.spawn(register, todo[k::8]) for k in range(8)], raise_error=True)
+                registered = n
+                print(f"registered {len(todo):,} VENs with dr.vtn in {time.monotonic() - t:.1f} s", flush=True)
+            per = {"bridge": [], "bare": [], "bridge_ack": [], "bare_ack": [], "bridge_span": [], "bare_span": [],
+                   "bridge_bus_hop": [], "bridge_fanout_loop": []}
+            for r in range(args.rounds + 1):  # round 0 warms up and is not counted
+                order = ("bridge", "bare") if r % 2 == 0 else ("bare", "bridge")
+                for path in order:
+                    receipts()
+                    bus_acks.clear()
+                    bare_acks.clear()
+                    until = to_iso(utcnow() + timedelta(minutes=30))
+                    tag = f"{path}{n}r{r}"
+                    if path == "bare":
+                        bare.acks()
+                        issued = to_iso(utcnow())
+                        bare.publish([(f"ven/cmd/{v}", json.dumps(command(v, f"{tag}:{v}", until, issued),
+                                                                  separators=(",", ":"))) for v in ids])
+                        done: list = []
+                        pump_until(lambda: done.append(bare.result(0)) or done[-1], 60)
+                        t0 = done[-1][0]
+                    elif args.with_vtn:
+                        start = utcnow() + timedelta(seconds=2)
+                        event = rpc("create_event", {"startTime": to_iso(start), "durationS": 1800,
+                                                     "requestedReductionKw": 1.5 * n, "venIds": ids})
+                        # activation instant on the monotonic clock
+                        t0 = time.monotonic() + (start - utcnow()).total_seconds()
+                    else:
+                        batch = {"commands": [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]}
+                        t0 = time.monotonic()
+                        client.publish(topics.BUS_CMD_BATCH, batch)
+                    got: dict[str, float] = {}
+                    expect = n
+
+                    def all_received() -> bool:
+                        for corr, when in receipts_since():
+                            got.setdefault(corr, when)
+                        return len(got) >= expect
+
+                    pending: list[tuple[str, float]] = []
+
+                    def receipts_since() -> list[tuple[str, float]]:
+                        pending.clear()
+                        pending.extend(receipts())
+                        return pending
+
+                    ok = pump_until(all_received, 60 + n / 100, 0.02)
+                    if path == "bare":
+                        pump_until(lambda: bare_acks.extend(bare.acks()) or len({c for c, _ in bare_acks}) >= n,
+                                   30, 0.05)
+                    acks = bus_acks if path == "bridge" else bare_acks
+                    pump_until(lambda: len({c for c, _ in acks}) >= n, 30)
+                    if path == "bridge" and args.with_vtn:
+                        rpc("stop_event", event["eventId"])
+                        fleet_sleep(2.0)  # the restores are not measured
+                        receipts()
+                    if not ok:
+                        print(f"  N={n} {path} round {r}: only {len(got)} of {n} commands arrived", flush=True)
+                    if r == 0:
+                        continue
+                    if path == "bridge":
+                        last = client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("lastFanout") or {}
+                        if last.get("messages") == n:
+                            per["bridge_bus_hop"].append((last["receivedMonotonic"] - t0) * 1000.0)
+                            per["bridge_fanout_loop"].append(last["ms"])
+                    lat = [(when - t0) * 1000.0 for when in got.values()]
+                    per[path].extend(lat)
+                    per[path + "_span"].append(max(lat) if lat else float("nan"))
+                    first_ack: dict[str, float] = {}
+                    for corr, when in acks:
+                        first_ack.setdefault(corr, when)
+                    per[path + "_ack"].extend((when - t0) * 1000.0 for corr, when in first_ack.items()
+                                              if corr in got)
+                    fleet_sleep(0.3)
+            s = {k: stats(v) for k, v in per.items() if not k.endswith("_span")}
+            s["bridge_bus_hop"]["median"] = percentile(per["bridge_bus_hop"], 50)
+            s["bridge_fanout_loop"]["median"] = percentile(per["bridge_fanout_loop"], 50)
+            spans = {k: sorted(v)[len(v) // 2] for k, v in per.items() if k.endswith("_span") and v}
+            ratio = (s["bridge"]["p99"] / s["bare"]["p99"]) if s["bridge"]["n"] and s["bare"]["n"] else None
+            results["sizes"][n] = {"stats": s, "medianMakespanMs": spans, "p99Ratio": ratio}
+            print(f"N={n:,}: measured {args.rounds} rounds per path", flush=True)
+
+        status = client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status")
+        results["bridgeStatus"] = {k: status[k] for k in ("messagesOut", "messagesIn", "duplicates", "rejectsTotal",
+                                                          "busPublished", "handoff", "backlog")}
+    finally:
+        if client is not None:
+            client.close()
+        plat.stop()
+        if not args.keep:
+            shutil.rmtree(plat.site_dir, ignore_errors=True)
+        fleet.stop()
+        bare.stop()
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    src = "dr.vtn event start" if args.with_vtn else "dispatch round published on dr/batch/cmd"
+    print()
+    print(f"activation ({src}) -> command received at each VEN; ms over all VENs of {args.rounds} rounds;")
+    print(f"VEN fleet in {args.procs} process(es); private mosquitto; QoS 1")
+    print(f"{'N':>7} {'path':<7} {'p50':>8} {'p99':>8} {'max':>8} | {'ack RTT p50':>11} {'p99':>8} {'max':>8} | "
+          f"{'makespan':>8}")
+    for n, res in results["sizes"].items():
+        s = res["stats"]
+        for path in ("bridge", "bare"):
+            span = res["medianMakespanMs"].get(path + "_span")
+            print(f"{n:>7,} {path:<7} {fmt(s[path])} | {fmt(s[path + '_ack']):>29} | "
+                  f"{(f'{span:8.1f}' if span else '     n/a')}")
+        hop, loop = s["bridge_bus_hop"].get("median"), s["bridge_fanout_loop"].get("median")
+        if hop is not None and loop is not None:
+            print(f"{'':>7} bridge breakdown (medians): t0 -> batch received by dr.mqtt {hop:.1f} ms; "
+                  f"dr.mqtt handing {n:,} commands to paho {loop:.1f} ms")
+        ratio = res["p99Ratio"]
+        target = {1000: "target p99 < 100 ms and ratio <= 1.5", 10000: "target p99 < 1000 ms"}.get(n, "")
+        print(f"{'':>7} ratio bridge/bare p99: {ratio:.2f}   {target}" if ratio else f"{'':>7} ratio n/a")
+    print(f"dr.mqtt: {json.dumps(results['bridgeStatus'])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
