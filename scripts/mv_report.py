@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                         meter_before_minutes=mv.meter_before_minutes, lookback_days=mv.lookback_days,
                         holidays=mv.holidays, meter_topics=tuple(args.meter or mv.meter_topics),
                         plot_margin_minutes=None if args.no_png else PLOT_MARGIN_MIN)
+    if config.backend == "sqlite" and not Path(config.url.split(":///", 1)[1]).is_file():
+        print(f"error: no historian database at {config.url.split(':///', 1)[1]}", file=sys.stderr)
+        return 1
     store = Store(config.url)
     try:
         report = event_performance(store, args.event_id, options)
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         store.dispose()
+        sitedb.give_to_folder_owner(config.url)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -170,7 +170,7 @@ def test_postgres_unreachable_for_30s_loses_and_duplicates_nothing(vplatform, pg
         figure("historian PostgreSQL outage (30 s)",
                f"{len(expected)} publishes x 2 points, peak backlog {peak_backlog}, all stored once, "
                f"the {waiting} publishes made before it returned were stored "
-               (f"within {caught_up:.1f} s" if caught_up is not None else "after more than 8 s"))
+               + (f"within {caught_up:.1f} s" if caught_up is not None else "after more than 8 s"))
     finally:
         proxy.kill()
         info = vplatform.agents().get(IDENTITY)

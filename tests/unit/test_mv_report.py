@@ -94,12 +94,16 @@ def test_chart_png_shades_the_event_and_draws_the_series():
     assert (width, height) == (600, 300)
     colors = {pixel(raw, width, x, y) for x in range(width) for y in range(height)}
     assert SHADE in colors and METERED in colors
-    # the middle of the event window is shaded at a height no series passes through
+    # along a row no series passes through, the event hour (14:00-15:00 of 12:00-17:00) is shaded, the rest not
     left, right = 80, 580
-    x_mid = round(left + (right - left) * 2.5 / 5)
-    assert pixel(raw, width, x_mid, 70) == SHADE
-    x_before = round(left + (right - left) * 1.0 / 5)
-    assert pixel(raw, width, x_before, 70) != SHADE
+
+    def x_at(minutes: float) -> int:
+        return round(left + (right - left) * minutes / 300)
+
+    inside = [pixel(raw, width, x, 70) for x in range(x_at(125), x_at(175))]
+    assert sum(c == SHADE for c in inside) > 0.8 * len(inside)
+    assert all(pixel(raw, width, x, 70) != SHADE for x in range(left + 1, x_at(115)))
+    assert all(pixel(raw, width, x, 70) != SHADE for x in range(x_at(185), right))
 
 
 # --- scripts end to end ----------------------------------------------------------------------------------
@@ -124,3 +128,6 @@ def test_generator_and_report_scripts(tmp_path, capsys):
     assert '"pjm-high4of5"' in capsys.readouterr().out
     assert report.main(["nope", "--db", str(db), "--no-png"]) == 1
     assert "no event" in capsys.readouterr().err
+    assert report.main(["ev-t1", "--db", str(tmp_path / "missing.sqlite"), "--no-png"]) == 1
+    assert "no historian database" in capsys.readouterr().err
+    assert not (tmp_path / "missing.sqlite").exists()

@@ -146,10 +146,14 @@ def render(chart: Chart) -> Canvas:
     """Draw the chart: metered power (line), baselines (steps), the event window (shaded)."""
     canvas = Canvas(chart.width, chart.height)
     left, right, top, bottom = 80, chart.width - 20, 60, chart.height - 60
-    times = [t for t, _ in chart.metered] + [s for b in chart.baselines for s in b.starts]
-    t0 = min(times + [chart.window_start]) if times else chart.window_start
-    t1 = max([t + (chart.baselines[0].interval if chart.baselines else timedelta(0)) for t in times]
-             + [chart.window_end]) if times else chart.window_end
+    # the x range covers the event and whatever data there is around it (not empty margins)
+    times = [t for t, _ in chart.metered]
+    times += [t for b in chart.baselines for t, v in zip(b.starts, b.values, strict=True) if v is not None]
+    times += [t + b.interval for b in chart.baselines for t, v in zip(b.starts, b.values, strict=True)
+              if v is not None]
+    pad = (chart.window_end - chart.window_start) / 10
+    t0 = min(times + [chart.window_start - pad])
+    t1 = max(times + [chart.window_end + pad])
     values = [v for _, v in chart.metered] + [v for b in chart.baselines for v in b.values if v is not None]
     vmax = max(values + [0.0]) * 1.1 or 1.0
     vmin = min(values + [0.0])
@@ -172,8 +176,8 @@ def render(chart: Chart) -> Canvas:
         label = f"{v:g}"
         canvas.text(left - 8 - canvas.text_width(label), y - 7, label)
         v += step
-    tick = timedelta(minutes=next(m for m in (5, 10, 15, 30, 60, 120, 240, 480, 1440)
-                                  if span_s / (m * 60) <= 10))
+    tick = timedelta(minutes=next((m for m in (1, 2, 5, 10, 15, 30, 60, 120, 240, 480, 1440)
+                                   if span_s / (m * 60) <= 10), 2880))
     first = t0.astimezone(chart.tz)
     mark = first.replace(minute=0, second=0, microsecond=0)
     while mark < first:
@@ -182,7 +186,8 @@ def render(chart: Chart) -> Canvas:
         x = round(px(mark))
         canvas.line(x, top, x, bottom, GRID)
         label = mark.astimezone(chart.tz).strftime("%H:%M")
-        canvas.text(x - canvas.text_width(label) // 2, bottom + 10, label)
+        if x + canvas.text_width(label) // 2 < chart.width:
+            canvas.text(x - canvas.text_width(label) // 2, bottom + 10, label)
         mark += tick
     canvas.line(left, top, left, bottom, BLACK)
     canvas.line(left, bottom, right, bottom, BLACK)
@@ -205,6 +210,8 @@ def render(chart: Chart) -> Canvas:
     for t, value in chart.metered:
         if previous is not None and (t - previous[0]) <= timedelta(minutes=5):
             canvas.line(px(previous[0]), py(previous[1]), px(t), py(value), METERED, width=2)
+        elif len(chart.metered) < 60:  # sparse data: mark each reading
+            canvas.fill(round(px(t)) - 2, round(py(value)) - 2, round(px(t)) + 3, round(py(value)) + 3, METERED)
         previous = (t, value)
     legend = [("METERED", METERED)] + [(s.label, PALETTE[i % len(PALETTE)]) for i, s in enumerate(chart.baselines)]
     x = left
