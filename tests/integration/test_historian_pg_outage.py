@@ -1,5 +1,5 @@
-"""Fault test: the historian's PostgreSQL database is unreachable for 30 s while device readings flow; afterwards
-every published reading is in the database exactly once.
+"""Fault test: the historian's PostgreSQL database is unreachable for 30 s while device readings flow (and at
+the historian's start); afterwards every published reading is in the database exactly once.
 
 The historian (a second instance of agents/historian, so platform.historian keeps its SQLite store) reaches a
 database created for this test through a TCP proxy that the test starts; killing the proxy makes the database
@@ -111,16 +111,16 @@ def stored(dbname: str, topic: str) -> list[tuple[datetime, float]]:
 
 
 def test_postgres_unreachable_for_30s_loses_and_duplicates_nothing(vplatform, pg_database, figure):
-    proxy = Proxy(free_port())
-    proxy.start()
+    proxy = Proxy(free_port())  # not started yet: the historian starts with its database unreachable
     config = {"connection": {"url": f"postgresql+psycopg2://postgres@127.0.0.1:{proxy.port}/{pg_database}"},
               "connect_timeout_s": 2, "retry_period": 2.0, "record_dr": False, "capture_analysis_data": False,
               "capture_record_data": False}
     published: list[tuple[datetime, float]] = []
     try:
         vplatform.install_agent("historian", IDENTITY, config=config, tag="dr-historian-test")
-        vplatform.wait_for(lambda: vplatform.rpc(IDENTITY, HistorianRpc.HEALTH)["ok"], timeout=60,
-                           what=f"{IDENTITY} healthy")
+        health = vplatform.wait_for(lambda: (h := vplatform.rpc(IDENTITY, HistorianRpc.HEALTH))["setupError"] and h,
+                                    timeout=60, what=f"{IDENTITY} reporting its unreachable database")
+        assert health["ok"] is False and "postgresql" in health["setupError"]
         base = datetime.now(UTC).replace(microsecond=0)
         state = {"run": True}
 
@@ -136,7 +136,11 @@ def test_postgres_unreachable_for_30s_loses_and_duplicates_nothing(vplatform, pg
                 gevent.sleep(PERIOD_S)
 
         worker = gevent.spawn(publisher)
-        gevent.sleep(8)
+        gevent.sleep(3)  # readings published before the database was ever reachable wait in the cache
+        proxy.start()
+        vplatform.wait_for(lambda: vplatform.rpc(IDENTITY, HistorianRpc.HEALTH)["ok"], timeout=30,
+                           what=f"{IDENTITY} healthy once its database is reachable")
+        gevent.sleep(5)
         assert stored(pg_database, "pgfault/meter/PowerKw"), "readings reach PostgreSQL before the outage"
         proxy.kill()
         outage_started = time.monotonic()

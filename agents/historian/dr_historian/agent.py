@@ -54,6 +54,7 @@ class HistorianAgent(BaseHistorian):
             base.setdefault(key, value)
         self._config: HistorianConfig | None = None
         self._config_error: str | None = None
+        self._setup_error: str | None = None
         self._store: Store | None = None
         self._writer: Writer | None = None
         self._dr_subscribed = False
@@ -116,9 +117,15 @@ class HistorianAgent(BaseHistorian):
 
     # --- storage (process thread) --------------------------------------------------------------------
     def historian_setup(self) -> None:
+        """Create the schema and load the topics (the base class retries every retry_period while this raises)."""
         if self._store is None:
             raise StoreError(f"no valid configuration: {self._config_error or 'not configured yet'}")
-        self._store.setup()
+        try:
+            self._store.setup()
+        except StoreError as exc:
+            self._setup_error = str(exc)
+            raise
+        self._setup_error = None
 
     def publish_to_historian(self, to_publish_list: list[dict[str, Any]]) -> None:
         if self._writer is None:
@@ -199,8 +206,9 @@ class HistorianAgent(BaseHistorian):
         context = dict(self._current_status_context)
         stats = self._writer.stats if self._writer else None
         failing_since = stats.failing_since_monotonic if stats else None
-        ok = (self._config_error is None and self._store is not None and context.get(STATUS_KEY_PUBLISHING, False)
-              and not context.get(STATUS_KEY_CACHE_FULL) and failing_since is None)
+        ok = (self._config_error is None and self._setup_error is None and self._store is not None
+              and context.get(STATUS_KEY_PUBLISHING, False) and not context.get(STATUS_KEY_CACHE_FULL)
+              and failing_since is None)
         return {
             "identity": self.core.identity, "version": __version__, "ok": bool(ok),
             "backend": self._config.backend if self._config else None,
@@ -214,7 +222,8 @@ class HistorianAgent(BaseHistorian):
             "batchesWritten": stats.batches if stats else 0,
             "writeFailures": stats.failures if stats else 0,
             "dbUnavailableForS": round(time.monotonic() - failing_since, 1) if failing_since else None,
-            "lastDbError": stats.last_error if stats else None,
+            "lastDbError": (stats.last_error if stats else None) or self._setup_error,
+            "setupError": self._setup_error,
             "drMessages": self._dr_messages, "badMessages": self._bad_messages, "lastBadMessage": self._last_bad,
         }
 
