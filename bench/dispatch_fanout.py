@@ -67,10 +67,13 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=2, help="fleet worker processes (default 2)")
     ap.add_argument("--site", default="mqttbench", help="throwaway VOLTTRON site name (default mqttbench)")
     ap.add_argument("--with-vtn", action="store_true", help="start the bridge path at a dr.vtn event activation")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="also measure the bridge path with the round split into bus messages of this many commands")
     ap.add_argument("--keep", action="store_true", help="keep the site folder afterwards")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    paths = ["bridge", "bare"] + (["chunked"] if args.chunk and not args.with_vtn else [])
     n_max = max(sizes)
 
     work = Path(tempfile.mkdtemp(prefix="dispatch-fanout-"))
@@ -173,10 +176,11 @@ def main() -> int:
                 gevent.joinall([gevent.spawn(register, todo[k::8]) for k in range(8)], raise_error=True)
                 registered = n
                 print(f"registered {len(todo):,} VENs with dr.vtn in {time.monotonic() - t:.1f} s", flush=True)
-            per = {"bridge": [], "bare": [], "bridge_ack": [], "bare_ack": [], "bridge_span": [], "bare_span": [],
-                   "bridge_bus_hop": [], "bridge_fanout_loop": []}
+            per: dict[str, list[float]] = {"bridge_bus_hop": [], "bridge_fanout_loop": []}
+            for path in paths:
+                per.update({path: [], path + "_ack": [], path + "_span": []})
             for r in range(args.rounds + 1):  # round 0 warms up and is not counted
-                order = ("bridge", "bare") if r % 2 == 0 else ("bare", "bridge")
+                order = paths[r % len(paths):] + paths[:r % len(paths)]
                 for path in order:
                     receipts()
                     bus_acks.clear()
@@ -197,6 +201,11 @@ def main() -> int:
                                                      "requestedReductionKw": 1.5 * n, "venIds": ids})
                         # activation instant on the monotonic clock
                         t0 = time.monotonic() + (start - utcnow()).total_seconds()
+                    elif path == "chunked":
+                        cmds = [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]
+                        t0 = time.monotonic()
+                        for i in range(0, n, args.chunk):
+                            client.publish(topics.BUS_CMD_BATCH, {"commands": cmds[i:i + args.chunk]})
                     else:
                         batch = {"commands": [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]}
                         t0 = time.monotonic()
@@ -220,7 +229,7 @@ def main() -> int:
                     if path == "bare":
                         pump_until(lambda: bare_acks.extend(bare.acks()) or len({c for c, _ in bare_acks}) >= n,
                                    30, 0.05)
-                    acks = bus_acks if path == "bridge" else bare_acks
+                    acks = bare_acks if path == "bare" else bus_acks
                     pump_until(lambda: len({c for c, _ in acks}) >= n, 30)
                     if path == "bridge" and args.with_vtn:
                         rpc("stop_event", event["eventId"])
@@ -249,7 +258,9 @@ def main() -> int:
             s["bridge_fanout_loop"]["median"] = percentile(per["bridge_fanout_loop"], 50)
             spans = {k: sorted(v)[len(v) // 2] for k, v in per.items() if k.endswith("_span") and v}
             ratio = (s["bridge"]["p99"] / s["bare"]["p99"]) if s["bridge"]["n"] and s["bare"]["n"] else None
-            results["sizes"][n] = {"stats": s, "medianMakespanMs": spans, "p99Ratio": ratio}
+            ratio_c = (s["chunked"]["p99"] / s["bare"]["p99"]) if "chunked" in s and s["chunked"]["n"] else None
+            results["sizes"][n] = {"stats": s, "medianMakespanMs": spans, "p99Ratio": ratio,
+                                   "p99RatioChunked": ratio_c}
             print(f"N={n:,}: measured {args.rounds} rounds per path", flush=True)
 
         status = client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status")
@@ -267,14 +278,16 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     src = "dr.vtn event start" if args.with_vtn else "dispatch round published on dr/batch/cmd"
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs")
     print()
     print(f"activation ({src}) -> command received at each VEN; ms over all VENs of {args.rounds} rounds;")
     print(f"VEN fleet in {args.procs} process(es); private mosquitto; QoS 1")
-    print(f"{'N':>7} {'path':<7} {'p50':>8} {'p99':>8} {'max':>8} | {'ack RTT p50':>11} {'p99':>8} {'max':>8} | "
+    print(f"{'N':>7} {'path':<8}{'p50':>8} {'p99':>8} {'max':>8} | {'ack RTT p50':>11} {'p99':>8} {'max':>8} | "
           f"{'makespan':>8}")
     for n, res in results["sizes"].items():
         s = res["stats"]
-        for path in ("bridge", "bare"):
+        for path in paths:
             span = res["medianMakespanMs"].get(path + "_span")
             print(f"{n:>7,} {path:<7} {fmt(s[path])} | {fmt(s[path + '_ack']):>29} | "
                   f"{(f'{span:8.1f}' if span else '     n/a')}")
@@ -285,6 +298,9 @@ def main() -> int:
         ratio = res["p99Ratio"]
         target = {1000: "target p99 < 100 ms and ratio <= 1.5", 10000: "target p99 < 1000 ms"}.get(n, "")
         print(f"{'':>7} ratio bridge/bare p99: {ratio:.2f}   {target}" if ratio else f"{'':>7} ratio n/a")
+        if res.get("p99RatioChunked"):
+            print(f"{'':>7} ratio chunked/bare p99: {res['p99RatioChunked']:.2f}  (round sent as bus messages of "
+                  f"{args.chunk} commands)")
     print(f"dr.mqtt: {json.dumps(results['bridgeStatus'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

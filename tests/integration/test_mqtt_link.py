@@ -187,3 +187,53 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path, figure):
         for c in cores:
             c.stop()
         broker.stop()
+
+
+# --- the fleet simulator through the bridge ----------------------------------------------------
+def test_fleet_simulator_answers_through_the_bridge(tmp_path, figure):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    broker = Mosquitto(tmp_path / "broker", persistence=False).start()
+    bus = RecordingBus()
+    core = _core(tmp_path, "fleet-vtn", bus, broker={"port": broker.port, "client_id": "fleet-vtn",
+                                                      "clean_session": True}, batch={"max_items": 500})
+    n = 300
+    sim = subprocess.Popen([sys.executable, str(repo / "scripts" / "ven_fleet_sim.py"), "-n", str(n), "--port",
+                            str(broker.port), "--prefix", "fl", "--telemetry-interval", "1", "--duration", "9",
+                            "--json", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: core.connected, 10, "bridge connected")
+        # every VEN reports online through its telemetry before commands go out
+        wait(lambda: len({t["venId"] for t in bus.items("dr/batch/telemetry")}) == n, 20, "telemetry from all VENs")
+        ids = [f"fl-{i:05d}" for i in range(n)]
+        core.on_bus_message("dr/batch/cmd", {"commands": [
+            {"venId": v, "op": "event", "correlationId": f"ev:{v}", "eventId": "ev", "requestedReductionKw": 2.0,
+             "until": "2099-01-01T00:00:00Z"} for v in ids]})
+        acks = wait(lambda: (a := bus.items("dr/batch/ack")) and len(a) >= n and a, 20, "acks from every VEN")
+        assert sorted(a["venId"] for a in acks) == ids
+        assert all(a["ok"] and a["data"]["acceptedReduceKw"] > 0 for a in acks)
+        wait(lambda: any(t["eventId"] == "ev" and t["shedPowerKw"] > 0 for t in bus.items("dr/batch/telemetry")),
+             10, "telemetry showing the shed")
+        wait(lambda: sim.poll() is not None, 30, "the simulator ends after --duration")
+        out, err = sim.communicate(timeout=5)
+        assert sim.returncode == 0, err
+        summary = json.loads(out.strip().splitlines()[-1])
+        sent = summary["counters"]["telemetry"] * 2 + n  # telemetry and meter copies, and the acks
+        wait(lambda: core.status()["messagesIn"] >= sent, 15, "the bridge took in everything the fleet sent")
+        assert summary["connected"] == n and summary["counters"]["commands"] == n
+        assert summary["counters"]["acks_ok"] == n and summary["byOp"] == {"event": n}
+        assert summary["counters"]["telemetry"] >= n * 5
+        status = core.status()
+        assert status["rejectsTotal"] == 0
+        # telemetry arrives twice (ven/telemetry and oadr/meter); dedup keeps one of each report
+        assert status["messagesIn"] == sent
+        assert status["duplicates"] == summary["counters"]["telemetry"]
+        figure("fleet sim through the bridge core", f"{n} VENs, {summary['counters']['telemetry']} telemetry reports, "
+               f"{status['busPublished']} bus messages for {status['busItems']} items")
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.wait()
+        core.stop()
+        broker.stop()

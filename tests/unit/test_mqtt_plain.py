@@ -249,3 +249,14 @@ def test_hub_inbox_hands_items_from_threads_to_a_greenlet_in_order():
         assert [i for t, i in got if t == tag] == list(range(1000))  # per-producer order kept
     assert len(ticks) == 50  # the hub kept running other greenlets meanwhile
     assert inbox.get_all(timeout=0) == []
+
+
+def test_shipped_site_configs_are_valid():
+    from pathlib import Path
+
+    site = Path(__file__).resolve().parents[2] / "platform-config" / "sites" / "demo"
+    vtn = parse_config(json.loads((site / "mqtt.json").read_text()))
+    assert vtn.mode == "vtn" and vtn.broker.port == 1883 and not vtn.broker.clean_session
+    ven = parse_config(json.loads((site / "mqtt-ven.example.json").read_text()))
+    assert ven.mode == "ven" and ven.broker.tls is not None and ven.broker.tls.cert_file
+    assert ven.status_topic.text == "ven/status/home-0001"

@@ -97,6 +97,7 @@ class BridgeConfig:
     status_topic: TopicTemplate | None = None
     status_retain: bool = True
     publish_chunk: int = 500
+    log_mqtt_packets: bool = False
 
 
 def default_routes(mode: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -119,7 +120,7 @@ def default_routes(mode: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 
 
 _TOP_KEYS = {"mode", "ven_id", "broker", "qos", "outbound", "inbound", "batch", "store", "dedup",
-             "max_payload_bytes", "status_topic", "status_retain", "publish_chunk"}
+             "max_payload_bytes", "status_topic", "status_retain", "publish_chunk", "log_mqtt_packets"}
 _BROKER_KEYS = {"host", "port", "client_id", "keepalive_s", "clean_session", "username", "password", "tls",
                 "reconnect_min_s", "reconnect_max_s", "connect_timeout_s", "max_inflight"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "key_password", "alpn", "insecure"}
@@ -183,6 +184,7 @@ def parse_config(raw: Mapping[str, Any] | None) -> BridgeConfig:
         status_topic=status_topic,
         status_retain=_bool("status_retain", raw.get("status_retain", True)),
         publish_chunk=_int("publish_chunk", raw.get("publish_chunk", 500), 1, 100_000),
+        log_mqtt_packets=_bool("log_mqtt_packets", raw.get("log_mqtt_packets", False)),
     )
 
 

@@ -46,6 +46,7 @@ REASON_INTERNAL = "internal_error"
 MAX_INFLIGHT_ROWS = 20_000  # outbox rows handed to paho and not yet acknowledged (bounds paho's memory)
 PUMP_YIELD_EVERY = 200      # inbound events processed between two yields to other greenlets
 BUS_ATTEMPTS = 3
+FANOUT_PRIORITY_S = 2.0     # the longest inbound processing waits for a fan-out in progress
 LOG_WINDOW_S = 10.0
 LOG_PER_WINDOW = 50
 
@@ -78,6 +79,8 @@ class BridgeCore:
         self._order_lock = gevent.lock.Semaphore()
         self._bus_queue: gevent.queue.Queue = gevent.queue.Queue()
         self._drain_wakeup = gevent.event.Event()
+        self._fanout_done = gevent.event.Event()  # cleared while a large fan-out is running
+        self._fanout_done.set()
         self._greenlets: list[gevent.Greenlet] = []
         self._log_window = 0.0
         self._logged = 0
@@ -103,7 +106,7 @@ class BridgeCore:
                                    offline=link_mod.status_payload(cfg.ven_id, False), qos=max(cfg.qos, 1),
                                    retain=cfg.status_retain)
         subs = [(route.mqtt.mqtt_filter(), cfg.qos) for route in cfg.inbound]
-        self._link = link_mod.MqttLink(cfg.broker, self._inbox, subs, birth)
+        self._link = link_mod.MqttLink(cfg.broker, self._inbox, subs, birth, log_packets=cfg.log_mqtt_packets)
         self._running = True
         self._greenlets = [gevent.spawn(self._pump), gevent.spawn(self._bus_writer), gevent.spawn(self._drainer)]
         self._link.start()
@@ -214,13 +217,20 @@ class BridgeCore:
             sent = 0
             if self._connected and not self._backlog:
                 publish = link.publish
-                for topic, data, retain in msgs:
-                    publish(topic, data, qos, retain)
-                    sent += 1
-                    if sent % chunk == 0:
-                        gevent.sleep(0)
-                        if not self._connected:
-                            break
+                large = len(msgs) > chunk
+                if large:
+                    self._fanout_done.clear()
+                try:
+                    for topic, data, retain in msgs:
+                        publish(topic, data, qos, retain)
+                        sent += 1
+                        if sent % chunk == 0:
+                            gevent.sleep(0)
+                            if not self._connected:
+                                break
+                finally:
+                    if large:
+                        self._fanout_done.set()
             rest = msgs[sent:]
             if rest:
                 try:
@@ -293,6 +303,8 @@ class BridgeCore:
             deadline = self._batcher.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             events = self._inbox.get_all(timeout)
+            # commands going out come first: inbound acks and telemetry wait for a running fan-out to finish
+            self._fanout_done.wait(FANOUT_PRIORITY_S)
             now_pc = time.perf_counter()
             acked: list[int] = []
             for n, (put_at, event) in enumerate(events, 1):

@@ -81,7 +81,7 @@ def build_ssl_context(tls: TlsConfig) -> _ssl_module.SSLContext:
 
 class MqttLink:
     def __init__(self, broker: BrokerConfig, inbox: Inbox, subscriptions: list[tuple[str, int]],
-                 birth: Birth | None = None) -> None:
+                 birth: Birth | None = None, log_packets: bool = False) -> None:
         self.broker = broker
         self._inbox = inbox
         self._subscriptions = list(subscriptions)
@@ -89,7 +89,8 @@ class MqttLink:
         client = _NativeSocketClient(CallbackAPIVersion.VERSION2, client_id=broker.client_id,
                                      clean_session=broker.clean_session, protocol=mqtt.MQTTv311,
                                      reconnect_on_failure=True)
-        client.enable_logger(logging.getLogger("dr_mqtt_bridge.paho"))
+        if log_packets:  # paho logs every packet at DEBUG: costly at thousands of messages per second
+            client.enable_logger(logging.getLogger("dr_mqtt_bridge.paho"))
         client.max_inflight_messages_set(broker.max_inflight)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)  # type: ignore[arg-type]
