@@ -17,8 +17,6 @@ from dr_common.payloads import EVENT_FIELDS, VEN_FIELDS
 from dr_common.schema import Field, normalize_key
 from tests.unit.test_web_harness import WebHarness
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 NOW = datetime.now(timezone.utc)
 REGISTERED = "ven-1"
 ALL_KEYS = {key for f in (*VEN_FIELDS, *EVENT_FIELDS) for key in f.keys()}

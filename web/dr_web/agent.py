@@ -34,6 +34,7 @@ class WebAgent(Agent):
         self.live = LiveState()
         self.gateway = VipGateway(self)
         self.server: WSGIServer | None = None
+        self._bound: tuple[str, int] | None = None
         self._subscribed = False
         self.vip.config.set_default("config", install_config)
         self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern="config")
@@ -53,10 +54,14 @@ class WebAgent(Agent):
         self._serve()
 
     def _serve(self) -> None:
+        app = create_app(self.web_config, self.live, self.gateway, self.health)
         if self.server is not None:
+            if self._bound == (self.web_config.host, self.web_config.port):
+                self.server.application = app  # same address: keep the socket (and an ephemeral port)
+                _log.info("dr.web: reconfigured, still serving on port %s", self.server.server_port)
+                return
             self.server.stop(timeout=2)
             self.server = None
-        app = create_app(self.web_config, self.live, self.gateway, self.health)
         self.server = WSGIServer((self.web_config.host, self.web_config.port), app, log=None)
         try:
             self.server.start()
@@ -65,6 +70,7 @@ class WebAgent(Agent):
             _log.error("dr.web: %s", self.config_error)
             self.server = None
             return
+        self._bound = (self.web_config.host, self.web_config.port)
         _log.info("dr.web: serving on http://%s:%s/", self.web_config.host, self.server.server_port)
 
     @Core.receiver("onstart")

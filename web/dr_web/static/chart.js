@@ -48,7 +48,7 @@ const DRChart = (() => {
     g.textAlign = "right"; g.textBaseline = "middle";
     for (let v = 0; v <= ymax; v += ystep) {
       g.beginPath(); g.moveTo(pad.l, Y(v)); g.lineTo(pad.l + w, Y(v)); g.stroke();
-      g.fillText(v.toFixed(ystep < 1 ? 1 : 0) + " kW", pad.l - 6, Y(v));
+      g.fillText(v.toFixed(Number.isInteger(ystep) ? 0 : ystep < 1 ? 2 : 1) + " kW", pad.l - 6, Y(v));
     }
     const tstep = niceStep((x1 - x0) / 60000, 6) * 60000;
     g.textAlign = "center"; g.textBaseline = "top";

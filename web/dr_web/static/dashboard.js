@@ -13,7 +13,7 @@
     const when = active ? "ends in " + Math.max(0, Math.round((end - t) / 60000)) + " min (" + clock(ev.endTime) + ")"
       : "starts in " + Math.max(0, Math.round((start - t) / 60000)) + " min (" + clock(ev.startTime) + ")";
     return el("div", { class: "event-banner " + (active ? "active" : "upcoming"), dataset: { eventId: ev.eventId } },
-      el("strong", {}, active ? "DR event active" : "DR event " + ev.status),
+      el("strong", {}, active ? "DR event active" : ev.status === "near" ? "DR event starting soon" : "DR event scheduled"),
       el("a", { href: "/events/" + encodeURIComponent(ev.eventId) }, ev.name || ev.eventId),
       el("span", {}, "shed " + kw(ev.requestedReductionKw, 1) + " kW"),
       el("span", {}, when),
