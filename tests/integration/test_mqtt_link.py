@@ -237,3 +237,29 @@ def test_fleet_simulator_answers_through_the_bridge(tmp_path, figure):
             sim.wait()
         core.stop()
         broker.stop()
+
+
+def test_ven_side_last_will_and_birth(tmp_path):
+    import socket as _socket
+
+    broker = Mosquitto(tmp_path / "broker", persistence=False).start()
+    watcher = Probe(port=broker.port, client_id="will-watcher", subscriptions=["ven/status/+"]).start()
+    core = _core(tmp_path, "will-ven", RecordingBus(), mode="ven", ven_id="will-1",
+                 broker={"port": broker.port, "client_id": "will-1", "keepalive_s": 5, "reconnect_min_s": 0.2,
+                         "reconnect_max_s": 1})
+
+    def states():
+        return [json.loads(p)["online"] for t, p, _ in watcher.snapshot("ven/status/will-1") if p]
+
+    try:
+        wait(lambda: states() == [True], 10, "birth message")
+        # the connection dies without a DISCONNECT (network loss): the broker publishes the last will
+        core._link._client.socket().shutdown(_socket.SHUT_RDWR)
+        wait(lambda: False in states(), 15, "last will on ven/status/will-1")
+        wait(lambda: states()[-1] is True and core.connected, 15, "back online with a new birth message")
+        assert states()[:2] == [True, False]
+        assert core.status()["connects"] >= 2
+    finally:
+        watcher.stop()
+        core.stop()
+        broker.stop()
