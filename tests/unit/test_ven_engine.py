@@ -51,10 +51,12 @@ def test_a_cycling_water_heater_is_absorbed_by_the_next_scrape():
     heater = [r["loads"]["water_heater"]["powerKw"] for r in site.telemetry_log[-len(red):]]
     switches = sum(1 for a, b in zip(heater[:-1], heater[1:], strict=True) if a != b)
     assert switches >= 2, "the water heater did not cycle: the scenario did not exercise the loop"
-    off_target = [i for i, r in enumerate(red[:-1]) if abs(r - 3.0) > 3.0 * 0.02]
-    # off target only at a scrape that saw a thermostat switch; the next one is back within 2 %
-    assert len(off_target) <= switches + 1
-    assert all(abs(red[i + 1] - 3.0) <= 3.0 * 0.02 for i in off_target), [round(r, 2) for r in red]
+    off_target = [i for i, r in enumerate(red[:-2]) if abs(r - 3.0) > 3.0 * 0.02]
+    # off target only for the two scrapes after a thermostat switch (the driver publishes the previous poll, so
+    # the VEN sees a switch one scrape late); the one after is back within 2 %
+    assert len(off_target) <= 2 * (switches + 1)
+    recovered = [i for i in off_target if abs(red[i + 1] - 3.0) <= 0.06 or abs(red[i + 2] - 3.0) <= 0.06]
+    assert recovered == off_target, [round(r, 2) for r in red]
 
 
 def test_big_event_uses_every_kind_in_order_and_never_the_critical_circuit():
@@ -192,7 +194,7 @@ def test_the_loop_releases_the_others_when_the_ev_finishes_charging():
     keep_kw = (site.point("demo/ev_charger", "EnergyNeededKwh") * 1.1 / site.point("demo/ev_charger", "DepartureHours"))
     site.event(4.5, duration_s=3600)
     assert "ev_charger" in site.engine.actions and len(site.engine.actions) >= 2
-    assert site.point("demo/ev_charger", "PowerLimitKw") == pytest.approx(keep_kw, abs=0.02)
+    assert site.point("demo/ev_charger", "PowerLimitKw") == pytest.approx(keep_kw, abs=0.05)
     site.run(900)
     assert site.point("demo/ev_charger", "PowerKw") == 0.0  # done (and gone)
     # the EV's own 7.2 kW now exceed the request: every action went back, nothing is shed to no purpose
@@ -324,3 +326,25 @@ def test_bad_device_messages_are_counted_and_change_nothing():
     site.event(2.0, duration_s=60)
     site.run(5)
     assert site.reduction() == pytest.approx(2.0, rel=0.02)
+
+
+@pytest.mark.parametrize("gap_s", [0.5, 2.0, 4.5, 5.0, 7.0])
+def test_back_to_back_events_record_true_pre_event_values_despite_the_publish_lag(gap_s):
+    """The driver publishes the previous poll: for one scrape after a restore the readings still show the shed.
+    The next event must neither take those as pre-event values nor as the EV's power, nor put them in its
+    baseline."""
+    site = settled(SiteHarness(device_overrides=STILL_HEATER), 300.2)  # restores fall between scrapes
+    before = site.writable_values()
+    site.event(2.0, duration_s=30, eventId="first")
+    site.run(30)
+    assert site.point("demo/ev_charger", "PowerLimitKw") == 7.2
+    first_baseline = site.engine.last_event_summary["baselineKw"]
+    site.run(gap_s)
+    site.event(2.0, duration_s=30, eventId="second")
+    assert site.point("demo/ev_charger", "PowerLimitKw") == pytest.approx(5.2)
+    assert site.engine.actions["ev_charger"].originals == {"PowerLimitKw": 7.2}
+    assert site.engine.event.baseline_kw == pytest.approx(first_baseline, abs=0.01)
+    site.run(10)
+    assert site.reduction() == pytest.approx(2.0, rel=0.02)
+    site.run(25)
+    assert site.writable_values() == before

@@ -4,7 +4,9 @@
 simulated-device physics (`dr_devices`), on a fake clock. It plays the platform's part for a `VenEngine`: scrapes
 every device every `scrape_s` seconds (meter last, as the driver publishes it), executes the engine's set_point
 / revert_point ops against the devices (enforcing the registry's Writable/Min/Max like the interface does) and
-reports each op's result back. No VOLTTRON import.
+reports each op's result back. Like platform.driver 2.0, whose `/all` publish carries the values of the previous
+poll (measured on the platform), each scrape publishes what the previous one read (`lag=True`). No VOLTTRON
+import.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def ven_config(site: str = "demo", **overrides: Any) -> dict[str, Any]:
 class SiteHarness:
     def __init__(self, site: str = "demo", config: dict[str, Any] | None = None, start_hour: float = 14.0,
                  state_path: Path | None = None, clock: FakeClock | None = None,
-                 device_overrides: dict[str, dict[str, Any]] | None = None, scrape_s: float = 5.0) -> None:
+                 device_overrides: dict[str, dict[str, Any]] | None = None, scrape_s: float = 5.0,
+                 lag: bool = True) -> None:
         self.clock = clock or FakeClock()
         self.site = SiteModel(site, clock=self.clock)
         self.models: dict[str, Any] = {}
@@ -68,6 +71,8 @@ class SiteHarness:
         self.engine = self.new_engine()
         self.scrape_s = scrape_s
         self.next_scrape = self.clock.now
+        self.lag = lag
+        self.polled: dict[str, dict[str, Any]] = {}
         self.log: list[tuple[float, Op, str | None]] = []
         self.meter_log: list[tuple[float, float]] = []
         self.telemetry_log: list[dict[str, Any]] = []
@@ -121,11 +126,14 @@ class SiteHarness:
             ops = self.engine.ops_done(results)
 
     def scrape(self) -> None:
-        for device in self.cfg.device_paths[1:]:
-            self.execute(self.engine.on_device(device, self.values(device)))
-        kw = self.meter_kw()
-        self.meter_log.append((self.clock.now, kw))
-        self.execute(self.engine.on_device(self.cfg.meter_path, self.values(self.cfg.meter_path)))
+        """Publish every device (meter last) and poll them; `meter_log` keeps the true meter at each poll."""
+        polled = {device: self.values(device) for device in self.cfg.device_paths}
+        published = self.polled if self.lag else polled
+        self.polled = polled
+        self.meter_log.append((self.clock.now, float(polled[self.cfg.meter_path][self.cfg.meter_point])))
+        for device in self.cfg.device_paths[1:] + [self.cfg.meter_path]:
+            if device in published:
+                self.execute(self.engine.on_device(device, published[device]))
 
     # --- time -------------------------------------------------------------------------------------------------
     def run(self, seconds: float, step_s: float = 0.5) -> None:
@@ -205,3 +213,22 @@ def test_time_advances_the_physics():
     soc = site.point("demo/ev_charger", "SocPercent")
     site.clock.now += 3600
     assert site.point("demo/ev_charger", "SocPercent") > soc + 5
+
+
+def test_publishes_carry_the_previous_poll_like_platform_driver():
+    site = SiteHarness()
+    seen: list[float] = []
+
+    def record(path, values, now=None):
+        if path == "demo/meter":
+            seen.append(values["PowerKw"])
+        return []
+
+    site.engine.on_device = record
+    site.scrape()  # polls only: nothing polled before
+    site.apply(Op("set", "demo/ev_charger", "PowerLimitKw", 5.2, "ev_charger", "shed"))
+    site.scrape()  # publishes the poll from before the write
+    site.scrape()  # publishes the poll made after it
+    assert len(seen) == 2
+    assert seen[0] - seen[1] == pytest.approx(2.0, abs=1e-3)
+    assert site.meter_log[0][1] - site.meter_log[1][1] == pytest.approx(2.0, abs=1e-3)

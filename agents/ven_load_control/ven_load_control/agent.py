@@ -161,7 +161,9 @@ class VenLoadControlAgent(Agent):
                 _log.warning("initial read of %s failed (%r); waiting for its next publish", path, exc)
                 continue
             if isinstance(values, dict):
-                self._execute(self._engine.on_device(path, values))
+                # keyed by point topic (`demo/meter/PowerKw`) in platform driver 2.0: keep the point names
+                points = {str(key).rsplit("/", 1)[-1]: value for key, value in values.items()}
+                self._execute(self._engine.on_device(path, points))
 
     # --- inputs -------------------------------------------------------------------------------------------
     def _on_command(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
@@ -207,7 +209,7 @@ class VenLoadControlAgent(Agent):
     # --- ops ----------------------------------------------------------------------------------------------
     def _execute(self, ops: list[Op], received: float | None = None) -> None:
         engine, cfg = self._engine, self._cfg
-        if engine is None or cfg is None:
+        if not ops or engine is None or cfg is None:
             return
         rounds = 0
         while ops and rounds < MAX_FOLLOW_UPS:
@@ -237,12 +239,14 @@ class VenLoadControlAgent(Agent):
 
     # --- timers -------------------------------------------------------------------------------------------
     def _timer_loop(self) -> None:
+        """Runs the engine's deadlines; `_wake` is set whenever they may have changed."""
         while True:
             engine = self._engine
             deadline = engine.next_deadline() if engine is not None else None
             timeout = None if deadline is None else max(0.0, deadline - time.time())
             self._wake.wait(timeout=timeout)
             self._wake.clear()
+            gevent.sleep(0)  # never starve the other greenlets, whatever the deadlines say
             with self._lock:
                 if self._engine is not None:
                     self._execute(self._engine.on_timer())

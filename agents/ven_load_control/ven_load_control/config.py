@@ -89,7 +89,7 @@ class VenConfig:
     overshed_margin_percent: float = 2.0
     deadband_kw: float = 0.02
     deadband_percent: float = 1.0
-    settle_s: float = 0.5
+    settle_s: float = 5.0
     rpc_timeout_s: float = 2.0
     retry_s: float = 5.0
     state_path: str | None = None
@@ -175,7 +175,7 @@ def parse_config(raw: object) -> VenConfig:
         overshed_margin_percent=_num(raw, "overshedMarginPercent", 2.0, minimum=0.0, maximum=100.0),
         deadband_kw=_num(raw, "deadbandKw", 0.02, minimum=0.0),
         deadband_percent=_num(raw, "deadbandPercent", 1.0, minimum=0.0, maximum=50.0),
-        settle_s=_num(raw, "settleS", 0.5, minimum=0.0, maximum=60.0),
+        settle_s=_num(raw, "settleS", 5.0, minimum=0.0, maximum=60.0),
         rpc_timeout_s=_num(raw, "rpcTimeoutS", 2.0, minimum=0.05, maximum=60.0),
         retry_s=_num(raw, "retryS", 5.0, minimum=0.1, maximum=3600.0),
         state_path=state_path.strip() if isinstance(state_path, str) else None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -112,8 +112,13 @@ class VenEngine:
         self.config_overrides: set[str] = set()
         self.config_opt_out = False
         self.faulted: dict[str, float] = {}
-        self.expected_offset_kw = 0.0
+        # meter change expected from each op sent (epoch s, kW, + = more load): a meter reading shows the site as
+        # it was `settleS` earlier (platform.driver publishes the previous poll), so ops sent since then are
+        # added to it to estimate the site now
+        self.op_effects: deque[tuple[float, float]] = deque()
         self.last_op_at = float("-inf")
+        self.last_shed_at = float("-inf")  # the last moment a load was shed (a restore completing counts)
+        self.written: dict[tuple[str, str], tuple[Any, float]] = {}  # (path, point) -> (value, when) of our writes
         self.counters: Counter[str] = Counter()
         self.problems: list[str] = []
         self.last_step: StepResult | None = None
@@ -128,19 +133,27 @@ class VenEngine:
         if not isinstance(values, Mapping):
             self.problem(f"device {path}: expected a point mapping, got {type(values).__name__}")
             return []
-        self.readings[path] = (now, dict(values))
+        fresh = dict(values)
+        for (wpath, point), (value, at) in self.written.items():
+            if wpath == path and point in fresh and now < at + self.cfg.settle_s:
+                fresh[point] = value  # the reading may predate our write; the write is the truth
+        self.readings[path] = (now, fresh)
         ops: list[Op] = []
         if path == self.cfg.meter_path:
             kw = as_float(values, self.cfg.meter_point)
             if kw is None:
                 self.problem(f"meter {path}: point {self.cfg.meter_point} missing or not a number")
                 return []
-            self.history.add(now, kw, curtailed=bool(self.actions))
+            # a reading within settleS of the last shed may still show it: not part of any baseline
+            curtailed = bool(self.actions) or now < self.last_shed_at + self.cfg.settle_s
+            self.history.add(now, kw, curtailed=curtailed)
             self.meter = (now, kw)
             self.counters["meter_readings"] += 1
-            if now < self.last_op_at + self.cfg.settle_s:
-                return []
-            self.expected_offset_kw = 0.0
+            horizon = now - 2 * self.cfg.settle_s
+            while self.op_effects and self.op_effects[0][0] < horizon:
+                self.op_effects.popleft()
+            if now <= self.last_op_at + self.cfg.settle_s:
+                return []  # may not show our last writes yet: act on the next one
             if self._active():
                 if self.event is not None and self.event.baseline_kw is None:
                     self._set_baseline(now, fallback=kw + self._shed_total())
@@ -213,8 +226,12 @@ class VenEngine:
         now = self.clock() if now is None else now
         restored: dict[str, bool] = {}
         shed_failed = False
+        written: set[str] = set()
         for op, error in results:
             action = self.actions.get(op.load_id)
+            if error is None:  # a revert goes back to the value recorded before the event
+                self.written[(op.path, op.point)] = (op.value, now)
+                written.add(op.load_id)
             if op.purpose == RESTORE:
                 ok = restored.get(op.load_id, True) and error is None
                 restored[op.load_id] = ok
@@ -234,7 +251,13 @@ class VenEngine:
             self.faulted[op.load_id] = now + FAULT_HOLD_S
             if action is not None and not action.commanded:
                 del self.actions[op.load_id]
-                self.expected_offset_kw += action.shed_kw
+                self._effect(now, action.shed_kw)
+        for lid in written:
+            # until a reading shows it, the load draws what the write makes it draw
+            action, model = self.actions.get(lid), self.models.get(lid)
+            if action is not None and model is not None:
+                power = action.free_kw if restored.get(lid) else action.free_kw - action.shed_kw
+                self.written[(action.path, model.power_point)] = (round(power, 4), now)
         for lid, ok in restored.items():
             action = self.actions.get(lid)
             if action is None:
@@ -242,6 +265,7 @@ class VenEngine:
             if ok:
                 del self.actions[lid]
                 self.counters["restores"] += 1
+                self.last_shed_at = now
             else:
                 action.failures += 1
                 action.retry_at = now + min(60.0, self.cfg.retry_s * action.failures)
@@ -617,6 +641,17 @@ class VenEngine:
             reasons = {lid: "opted out" for lid in self.models}
         return reasons
 
+    def _effect(self, now: float, kw: float) -> None:
+        if abs(kw) > EPS_KW:
+            self.op_effects.append((now, kw))
+
+    def _meter_now(self) -> float | None:
+        """The site's power now: the last meter reading plus what the ops sent after the state it shows give."""
+        if self.meter is None:
+            return None
+        shows = self.meter[0] - self.cfg.settle_s
+        return self.meter[1] + sum(kw for at, kw in self.op_effects if at > shows)
+
     def _shed_total(self) -> float:
         return sum(a.shed_kw for a in self.actions.values() if not a.restoring)
 
@@ -636,7 +671,7 @@ class VenEngine:
         event = self.event
         if event is None or not event.started:
             return []
-        meter_kw = self.meter[1] + self.expected_offset_kw if self.meter is not None else None
+        meter_kw = self._meter_now()
         if event.baseline_kw is None or meter_kw is None:
             error = event.requested_kw - self._shed_total()
         else:
@@ -703,7 +738,7 @@ class VenEngine:
                     continue
             before = action.shed_kw
             action.shed_kw = expected
-            self.expected_offset_kw -= expected - before
+            self._effect(now, before - expected)
             for point, value in points.items():
                 if action.commanded.get(point) != value:
                     sheds.append(Op(SET, model.cfg.path, point, value, lid, SHED))
@@ -730,7 +765,7 @@ class VenEngine:
         path = action.path
         action.restoring = True
         action.retry_at = None
-        self.expected_offset_kw += action.shed_kw
+        self._effect(now, action.shed_kw)
         self.last_op_at = now
         ops = []
         for point, original in action.originals.items():

@@ -141,6 +141,10 @@ class LoadModel(ABC):
         """True when the load would draw nothing anyway, so its action can go without changing the site."""
         return view.known and view.continuous and view.free_kw <= EPS_KW
 
+    @property
+    def power_point(self) -> str:
+        return self._point("power")
+
     def _point(self, role: str) -> str:
         return self.cfg.points[role]
 
