@@ -13,18 +13,20 @@ from gevent import monkey
 from paho.mqtt.enums import CallbackAPIVersion
 
 _native_create_connection = monkey.get_original("socket", "create_connection")
-_NativeSSLContext = monkey.get_original("ssl", "SSLContext")
 
 
 class NativeClient(mqtt.Client):
-    """paho's client with unpatched TCP sockets (safe in a paho thread of a gevent-patched process)."""
+    """paho's client with unpatched plain TCP sockets (safe in a paho thread of a gevent-patched process);
+    TLS keeps the `ssl` module's current objects (gevent's original SSL classes break once patched)."""
 
     def _create_socket_connection(self):
+        if self._ssl:
+            return super()._create_socket_connection()
         return _native_create_connection((self._host, self._port), timeout=self._connect_timeout)
 
 
 def tls_context(ca: str | None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
-    ctx = _NativeSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca:
         ctx.load_verify_locations(cafile=ca)
     if cert and key:

@@ -5,8 +5,9 @@ the only work done in paho's thread is re-subscribing and the birth message righ
 are paho's own calls. Publishing from the hub thread is paho's documented thread-safe path (the packet is
 queued and paho's thread is woken to write it), so the hub never waits on the socket.
 
-Inside a VOLTTRON agent gevent has patched `socket` and `ssl`; paho's thread is a real OS thread, so it gets
-the unpatched socket and SSL implementations here and never touches a gevent hub.
+Inside a VOLTTRON agent gevent has patched `socket` and `ssl`; paho's thread is a real OS thread: plain TCP
+connections use the unpatched socket module there; TLS connections use gevent's SSL objects (the original
+ones break once `ssl` is patched), which wait on a gevent hub of paho's own thread, never the agent's.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from dr_mqtt_bridge.config import BrokerConfig, TlsConfig
 _log = logging.getLogger(__name__)
 
 _native_create_connection = monkey.get_original("socket", "create_connection")
-_NativeSSLContext = monkey.get_original("ssl", "SSLContext")
 
 EV_CONNECTED = "connected"
 EV_CONNECT_FAILED = "connect_failed"
@@ -52,10 +52,14 @@ class Birth:
 
 
 class _NativeSocketClient(mqtt.Client):
-    """A paho client whose TCP sockets are the interpreter's own, whatever gevent has patched."""
+    """A paho client whose plain TCP sockets are the interpreter's own, whatever gevent has patched.
+
+    With TLS the socket and SSL objects are the `ssl` module's current ones: once gevent has patched `ssl`,
+    the original SSL classes no longer work (their methods look themselves up by module-level name), so a
+    TLS connection runs on gevent's SSL objects, which in paho's thread use a gevent hub of that thread."""
 
     def _create_socket_connection(self) -> _socket_module.socket:  # paho 2.x hook
-        if self._get_proxy():
+        if self._get_proxy() or self._ssl:
             return super()._create_socket_connection()
         return _native_create_connection((self._host, self._port), timeout=self._connect_timeout)
 
@@ -63,8 +67,8 @@ class _NativeSocketClient(mqtt.Client):
 def build_ssl_context(tls: TlsConfig) -> _ssl_module.SSLContext:
     """Server verification against `ca_file` (or the system store), optional client certificate (mutual TLS)
     and optional ALPN protocols (AWS IoT Core on port 443 wants `x-amzn-mqtt-ca`)."""
-    ctx = _NativeSSLContext(_ssl_module.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = _ssl_module.TLSVersion.TLSv1_2
+    ctx = _ssl_module.SSLContext(_ssl_module.PROTOCOL_TLS_CLIENT)
+    _set_ctx(ctx, "minimum_version", _ssl_module.TLSVersion.TLSv1_2)
     if tls.ca_file:
         ctx.load_verify_locations(cafile=tls.ca_file)
     else:
@@ -75,8 +79,16 @@ def build_ssl_context(tls: TlsConfig) -> _ssl_module.SSLContext:
         ctx.set_alpn_protocols(list(tls.alpn))
     if tls.insecure:
         ctx.check_hostname = False
-        ctx.verify_mode = _ssl_module.CERT_NONE
+        _set_ctx(ctx, "verify_mode", _ssl_module.CERT_NONE)
     return ctx
+
+
+def _set_ctx(ctx: _ssl_module.SSLContext, name: str, value: Any) -> None:
+    """Set an SSLContext property through the C base class: once gevent has patched `ssl`, the pure-Python
+    setters of the original class recurse (they look the class up by its module-level name)."""
+    import _ssl
+
+    getattr(_ssl._SSLContext, name).__set__(ctx, value)
 
 
 class MqttLink:
