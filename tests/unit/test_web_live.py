@@ -89,3 +89,25 @@ def test_bad_config_names_the_key(raw, key):
 def test_config_must_be_an_object():
     with pytest.raises(ConfigError, match="JSON object"):
         WebConfig.from_mapping(["port", 1])  # type: ignore[arg-type]
+
+
+def test_a_batch_of_one_vens_history_is_a_series_and_a_batch_of_many_vens_one_point():
+    live = LiveState()
+    live.on_message("dr/batch/telemetry", {"items": [tel("a", T0 + 5 * i, float(i)) for i in range(10)]})
+    assert [p["usedPowerKw"] for p in live.site_series()] == [float(i) for i in range(10)]
+    live.on_message("dr/batch/telemetry", {"items": [tel(f"v{i}", T0 + 100 + i * 0.01, 1.0) for i in range(50)]})
+    assert len(live.site) == 11 and live.site_series()[-1]["vens"] == 50
+
+
+def test_late_telemetry_keeps_the_series_in_order_and_the_latest_as_it_is():
+    live = LiveState(ven_history_len=3)
+    live.on_items([tel("a", T0 + 10, 1.0)])
+    live.on_items([tel("a", T0 + 20, 2.0)])
+    live.on_items([tel("a", T0 + 15, 9.0)])
+    assert [p["usedPowerKw"] for p in live.series("a")] == [1.0, 9.0, 2.0]
+    assert live.latest["a"]["usedPowerKw"] == 2.0
+    live.on_items([tel("a", T0 + 5, 7.0)])  # older than everything kept in a full series: dropped
+    assert [p["usedPowerKw"] for p in live.series("a")] == [1.0, 9.0, 2.0]
+    live.on_items([tel("a", T0 + 12, 8.0)])
+    assert [p["usedPowerKw"] for p in live.series("a")] == [8.0, 9.0, 2.0]
+    assert [p["usedPowerKw"] for p in live.site_series()] == [1.0, 2.0]  # the site series is as observed

@@ -7,6 +7,7 @@ Flask handlers. Plain Python, no platform import. A bad item is counted and repo
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,45 +60,59 @@ class LiveState:
 
     def on_items(self, items: Iterable[Any], ven_id: str | None = None) -> int:
         refused = 0
-        newest: float | None = None
+        parsed: list[Telemetry] = []
         for raw in items:
             try:
-                telemetry = Telemetry.from_payload(_with_ven_id(raw, ven_id))
+                parsed.append(Telemetry.from_payload(_with_ven_id(raw, ven_id)))
             except PayloadError as exc:
                 refused += 1
                 self._refuse(str(exc))
-                continue
-            ts = self._record(telemetry)
-            newest = ts if newest is None else max(newest, ts)
-        if newest is not None:
-            self._add_site_point(newest)
+        # one site point per time bucket: a batch of many VENs at one instant is one point, a batch of one
+        # VEN's history is a series
+        pending: float | None = None
+        for telemetry in sorted(parsed, key=lambda t: t.ts):
+            ts = telemetry.ts.timestamp()
+            if pending is not None and ts - pending >= self.site_resolution_s:
+                self._add_site_point(pending)
+            self._record(telemetry, ts)
+            pending = ts
+        if pending is not None:
+            self._add_site_point(pending)
         return refused
 
     def _refuse(self, error: str) -> None:
         self.rejected += 1
         self.last_error = error
 
-    def _record(self, telemetry: Telemetry) -> float:
-        payload = telemetry.to_payload()
+    def _record(self, telemetry: Telemetry, ts: float) -> None:
         ven_id = telemetry.ven_id
-        ts = telemetry.ts.timestamp()
         self.received += 1
-        self.latest[ven_id] = payload
-        self._last_ts[ven_id] = ts
         point: Point = (ts, telemetry.used_power_kw, telemetry.baseline_power_kw, telemetry.shed_power_kw,
                         telemetry.event_id)
-        self._point[ven_id] = point
         series = self.history.get(ven_id)
         if series is None:
             series = self.history[ven_id] = deque(maxlen=self.ven_history_len)
+        if series and ts < series[-1][0]:  # late: into the series in time order; the latest stays
+            index = bisect.bisect_right([p[0] for p in series], ts)
+            if len(series) == series.maxlen:
+                if index == 0:
+                    return
+                series.popleft()
+                index -= 1
+            series.insert(index, point)
+            return
         series.append(point)
-        return ts
+        self.latest[ven_id] = telemetry.to_payload()
+        self._last_ts[ven_id] = ts
+        self._point[ven_id] = point
 
     def _add_site_point(self, ts: float) -> None:
+        if self.site and ts < self.site[-1][0]:
+            return  # the site series is as observed: a late message does not rewrite it
         used = baseline = shed = 0.0
         count = 0
         horizon = ts - self.stale_s
-        for ven_id, (vts, v_used, v_base, v_shed, _) in self._point.items():
+        for vts, v_used, v_base, v_shed, _ in self._point.values():
             if vts < horizon:
                 continue
             count += 1
@@ -105,7 +120,7 @@ class LiveState:
             shed += v_shed
             baseline += v_base if v_base is not None else v_used + v_shed
         point = (ts, round(used, 4), round(baseline, 4), round(shed, 4), count)
-        if self.site and ts - self.site[-1][0] < self.site_resolution_s and ts >= self.site[-1][0]:
+        if self.site and ts - self.site[-1][0] < self.site_resolution_s:
             self.site[-1] = point
         else:
             self.site.append(point)

@@ -61,6 +61,7 @@ const DRChart = (() => {
 
     // event windows
     let windows = 0;
+    const drawn = [];
     for (const ev of opts.events || []) {
       const s = Date.parse(ev.startTime), e = Date.parse(ev.endedAt || ev.endTime);
       if (!isFinite(s) || !isFinite(e) || e < x0 || s > x1) continue;
@@ -79,6 +80,7 @@ const DRChart = (() => {
       const label = (ev.name || ev.eventId) + " · " + ev.requestedReductionKw + " kW";
       g.fillText(label, Math.min(a + 4, pad.l + w - 80), pad.t + 4 + (windows % 3) * 14);
       windows++;
+      drawn.push(ev.eventId);
     }
 
     // shed area between baseline and power, then the two lines
@@ -115,6 +117,7 @@ const DRChart = (() => {
     }
     canvas.dataset.points = String(pts.length);
     canvas.dataset.windows = String(windows);
+    canvas.dataset.eventIds = drawn.join(" ");
     canvas.dataset.drawnAt = new Date(now).toISOString();
   }
 

@@ -1,0 +1,364 @@
+"""The status page in a real browser: Debian's chromium, headless, driven over the DevTools protocol (a small
+stdlib websocket client below). Load the dashboard, save the token, create an event through the form, see
+the banner and the chart's event window appear and the site power drop without a reload, follow the event
+to its page (ack, response time), stop it with its button. Screenshots go to test-artifacts/.
+
+The test process plays the VEN on the bus: telemetry (a batch of history, then one payload a second), the
+ack to dr.vtn's command, a lower power while shedding.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import gevent
+import pytest
+
+from dr_common import topics
+from tests.integration.test_web_platform import TOKEN, Http, iso, stack, web_url  # noqa: F401  (fixture)
+from tests.support.services import IN_CI
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+                  "--remote-debugging-port=0", "--window-size=1280,1200"]
+
+
+class WebSocket:
+    """Just enough RFC 6455 for the DevTools protocol: text frames, masking, fragmentation, ping/pong."""
+
+    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        parts = urlparse(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ConnectionError("DevTools closed the connection during the handshake")
+            head += chunk
+        lines = head.decode("latin-1").split("\r\n")
+        assert " 101 " in lines[0], lines[0]
+        accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode()).digest()).decode()
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        assert headers.get("sec-websocket-accept") == accept, "bad Sec-WebSocket-Accept"
+
+    def _exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("DevTools closed the connection")
+            data += chunk
+        return data
+
+    def _frame(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x80 | opcode])
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 1 << 16:
+            header += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def send(self, text: str) -> None:
+        self._frame(0x1, text.encode())
+
+    def recv(self) -> str:
+        message = b""
+        while True:
+            b0, b1 = self._exact(2)
+            opcode, n = b0 & 0x0F, b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._exact(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._exact(8))[0]
+            mask = self._exact(4) if b1 & 0x80 else None
+            payload = self._exact(n)
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if opcode == 0x9:
+                self._frame(0xA, payload)
+                continue
+            if opcode == 0x8:
+                raise ConnectionError("DevTools closed the websocket")
+            if opcode in (0x0, 0x1, 0x2):
+                message += payload
+                if b0 & 0x80:
+                    return message.decode()
+
+    def close(self) -> None:
+        try:
+            self._frame(0x8, b"")
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class Page:
+    """One browser tab over the DevTools protocol."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        ident = self.next_id
+        self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == ident:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def js(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression!r}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait(self, expression: str, timeout: float = 15.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(f"(v => v instanceof Node ? true : v)({expression})")
+            if value:
+                return value
+            gevent.sleep(0.2)
+        raise AssertionError(f"{what or expression} not true within {timeout:g} s")
+
+    def navigate(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        self.wait("document.readyState === 'complete' && location.href === " + json.dumps(url), what="page load")
+
+    def center(self, selector: str) -> tuple[float, float]:
+        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                      "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+                      "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        return box[0], box[1]
+
+    def click(self, selector: str) -> None:
+        x, y = self.center(selector)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def type_into(self, selector: str, text: str) -> None:
+        """Focus the field, select what it holds and type over it, as a user would."""
+        self.click(selector)
+        self.js(f"document.querySelector({json.dumps(selector)}).select()")
+        self.call("Input.insertText", text=text)
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def errors(self, expected_urls: tuple[str, ...] = ()) -> list[str]:
+        """Script exceptions and logged errors, but for failed loads of URLs the page is meant to survive."""
+        out = []
+        for event in self.events:
+            if event.get("method") == "Runtime.exceptionThrown":
+                out.append(json.dumps(event["params"]["exceptionDetails"])[:500])
+            elif event.get("method") == "Log.entryAdded" and event["params"]["entry"]["level"] == "error":
+                entry = event["params"]["entry"]
+                if entry.get("source") == "network" and str(entry.get("url", "")).endswith(expected_urls):
+                    continue
+                out.append(f"{entry['text']} ({entry.get('url')})")
+        return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if IN_CI:
+            pytest.fail("chromium is not installed (scripts/bootstrap installs it); CI=true")
+        pytest.skip("chromium is not installed; run scripts/bootstrap")
+    profile = tempfile.mkdtemp(prefix="vdr-chromium-")
+    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = Path(profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            assert proc.poll() is None, f"chromium exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "chromium did not open its DevTools port within 30 s"
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+            (target,) = [t for t in json.load(response) if t["type"] == "page"]
+        ws = WebSocket(target["webSocketDebuggerUrl"])
+        page = Page(ws)
+        for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
+            page.call(domain)
+        page.call("Emulation.setDeviceMetricsOverride", width=1280, height=1200, deviceScaleFactor=1, mobile=False)
+        yield page
+        ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class FakeVenOnTheBus:
+    """Plays one VEN on the bus: telemetry every second, acks dr.vtn's commands, sheds while asked to."""
+
+    def __init__(self, plat, ven_id: str, base_kw: float = 5.0) -> None:
+        self.plat, self.ven_id, self.base_kw = plat, ven_id, base_kw
+        self.shed_kw = 0.0
+        self.event_id: str | None = None
+        self.commands: list[dict] = []
+        self._loop: gevent.Greenlet | None = None
+
+    def baseline(self, ts: float) -> float:
+        return round(self.base_kw + 0.4 * ((ts // 60) % 3), 3)
+
+    def start(self) -> None:
+        now = time.time()
+        history = [{"venId": self.ven_id, "ts": iso(now - 300 + 5 * i), "usedPowerKw": self.baseline(now - 300 + 5 * i),
+                    "baselinePowerKw": self.baseline(now - 300 + 5 * i), "shedPowerKw": 0.0} for i in range(60)]
+        self.plat.publish(topics.BUS_TELEMETRY_BATCH, {"items": history})
+        self.plat.bus.subscribe(topics.bus_cmd(self.ven_id), self._on_command)
+        self._loop = gevent.spawn(self._run)
+
+    def _on_command(self, peer, sender, bus, topic, headers, message) -> None:
+        self.commands.append(message)
+        if message.get("op") == "event":
+            self.shed_kw, self.event_id = float(message["requestedReductionKw"]), message.get("eventId")
+        elif message.get("op") == "restore":
+            self.shed_kw, self.event_id = 0.0, None
+        gevent.spawn(self.plat.publish, topics.bus_ack(self.ven_id), {
+            "correlationId": message["correlationId"], "op": message["op"], "ok": True, "venId": self.ven_id,
+            "data": {"targetKw": self.shed_kw, "acceptedReduceKw": self.shed_kw, "until": message.get("until")}})
+
+    def _run(self) -> None:
+        while True:
+            now = time.time()
+            base = self.baseline(now)
+            self.plat.publish(topics.bus_telemetry(self.ven_id), {
+                "venId": self.ven_id, "ts": iso(now), "usedPowerKw": round(base - self.shed_kw, 3),
+                "baselinePowerKw": base, "shedPowerKw": self.shed_kw, "eventId": self.event_id,
+                "requestedReductionKw": self.shed_kw})
+            gevent.sleep(1.0)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.kill()
+
+
+def _answers(plat, identity: str) -> bool:
+    try:
+        plat.rpc(identity, "health", timeout=2)
+    except gevent.Timeout:
+        return False
+    except Exception:  # noqa: BLE001  (any answer, even an error, means it is there)
+        return True
+    return True
+
+
+def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, browser, figure):
+    plat, _ = stack
+    base = web_url(plat).rstrip("/")
+    http = Http(base)
+    ven_id = f"ven-browser-{uuid.uuid4().hex[:4]}"
+    status, _ = http("POST", "/api/vens/", {"venId": ven_id, "name": "Browser test home", "transport": "bus",
+                                           "status": "online", "maxShedKw": 3})
+    assert status == 201
+    ven = FakeVenOnTheBus(plat, ven_id)
+    ven.start()
+    page = browser
+    try:
+        page.navigate(base + "/")
+        page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] .badge.online')", 15,
+                  "the VEN listed online")
+        page.wait("Number(document.getElementById('site-chart').dataset.points) > 20", 15, "the chart drawn")
+        page.js("window.__noReload = 'still the same page'")
+
+        page.type_into("#token-input", TOKEN)
+        page.click("#token-form button")
+        assert page.wait("localStorage.getItem('drWebToken')") == TOKEN
+        page.type_into("#event-form input[name=requestedReductionKw]", "1.5")
+        page.type_into("#event-form input[name=durationMin]", "3")
+        page.type_into("#event-form input[name=name]", "browser test")
+        page.type_into("#event-form input[name=venIds]", ven_id)
+        t0 = time.monotonic()
+        page.click("#event-submit")
+        result = page.wait("(t => t.startsWith('created') && t)(document.getElementById('event-form-result').textContent)",
+                           10, "the form's confirmation")
+        event_id = result.split()[1]
+        assert event_id.startswith("evt-")
+        page.wait(f"[...document.querySelectorAll('.event-banner.active')].some(b => b.dataset.eventId === '{event_id}'"
+                  " && b.textContent.includes('browser test'))", 10, "the active event's banner")
+        banner_s = time.monotonic() - t0
+        page.wait(f"document.getElementById('site-chart').dataset.eventIds.split(' ').includes('{event_id}')", 10,
+                  "the event window on the chart")
+        page.wait("parseFloat(document.getElementById('stat-shed').textContent) >= 1.5", 15,
+                  "the site shedding 1.5 kW")
+        page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] a')?.textContent === '{event_id}'",
+                  10, "the VEN row showing the event")
+        gevent.sleep(2.5)  # a few more points of the lower power on the chart
+        assert page.js("window.__noReload") == "still the same page"
+        shot = page.screenshot(ARTIFACTS / "web_dashboard.png")
+
+        event = http.get(f"/api/events/{event_id}")
+        assert event["status"] == "active" and event["requestedReductionKw"] == 1.5 and event["venIds"] == [ven_id]
+        assert event["name"] == "browser test" and 170 <= event["durationS"] <= 190
+
+        page.navigate(f"{base}/events/{event_id}")
+        page.wait(f"document.querySelector('#participant-table tr[data-ven-id=\"{ven_id}\"] .badge.online')", 15,
+                  "the VEN's ack on the event page")
+        page.wait("document.getElementById('m-avg').textContent.endsWith('ms')", 10, "the average response time")
+        page.wait("document.getElementById('m-current').textContent.startsWith('1.50')", 10, "the current reduction")
+        mv = page.wait("(e => e && e.textContent)(document.querySelector('#mv p.note, #mv dl'))", 10,
+                       "the M&V section answered")
+        historian_up = _answers(plat, topics.HISTORIAN_IDENTITY)
+        if not historian_up:  # the page says why there is no report instead of failing
+            assert "historian" in mv and "did not answer" in mv, mv
+        event_shot = page.screenshot(ARTIFACTS / "web_event.png")
+        page.click("#stop-button")
+        page.wait("document.getElementById('event-status').textContent === 'completed'", 10, "the event completed")
+        plat.wait_for(lambda: any(c.get("op") == "restore" for c in ven.commands), timeout=10, what="restore sent")
+        assert http.get(f"/api/events/{event_id}")["status"] == "completed"
+        assert page.errors(expected_urls=() if historian_up else ("/performance",)) == []
+        figure("status page in chromium: form submit -> active banner", f"{banner_s * 1000:.0f} ms")
+        figure("status page screenshots", f"{shot} ({shot.stat().st_size} B), {event_shot}")
+    except BaseException:
+        failed = page.screenshot(ARTIFACTS / "web_failure.png")
+        print(f"\nscreenshot of the failure: {failed}\npage text:\n{page.js('document.body.innerText')[:3000]}"
+              f"\nbrowser errors: {page.errors()}")
+        raise
+    finally:
+        ven.stop()
