@@ -47,7 +47,7 @@ COMMAND_FIELDS = (
     _kw("requestedReductionKw", "requestedReduction", "reductionKw", "reduceKw", "shedKw", "targetKw", "kw"),
     Field("startTime", "time", aliases=("start", "startAt", "dtstart")),
     Field("until", "time", aliases=("endTime", "end", "endAt", "untilTime", "stopTime")),
-    Field("durationS", "float", aliases=("duration", "durationSeconds"), minimum=0.0),
+    Field("durationS", "float", aliases=("duration", "durationSeconds"), minimum=0.0, maximum=366 * 86400.0),
     Field("modificationNumber", "int", aliases=("modification", "modNumber"), minimum=0),
     Field("priority", "int", minimum=0),
     Field("test", "bool", aliases=("testEvent",)),
