@@ -151,3 +151,33 @@ def test_reconfigured_as_ven_side_bridge(bridge, probe):
                         timeout=20, what="dr.mqtt back on the VTN side")
         # clear the retained status of the test VEN on the shared broker
         probe.publish(f"ven/status/{ven}", b"", retain=True)
+
+
+def test_agent_connects_with_mutual_tls(bridge, tmp_path):
+    from fleet.brokers import Mosquitto, make_certs
+    from fleet.probe import tls_context
+
+    certs = make_certs(tmp_path / "certs", client_cn="dr.mqtt-pytest")
+    broker = Mosquitto(tmp_path / "tls-broker", certs=certs).start()
+    # the agent runs as the platform's service user: its certificate files go where that user can read them
+    tls = {name: str(bridge.write_file(f"mqtt-tls-{RUN}/{Path(src).name}", Path(src).read_bytes()))
+           for name, src in (("ca_file", certs.ca), ("cert_file", certs.client_cert), ("key_file", certs.client_key))}
+    ven = f"pt{RUN}-tls"
+    probe = Probe(port=broker.port, client_id=f"pytest-tlsprobe-{RUN}", subscriptions=[f"ven/cmd/{ven}"],
+                  tls=tls_context(str(certs.ca), str(certs.client_cert), str(certs.client_key))).start()
+    try:
+        bridge.store_config(BRIDGE, "config", dict(_vtn_config(bridge), broker={
+            "host": "127.0.0.1", "port": broker.port, "client_id": f"pytest-dr-mqtt-tls-{RUN}", "clean_session": True,
+            "reconnect_max_s": 2, "tls": tls}))
+        status = bridge.wait_for(lambda: (s := bridge.rpc(BRIDGE, BridgeRpc.STATUS))["tls"] and s["connected"] and s,
+                                 timeout=20, what="dr.mqtt connected with mutual TLS")
+        assert status["broker"] == f"127.0.0.1:{broker.port}"
+        bridge.publish(topics.BUS_CMD_BATCH, {"commands": [{"venId": ven, "op": "ping", "correlationId": "tls-1"}]})
+        bridge.wait_for(lambda: probe.snapshot(f"ven/cmd/{ven}"), timeout=10, what="command over mTLS")
+        assert "u'dr.mqtt-pytest'" in broker.log_tail(200)  # the broker saw the agent's client certificate
+    finally:
+        probe.stop()
+        bridge.store_config(BRIDGE, "config", _vtn_config(bridge))
+        bridge.wait_for(lambda: (s := bridge.rpc(BRIDGE, BridgeRpc.STATUS))["connected"] and not s["tls"],
+                        timeout=20, what="dr.mqtt back on 127.0.0.1:1883")
+        broker.stop()
