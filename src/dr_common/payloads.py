@@ -83,7 +83,10 @@ class Command:
         start = values.get("startTime")
         until = values.get("until")
         if until is None and "durationS" in values:
-            until = (start or utcnow()) + _seconds(values["durationS"])
+            try:
+                until = (start or utcnow()) + _seconds(values["durationS"])
+            except OverflowError:
+                raise PayloadError("durationS", "puts the end of the command past the year 9999") from None
         if op in (OP_EVENT, OP_SHED_PANEL):
             if "requestedReductionKw" not in values:
                 raise PayloadError("requestedReductionKw", f"is required for op {op}")
