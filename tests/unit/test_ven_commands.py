@@ -90,7 +90,8 @@ def test_garbage_is_answered_not_raised(site, raw):
                                         "startTime", "durationS", "eventId", "circuits", "venId", "kw"]),
                        st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(allow_nan=True),
                                  st.text(max_size=12), st.lists(st.text(max_size=5), max_size=3),
-                                 st.sampled_from(["event", "shedPanel", "restore", "ping", "2030-01-01T00:00:00"]))))
+                                 st.sampled_from(["event", "shedPanel", "restore", "ping", "2030-01-01T00:00:00",
+                                                  "9999-12-31T23:00:00Z", 10**15]))))
 def test_no_payload_makes_the_engine_raise(site, payload):
     outcome = site.engine.on_command(payload)
     Ack.from_payload(outcome.ack.to_payload())
@@ -135,3 +136,12 @@ def test_ack_data_round_trips_opt_out_overrides_and_detail():
     back = Ack.from_payload(payload)
     assert back.opt_out and back.overrides == ["ev_charger"] and back.detail == "opted out"
     assert "optOut" not in Ack(correlation_id="c", ok=True).to_payload()["data"]
+
+
+@pytest.mark.parametrize("ahead_s", [0.0, 0.0000004, 0.5])
+def test_a_start_time_of_now_give_or_take_clock_skew_starts_at_once(site, ahead_s):
+    start = site.clock.now + ahead_s
+    ack = site.command(op="event", correlationId="now", eventId="now", requestedReductionKw=2.0, startTime=start,
+                       until=start + 60)
+    assert ack["ok"] and "detail" not in ack["data"]
+    assert site.engine.event.started and site.point("demo/ev_charger", "PowerLimitKw") == pytest.approx(5.2)

@@ -182,6 +182,8 @@ class VenLoadControlAgent(Agent):
             engine = self._engine
             if engine is None:
                 return {"correlationId": "unknown", "ok": False, "error": self._config_error or "not configured"}
+            if engine.meter_uncertain():
+                self._read_meter_live(engine)
             try:
                 outcome = engine.on_command(message)
             except Exception as exc:  # a defect must not cost the sender its answer nor the agent its life
@@ -192,6 +194,18 @@ class VenLoadControlAgent(Agent):
             self._execute(outcome.ops, received)
             self._wake.set()
             return outcome.ack.to_payload()
+
+    def _read_meter_live(self, engine: VenEngine) -> None:
+        """Read the meter through the driver now (the last publish may or may not show our last writes)."""
+        cfg = engine.cfg
+        try:
+            value = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.GET_POINT, cfg.meter_path,
+                                      cfg.meter_point).get(timeout=cfg.rpc_timeout_s)
+        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
+            _log.warning("live meter read failed (%r); planning from the last publish", exc)
+            return
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            engine.on_meter_live(float(value))
 
     def _on_device(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
         if not topic.endswith("/all"):

@@ -15,6 +15,7 @@ resumes the event or restores what an expired one left shed.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -41,6 +42,8 @@ REVERT = "revert"
 RECENT_ACKS = 64
 HOURS_WITHOUT_EVENT = 1.0  # horizon of the energy constraints when reporting capacity outside events
 FAULT_HOLD_S = 60.0  # a load whose shed write failed is left out of planning this long
+START_NOW_S = 1.0  # an event starting less than this ahead starts at once
+METER_AMBIGUITY_S = 0.25  # how precisely the instant a meter publish shows is known (driver poll jitter)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ class VenEngine:
         self.models: dict[str, LoadModel] = {load.name: build_model(load) for load in cfg.loads}
         self.history = PowerHistory(cfg.history_s)
         self.readings: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.meter: tuple[float, float] | None = None
+        self.meter: tuple[float, float] | None = None  # (when the site was as the reading shows, kW)
+        self.meter_live = False
         self.event: EventState | None = None
         self.actions: dict[str, Action] = {}
         self.restore_queue: list[tuple[float, str]] = []
@@ -147,7 +151,8 @@ class VenEngine:
             # a reading within settleS of the last shed may still show it: not part of any baseline
             curtailed = bool(self.actions) or now < self.last_shed_at + self.cfg.settle_s
             self.history.add(now, kw, curtailed=curtailed)
-            self.meter = (now, kw)
+            self.meter = (now - self.cfg.settle_s, kw)
+            self.meter_live = False
             self.counters["meter_readings"] += 1
             horizon = now - 2 * self.cfg.settle_s
             while self.op_effects and self.op_effects[0][0] < horizon:
@@ -450,6 +455,8 @@ class VenEngine:
         if until <= now:
             return self._error(cmd, now, f"field 'until': {_iso(until)} is already past")
         start = cmd.start_time.timestamp() if cmd.start_time else now
+        if start - now <= START_NOW_S:
+            start = min(start, now)  # a start this close is now (clock skew, time-format rounding)
         allowed = None
         if cmd.circuits:
             try:
@@ -484,10 +491,10 @@ class VenEngine:
         self.counters["events_received"] += 1
         result: StepResult | None = None
         if event.started:
-            ops += self._control(now)
+            ops += self._control(now, save=False)
             result = self.last_step
         elif start <= now:
-            ops += self._activate(now)
+            ops += self._activate(now, save=False)
             result = self.last_step
         self._save()
         return CommandOutcome(self._event_ack(cmd, event, result, now), ops)
@@ -578,7 +585,7 @@ class VenEngine:
     def _active(self) -> bool:
         return self.event is not None and self.event.started
 
-    def _activate(self, now: float) -> list[Op]:
+    def _activate(self, now: float, save: bool = True) -> list[Op]:
         event = self.event
         if event is None:
             return []
@@ -588,7 +595,7 @@ class VenEngine:
             self._set_baseline(now)
         _log.info("event %s active: %.3f kW below a baseline of %s kW until %s", event.event_id,
                   event.requested_kw, event.baseline_kw, _iso(event.until))
-        return self._control(now)
+        return self._control(now, save=save)
 
     def _set_baseline(self, now: float, fallback: float | None = None) -> None:
         event = self.event
@@ -644,13 +651,32 @@ class VenEngine:
     def _effect(self, now: float, kw: float) -> None:
         if abs(kw) > EPS_KW:
             self.op_effects.append((now, kw))
+        horizon = now - 2 * self.cfg.settle_s
+        while self.op_effects and self.op_effects[0][0] < horizon:
+            self.op_effects.popleft()
 
     def _meter_now(self) -> float | None:
         """The site's power now: the last meter reading plus what the ops sent after the state it shows give."""
         if self.meter is None:
             return None
-        shows = self.meter[0] - self.cfg.settle_s
+        shows = self.meter[0]
         return self.meter[1] + sum(kw for at, kw in self.op_effects if at > shows)
+
+    def meter_uncertain(self, now: float | None = None) -> bool:
+        """True when an op was sent so close to the instant the last meter reading shows that the reading may
+        or may not include it; the agent then reads the meter live (`on_meter_live`) before a command."""
+        if self.meter is None or self.meter_live:
+            return False
+        shows = self.meter[0]
+        return any(abs(at - shows) <= METER_AMBIGUITY_S for at, _ in self.op_effects)
+
+    def on_meter_live(self, kw: float, now: float | None = None) -> None:
+        """A meter value read just now (not a publish): it shows the site as it is."""
+        now = self.clock() if now is None else now
+        if math.isfinite(kw):
+            self.meter = (now, kw)  # shows every op sent up to now: ops at `now` come after it in the agent
+            self.meter_live = True
+            self.counters["meter_live_reads"] += 1
 
     def _shed_total(self) -> float:
         return sum(a.shed_kw for a in self.actions.values() if not a.restoring)
@@ -667,7 +693,8 @@ class VenEngine:
                 return True
         return False
 
-    def _control(self, now: float) -> list[Op]:
+    def _control(self, now: float, save: bool = True) -> list[Op]:
+        """One closed-loop step; saves the state before returning ops unless the caller saves it."""
         event = self.event
         if event is None or not event.started:
             return []
@@ -701,7 +728,7 @@ class VenEngine:
         for lid in idle:
             targets.setdefault(lid, 0.0)
         ops = self._apply(targets, views, now)
-        if ops:
+        if ops and save:
             self._save()
         return ops
 
