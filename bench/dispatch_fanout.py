@@ -137,7 +137,7 @@ def main() -> int:
         plat.install_agent(topics.MQTT_BRIDGE_IDENTITY, path="agents/mqtt_bridge", config=bridge_cfg)
         if args.with_vtn:
             plat.install_agent(topics.VTN_IDENTITY, path="agents/vtn_dispatcher",
-                               config={"retryInitialS": 60.0, "flushIntervalS": 1.0})
+                               config={"retryInitialS": 60.0, "retryMaxS": 120.0, "flushIntervalS": 1.0})
         client = BusClient(plat, "bench.fanout").connect()
         print(f"site {args.site} up with dr.mqtt{' and dr.vtn' if args.with_vtn else ''} in "
               f"{time.monotonic() - t:.1f} s", flush=True)
@@ -199,6 +199,8 @@ def main() -> int:
                         start = utcnow() + timedelta(seconds=2)
                         event = rpc("create_event", {"startTime": to_iso(start), "durationS": 1800,
                                                      "requestedReductionKw": 1.5 * n, "venIds": ids})
+                        if not isinstance(event, dict) or "eventId" not in event:
+                            raise RuntimeError(f"dr.vtn create_event: {event}")
                         # activation instant on the monotonic clock
                         t0 = time.monotonic() + (start - utcnow()).total_seconds()
                     elif path == "chunked":
@@ -231,6 +233,8 @@ def main() -> int:
                                    30, 0.05)
                     acks = bare_acks if path == "bare" else bus_acks
                     pump_until(lambda: len({c for c, _ in acks}) >= n, 30)
+                    last = (client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("lastFanout") or {}
+                            if path == "bridge" else {})
                     if path == "bridge" and args.with_vtn:
                         rpc("stop_event", event["eventId"])
                         fleet_sleep(2.0)  # the restores are not measured
@@ -240,7 +244,6 @@ def main() -> int:
                     if r == 0:
                         continue
                     if path == "bridge":
-                        last = client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("lastFanout") or {}
                         if last.get("messages") == n:
                             per["bridge_bus_hop"].append((last["receivedMonotonic"] - t0) * 1000.0)
                             per["bridge_fanout_loop"].append(last["ms"])
