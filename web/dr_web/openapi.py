@@ -231,7 +231,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "parameters": [_EVENT_ID],
             "responses": {"200": _resp("the historian's report", _ref("EventPerformance")),
                           "404": _resp("the historian knows no such event", ERR),
-                          "502": _resp("the historian failed", ERR),
+                          "502": _resp("the historian could not compute the report (e.g. no command of the "
+                                       "event recorded yet) or failed", ERR),
                           "503": _resp("the historian did not answer", ERR)}}},
         "/api/telemetry/latest": {"get": {
             "summary": "The latest telemetry of every VEN heard on the bus", "operationId": "latestTelemetry",

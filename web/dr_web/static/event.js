@@ -34,24 +34,56 @@
       el("td", {}, p.error || ""));
   }
 
-  /* The historian's report is shown as it comes: scalars as a list, lists of records as tables. */
-  function report(value) {
+  const num = (v, d = 2) => (typeof v === "number" && isFinite(v)) ? v.toFixed(d) : "–";
+
+  /* platform.historian's event_performance: for the total, each VEN and each site meter, one row per baseline
+     method (baseline and metered energy, average and peak reduction, percent of requested). */
+  function mvRows(label, run) {
+    return Object.entries((run && run.methods) || {}).map(([method, m]) => el("tr", {},
+      el("td", {}, label), el("td", {}, method),
+      el("td", { class: "num" }, num(m.baselineKwh, 3)), el("td", { class: "num" }, num(m.actualKwh, 3)),
+      el("td", { class: "num" }, num(m.avgReductionKw)), el("td", { class: "num" }, num(m.peakReductionKw)),
+      el("td", { class: "num" }, m.percentOfRequested == null ? "–" : num(m.percentOfRequested, 1) + " %"),
+      el("td", { class: "muted" }, m.error || "")));
+  }
+
+  function mvReport(r) {
+    const head = el("dl", { class: "fields-list" },
+      el("dt", {}, "Window"), el("dd", {}, r.window ? time(r.window.start) + " – " + time(r.window.end) : "–"),
+      el("dt", {}, "Requested"), el("dd", {}, num(r.requestedKw) + " kW"),
+      el("dt", {}, "Interval"), el("dd", {}, (r.intervalMinutes ?? "–") + " min, " + (r.timezone || "")));
+    const rows = [...mvRows("total", r.total)];
+    for (const [venId, run] of Object.entries(r.vens || {})) rows.push(...mvRows(venId, run));
+    for (const [topic, run] of Object.entries(r.meters || {})) rows.push(...mvRows(topic, run));
+    const table = el("table", { class: "grid", id: "mv-table" },
+      el("thead", {}, el("tr", {}, ["Scope", "Method", "Baseline kWh", "Metered kWh", "Avg reduction kW",
+        "Peak reduction kW", "Of requested", "Note"].map((h, i) => el("th", { class: i > 1 && i < 7 ? "num" : "" }, h)))),
+      el("tbody", {}, rows));
+    return [head, table];
+  }
+
+  /* Any other report shape is shown as it comes: scalars as a list, lists of records as tables. */
+  function genericReport(value) {
     const scalars = [], tables = [];
     for (const [key, v] of Object.entries(value)) {
       if (Array.isArray(v) && v.length && typeof v[0] === "object" && v[0] !== null) tables.push([key, v]);
       else if (v !== null && typeof v === "object" && !Array.isArray(v)) tables.push([key, [v]]);
       else scalars.push([key, Array.isArray(v) ? v.join(", ") : v]);
     }
-    const out = [el("dl", { class: "fields-list" },
-      scalars.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, typeof v === "number" ? String(Math.round(v * 1000) / 1000) : String(v ?? "–"))]))];
+    const cell = (v) => typeof v === "number" ? String(Math.round(v * 1000) / 1000)
+      : (v !== null && typeof v === "object") ? JSON.stringify(v) : String(v ?? "");
+    const out = [el("dl", { class: "fields-list" }, scalars.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, cell(v))]))];
     for (const [key, rows] of tables) {
       const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-      const cell = (v) => typeof v === "number" ? String(Math.round(v * 1000) / 1000) : (v !== null && typeof v === "object") ? JSON.stringify(v) : String(v ?? "");
       out.push(el("h3", {}, key), el("table", { class: "grid" },
         el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c)))),
         el("tbody", {}, rows.slice(0, 200).map((r) => el("tr", {}, cols.map((c) => el("td", {}, cell(r[c]))))))));
     }
     return out;
+  }
+
+  function report(value) {
+    return value && value.total && value.vens ? mvReport(value) : genericReport(value || {});
   }
 
   async function loadPerformance() {
@@ -60,7 +92,8 @@
       box.replaceChildren(...report(await DR.api("GET", base + "/performance")));
     } catch (err) {
       const why = err.status === 503 ? "The historian (platform.historian) did not answer, so there is no M&V report yet: "
-        : err.status === 404 ? "The historian has no report for this event yet: " : "No M&V report: ";
+        : err.status === 404 ? "The historian has no report for this event yet: "
+        : "The historian could not compute a report for this event: ";
       box.replaceChildren(el("p", { class: "note" }, why + err.message));
     }
   }
@@ -94,8 +127,10 @@
     const to = Math.max(Date.now(), end + 2 * 60000);
     DRChart.draw(chart, { series, events: [event], now, windowS: (Date.now() - from) / 1000,
                           aheadS: Math.max(0, (to - Date.now()) / 1000) });
-    // the M&V report is worth re-reading while the event runs and once after it ends
-    const key = event.status + ":" + Math.floor(Date.now() / 30000);
+    // the M&V report is re-read every 10 s while the event is open or the report is missing, and at once
+    // when the status changes
+    const settled = !["far", "near", "active"].includes(event.status) && document.getElementById("mv-table");
+    const key = event.status + ":" + (settled ? "" : Math.floor(Date.now() / 10000));
     if (perfLoadedFor !== key) { perfLoadedFor = key; loadPerformance(); }
   });
 })();
