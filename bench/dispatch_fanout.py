@@ -86,7 +86,6 @@ def main() -> int:
     if not fleet.wait_connected(120):
         print(f"only {fleet.totals.connected_total} of {n_max} VENs connected", file=sys.stderr)
         fleet.stop()
-        bare.stop()
         broker.stop()
         return 1
     print(f"{n_max:,} VENs connected and subscribed in {time.monotonic() - t:.2f} s", flush=True)
@@ -159,8 +158,34 @@ def main() -> int:
 
             pump_until(lambda: rpc("health").get("ok"), 30)
 
-        from dr_common.timeutil import to_iso, utcnow
         from datetime import timedelta
+
+        from dr_common.timeutil import to_iso, utcnow
+
+        def wait_published() -> float:
+            """The bare publisher's t0, once its publish loop has finished."""
+            done: list = []
+            pump_until(lambda: done.append(bare.result(0)) or done[-1], 60)
+            return done[-1][0]
+
+        def collect_receipts(expect: int, timeout: float) -> tuple[bool, dict[str, float]]:
+            """First receive time of each correlationId, until `expect` of them arrived."""
+            got: dict[str, float] = {}
+
+            def all_received() -> bool:
+                for corr, when in receipts():
+                    got.setdefault(corr, when)
+                return len(got) >= expect
+
+            return pump_until(all_received, timeout, 0.02), got
+
+        def wait_acks(acks: list[tuple[str, float]], expect: int, refill: bool) -> None:
+            def enough() -> bool:
+                if refill:
+                    acks.extend(bare.acks())
+                return len({c for c, _ in acks}) >= expect
+
+            pump_until(enough, 30, 0.05 if refill else 0.005)
 
         registered = 0
         for n in sizes:
@@ -192,9 +217,7 @@ def main() -> int:
                         issued = to_iso(utcnow())
                         bare.publish([(f"ven/cmd/{v}", json.dumps(command(v, f"{tag}:{v}", until, issued),
                                                                   separators=(",", ":"))) for v in ids])
-                        done: list = []
-                        pump_until(lambda: done.append(bare.result(0)) or done[-1], 60)
-                        t0 = done[-1][0]
+                        t0 = wait_published()
                     elif args.with_vtn:
                         start = utcnow() + timedelta(seconds=2)
                         event = rpc("create_event", {"startTime": to_iso(start), "durationS": 1800,
@@ -212,27 +235,9 @@ def main() -> int:
                         batch = {"commands": [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]}
                         t0 = time.monotonic()
                         client.publish(topics.BUS_CMD_BATCH, batch)
-                    got: dict[str, float] = {}
-                    expect = n
-
-                    def all_received() -> bool:
-                        for corr, when in receipts_since():
-                            got.setdefault(corr, when)
-                        return len(got) >= expect
-
-                    pending: list[tuple[str, float]] = []
-
-                    def receipts_since() -> list[tuple[str, float]]:
-                        pending.clear()
-                        pending.extend(receipts())
-                        return pending
-
-                    ok = pump_until(all_received, 60 + n / 100, 0.02)
-                    if path == "bare":
-                        pump_until(lambda: bare_acks.extend(bare.acks()) or len({c for c, _ in bare_acks}) >= n,
-                                   30, 0.05)
+                    ok, got = collect_receipts(n, 60 + n / 100)
                     acks = bare_acks if path == "bare" else bus_acks
-                    pump_until(lambda: len({c for c, _ in acks}) >= n, 30)
+                    wait_acks(acks, n, refill=path == "bare")
                     last = (client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("lastFanout") or {}
                             if path == "bridge" else {})
                     if path == "bridge" and args.with_vtn:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -77,8 +76,9 @@ class Progress:
         t_last, c_last, tel_last = self._last
         dt = max(1e-6, now - t_last)
         self._last = (now, cmds, tel)
+        acks = counters.get("acks_ok", 0) + counters.get("acks_failed", 0)
         line = (f"[{now - self.t0:7.1f} s] connected {connected:,}/{self.vens:,} | commands {cmds:,} "
-                f"({(cmds - c_last) / dt:,.0f}/s) | acks {counters.get('acks_ok', 0) + counters.get('acks_failed', 0):,}"
+                f"({(cmds - c_last) / dt:,.0f}/s) | acks {acks:,}"
                 f" | telemetry {tel:,} ({(tel - tel_last) / dt:,.0f}/s) | reconnects {counters.get('reconnects', 0):,}")
         if self.tty:
             sys.stderr.write("\r" + line.ljust(120)[:160])

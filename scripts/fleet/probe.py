@@ -6,7 +6,8 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from gevent import monkey
@@ -73,7 +74,7 @@ class Probe:
         if self._callback is not None:
             self._callback(msg.topic, msg.payload)
 
-    def start(self, timeout: float = 10.0) -> "Probe":
+    def start(self, timeout: float = 10.0) -> Probe:
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not (self._connected.wait(timeout) and self._subscribed.wait(timeout)):

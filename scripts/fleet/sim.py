@@ -16,15 +16,15 @@ import select
 import socket
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from gevent import monkey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from dr_common.timeutil import utcnow
-
 from fleet.ven import SimVen
 
 _native_create_connection = monkey.get_original("socket", "create_connection")
@@ -282,7 +282,7 @@ class Fleet:
             return 0.0
         return max(0.0, wake - now)
 
-    def run(self, until: Callable[[], bool], tick: Callable[["Fleet"], None] | None = None,
+    def run(self, until: Callable[[], bool], tick: Callable[[Fleet], None] | None = None,
             tick_s: float = 1.0) -> None:
         next_tick = time.monotonic() + tick_s
         while not until():

@@ -75,7 +75,8 @@ class Totals:
             f"VEN fleet: {vens:,} VENs in {procs} process(es), ran {ran_s:.1f} s",
             f"connected: {self.connected_total:,}/{vens:,}"
             + (f" (all within {max(connect):.2f} s of start)" if all_in else "")
-            + f"; reconnects {c['reconnects']:,}; connect errors {c['connect_errors']:,}; refused {c['connect_refused']:,}",
+            + f"; reconnects {c['reconnects']:,}; connect errors {c['connect_errors']:,}"
+            + f"; refused {c['connect_refused']:,}",
             f"commands seen: {c['commands']:,} ({ops}); acks sent: ok {c['acks_ok']:,}, failed {c['acks_failed']:,}",
             f"telemetry reports sent: {c['telemetry']:,}",
             f"command delivery (issuedAt -> received): {lat(self.delivery_ms)}",
@@ -117,7 +118,7 @@ class FleetProcesses:
         self._logs: dict[int, list[tuple[str, float]]] = {}
         self._done: set[int] = set()
 
-    def start(self) -> "FleetProcesses":
+    def start(self) -> FleetProcesses:
         ctx = mp.get_context("fork")
         base, extra = divmod(self.opts.count, self.procs)
         first = self.opts.first_index

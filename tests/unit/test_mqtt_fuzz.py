@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from dr_mqtt_bridge.config import parse_config
 from dr_mqtt_bridge.core import BridgeCore
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 class NullBus:

@@ -8,7 +8,6 @@ import time
 
 import gevent
 import pytest
-
 from dr_mqtt_bridge.batcher import Batcher
 from dr_mqtt_bridge.config import ConfigError, parse_config
 from dr_mqtt_bridge.dedup import Deduplicator

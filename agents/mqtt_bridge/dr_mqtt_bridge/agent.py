@@ -12,7 +12,6 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common.topics import BridgeRpc
-
 from dr_mqtt_bridge.config import ConfigError, parse_config
 from dr_mqtt_bridge.core import BridgeCore
 from dr_mqtt_bridge.outbox import OutboxError

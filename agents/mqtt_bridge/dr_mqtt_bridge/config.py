@@ -8,12 +8,12 @@ seeds' contract from `dr_common.topics`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from dr_common import topics
 from dr_common.payloads import VEN_ID_RE
-
 from dr_mqtt_bridge.topicmap import TemplateError, TopicTemplate
 
 MODE_VTN = "vtn"

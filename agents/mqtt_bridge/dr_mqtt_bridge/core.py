@@ -16,7 +16,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -24,7 +25,6 @@ import gevent.lock
 import gevent.queue
 
 from dr_common.payloads import VEN_ID_RE
-
 from dr_mqtt_bridge import link as link_mod
 from dr_mqtt_bridge.batcher import Batcher
 from dr_mqtt_bridge.config import MODE_VEN, BridgeConfig, InboundRoute, OutboundRoute

@@ -7,12 +7,12 @@ payload is rendered in canonical form with the topic's venId filled in; fields t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from dr_common.payloads import Ack, Command, Telemetry, VenStatus
 from dr_common.schema import PayloadError, decode_json
-
 from dr_mqtt_bridge.config import KIND_ACK, KIND_COMMAND, KIND_JSON, KIND_STATUS, KIND_TELEMETRY
 
 REASON_TOO_LARGE = "too_large"

@@ -11,8 +11,8 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 _log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class SqliteOutbox:
         """The next `limit` messages with an id above `after_id`, oldest first."""
         try:
             cur = self._db.execute(
-                "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+                "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit))
             return [OutboxRow(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in cur.fetchall()]
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from exc
@@ -114,7 +115,7 @@ class SqliteOutbox:
         except sqlite3.Error as exc:
             _log.warning("closing the outbox %s failed: %s", self.path, exc)
 
-    def _tx(self) -> "_Transaction":
+    def _tx(self) -> _Transaction:
         return _Transaction(self._db)
 
 

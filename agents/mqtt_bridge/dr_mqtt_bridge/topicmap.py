@@ -54,7 +54,7 @@ class TopicTemplate:
             raise TemplateError(f"cannot put venId {ven_id!r} into {self.text!r}")
         return self.text.replace(PLACEHOLDER, ven_id)
 
-    def bind(self, ven_id: str | None) -> "TopicTemplate":
+    def bind(self, ven_id: str | None) -> TopicTemplate:
         """The template with its placeholder filled (for a VEN-side bridge serving one venId)."""
         return TopicTemplate(self.format(ven_id)) if (self.has_ven_id and ven_id) else self
 
@@ -79,7 +79,7 @@ class TopicTemplate:
         if len(want) != len(got):
             return None
         index = self._index
-        for i, (w, g) in enumerate(zip(want, got)):
+        for i, (w, g) in enumerate(zip(want, got, strict=True)):
             if i != index and w != g:
                 return None
         ven_id = got[index]
