@@ -268,3 +268,22 @@ def test_ven_side_last_will_and_birth(tmp_path):
         watcher.stop()
         core.stop()
         broker.stop()
+
+
+def test_stop_waits_for_the_broker_to_acknowledge_what_was_sent(tmp_path):
+    broker = Mosquitto(tmp_path / "broker", persistence=False).start()
+    probe = Probe(port=broker.port, client_id="stop-probe", subscriptions=["ven/cmd/+"]).start()
+    core = _core(tmp_path, "stop-vtn", RecordingBus(), broker={"port": broker.port, "client_id": "stop-vtn"})
+    try:
+        wait(lambda: core.connected, 10, "bridge connected")
+        n = 3000
+        result = core.on_bus_message("dr/batch/cmd", {"commands": [
+            {"venId": f"s{i}", "op": "ping", "correlationId": f"p{i}"} for i in range(n)]})
+        assert result["sent"] == n
+        core.stop()  # right away: the 3,000 QoS 1 messages are still in flight
+        assert core.status()["unacknowledged"] == 0 and core.status()["messagesAcked"] >= n
+        wait(lambda: len(probe.snapshot("ven/cmd/")) >= n, 10, "every message reached the subscriber")
+    finally:
+        core.stop()
+        probe.stop()
+        broker.stop()

@@ -118,6 +118,13 @@ class BridgeCore:
         """Disconnect, publish what is batched, close the outbox. What is not yet acknowledged stays queued."""
         if not self._running:
             return
+        deadline = time.monotonic() + timeout
+        # messages handed to paho but not yet acknowledged live only in paho's memory: let them finish
+        while self._connected and self._unacknowledged() > 0 and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        if self._unacknowledged() > 0:
+            _log.warning("stopping with %d message(s) not acknowledged by the broker; those sent from the outbox "
+                         "stay queued there", self._unacknowledged())
         self._running = False
         if self._link is not None:
             # loop_stop() joins paho's OS thread: do it in the hub's thread pool, not on the hub
@@ -134,6 +141,13 @@ class BridgeCore:
         if self._outbox is not None:
             self._outbox.close()
         self._connected = False
+
+    def _unacknowledged(self) -> int:
+        """Messages handed to paho (QoS > 0) whose PUBACK the pump has not seen yet."""
+        if self.config.qos == 0:
+            return 0
+        c = self.stats.counters
+        return max(0, c["out_direct"] + c["out_drained"] + c["births"] - c["out_acked"])
 
     # --- bus -> MQTT -----------------------------------------------------------------------------
     def bus_prefixes(self) -> list[str]:
@@ -335,6 +349,8 @@ class BridgeCore:
             if row is not None:
                 acked.append(row)
         elif kind == link_mod.EV_CONNECTED:
+            if self.config.status_topic is not None and self.config.ven_id:
+                self.stats.count("births")
             self._connected = True
             self._session_present = event[1]
             self._last_error = None
@@ -428,7 +444,7 @@ class BridgeCore:
             "lastError": self._last_error,
             "backlog": outbox.depth if outbox else 0,
             "backlogLimit": cfg.store_max_messages,
-            "oldestBacklogAgeS": outbox.oldest_age_s() if outbox else None,
+            "oldestBacklogAgeS": outbox.oldest_age_s() if outbox and self._running else None,
             "inflightFromBacklog": len(self._inflight_rows),
             "messagesIn": c["in"],
             "messagesAccepted": c["in_accepted"],
@@ -436,6 +452,7 @@ class BridgeCore:
             "messagesOut": c["out_direct"] + c["out_drained"],
             "messagesQueued": c["out_queued"],
             "messagesAcked": c["out_acked"],
+            "unacknowledged": self._unacknowledged(),
             "busPublished": c["bus_published"],
             "busItems": c["bus_items"],
             "busFailed": c["bus_failed"],
