@@ -40,13 +40,15 @@ class Probe:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, client_id: str = "",
                  subscriptions: list[str] | None = None, tls: ssl.SSLContext | None = None,
-                 clean_session: bool = True, on_message: Callable[[str, bytes], None] | None = None) -> None:
+                 clean_session: bool = True, on_message: Callable[[str, bytes], None] | None = None,
+                 keep: bool = True) -> None:
         self.messages: list[tuple[str, bytes, float]] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._subs = list(subscriptions or [])
         self._callback = on_message
+        self._keep = keep
         self.connect_result: Any = None
         self.client = NativeClient(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         self.client.max_inflight_messages_set(0)
@@ -69,8 +71,9 @@ class Probe:
 
     def _on_message(self, client, userdata, msg):
         now = time.monotonic()
-        with self._lock:
-            self.messages.append((msg.topic, msg.payload, now))
+        if self._keep:
+            with self._lock:
+                self.messages.append((msg.topic, msg.payload, now))
         if self._callback is not None:
             self._callback(msg.topic, msg.payload)
 

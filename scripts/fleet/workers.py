@@ -269,3 +269,43 @@ class BarePublisher:
         self._proc.join(timeout=10)
         if self._proc.is_alive():
             self._proc.terminate()
+
+
+def _counting_subscriber(host: str, port: int, filters: list[str], count: Any, ready: Any) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    def on_message(client, userdata, msg):
+        with count.get_lock():
+            count.value += 1
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-counter-{port}")
+    client.on_message = on_message
+    client.on_connect = lambda c, u, f, r, p: c.subscribe([(t, 1) for t in filters])
+    client.on_subscribe = lambda *a: ready.set()
+    client.connect(host, port, keepalive=600)
+    client.loop_forever()
+
+
+class CountingSubscriber:
+    """The raw inbound baseline: a bare paho subscriber in a process of its own, counting what it receives."""
+
+    def __init__(self, host: str, port: int, filters: list[str]) -> None:
+        ctx = mp.get_context("fork")
+        self._count = ctx.Value("q", 0)
+        self._ready = ctx.Event()
+        self._proc = ctx.Process(target=_counting_subscriber, args=(host, port, filters, self._count, self._ready),
+                                 daemon=True)
+        self._proc.start()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the counting subscriber did not subscribe")
+
+    @property
+    def count(self) -> int:
+        return int(self._count.value)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.join(timeout=5)
