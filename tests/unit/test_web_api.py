@@ -263,3 +263,39 @@ def test_unknown_endpoint_and_method_are_json(web):
     assert r.status_code == 404 and r.json["field"] == "<path>" and "openapi" in r.json["error"]
     r = web.client.delete("/api/events/")
     assert r.status_code == 405 and "GET" in r.headers["Allow"] and r.json["field"] == "<path>"
+
+
+# --- the dashboard's poll -------------------------------------------------------------------------
+def test_dashboard_merges_registered_vens_with_live_telemetry_and_lists_open_events(web):
+    web.post("/api/vens/", {"venId": "ven-1", "name": "Home", "transport": "bus", "status": "online"})
+    web.post("/api/vens/", {"venId": "ven-2", "transport": "bus"})
+    created = web.post("/api/events/", {"startTime": iso(-1), "durationS": 600, "requestedReductionKw": 1,
+                                        "venIds": ["ven-1"]}).json
+    later = web.post("/api/events/", event_body()).json
+    done = web.post("/api/events/", event_body(startTime=iso(7200), endTime=iso(9000))).json
+    web.post(f"/api/events/{done['eventId']}/stop")
+    web.live.on_message("dr/telemetry/ven-1", {"usedPowerKw": 3.0, "baselinePowerKw": 4.0, "shedPowerKw": 1.0,
+                                               "eventId": created["eventId"]})
+    web.live.on_message("dr/telemetry/ven-stray", {"usedPowerKw": 2.0})
+    dash = web.get("/api/dashboard").json
+    rows = {v["venId"]: v for v in dash["vens"]}
+    assert list(rows) == ["ven-1", "ven-2", "ven-stray"]
+    assert rows["ven-1"]["registered"] and rows["ven-1"]["name"] == "Home"
+    assert rows["ven-1"]["telemetry"]["shedPowerKw"] == 1.0 and rows["ven-1"]["telemetry"]["eventId"] == created["eventId"]
+    assert rows["ven-2"]["telemetry"] is None
+    assert not rows["ven-stray"]["registered"] and rows["ven-stray"]["status"] == "online"
+    assert [(e["eventId"], e["status"]) for e in dash["events"]] == [(created["eventId"], "active"),
+                                                                     (later["eventId"], "far")]
+    assert dash["counts"] == {"vens": 3, "online": 2, "activeEvents": 1}
+    assert dash["site"]["latest"]["usedPowerKw"] == 5.0 and dash["site"]["latest"]["vens"] == 2
+    assert dash["notes"] == [] and dash["refreshS"] == 2.0
+
+
+def test_dashboard_without_the_vtn_still_shows_what_the_bus_says(web):
+    web.live.on_message("dr/telemetry/ven-1", {"usedPowerKw": 3.0})
+    web.gateway.down.add(topics.VTN_IDENTITY)
+    dash = web.get("/api/dashboard")
+    assert dash.status_code == 200
+    assert [v["venId"] for v in dash.json["vens"]] == ["ven-1"] and dash.json["events"] == []
+    (note,) = dash.json["notes"]
+    assert "dr.vtn did not answer" in note and "not shown" in note

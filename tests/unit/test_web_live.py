@@ -35,37 +35,83 @@ def test_batch_items_are_applied_and_bad_ones_counted_without_losing_the_rest():
     assert "items" in live.last_error
 
 
-def test_site_series_sums_fresh_vens_against_baseline():
-    live = LiveState(stale_s=30.0)
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_site_series_sums_vens_heard_recently_against_baseline():
+    clock = Clock()
+    live = LiveState(stale_s=30.0, clock=clock)
     live.on_items([tel("a", T0, 3.0, baseline=5.0, shed=2.0)])
+    clock.now = T0 + 2
     live.on_items([tel("b", T0 + 2, 1.0)])  # no baseline reported: used + shed stands in
-    live.on_items([tel("a", T0 + 40, 4.0, baseline=5.0, shed=1.0)])  # b is now stale
+    clock.now = T0 + 40
+    live.on_items([tel("a", T0 + 40, 4.0, baseline=5.0, shed=1.0)])  # b not heard for 38 s
     site = live.site_series()
     assert [(p["usedPowerKw"], p["baselinePowerKw"], p["shedPowerKw"], p["vens"]) for p in site] == [
         (3.0, 5.0, 2.0, 1), (4.0, 6.0, 2.0, 2), (4.0, 5.0, 1.0, 1)]
     assert live.site_series(since=T0 + 10) == site[2:]
+    assert live.is_fresh("a") and not live.is_fresh("b") and not live.is_fresh("z")
+
+
+def test_site_series_is_in_receipt_time_whatever_the_vens_clocks_say():
+    """A VEN an hour ahead, or a backfilled batch of history, does not bend the site chart."""
+    clock = Clock()
+    live = LiveState(clock=clock)
+    live.on_items([tel("ahead", T0 + 3600, 2.0)])
+    clock.now = T0 + 5
+    live.on_message("dr/batch/telemetry", {"items": [tel("late", T0 - 300 + 5 * i, 1.0) for i in range(60)]})
+    clock.now = T0 + 10
+    live.on_items([tel("ahead", T0 + 3610, 2.5)])
+    assert [(p["ts"], p["usedPowerKw"], p["vens"]) for p in live.site_series()] == [
+        ("2027-01-15T08:00:00.000Z", 2.0, 1), ("2027-01-15T08:00:05.000Z", 3.0, 2),
+        ("2027-01-15T08:00:10.000Z", 3.5, 2)]
+    assert len(live.series("late")) == 60  # the VEN's own series keeps its times
 
 
 def test_site_points_closer_than_the_resolution_merge():
-    live = LiveState(site_resolution_s=1.0)
+    clock = Clock()
+    live = LiveState(site_resolution_s=1.0, clock=clock)
     live.on_items([tel("a", T0, 1.0)])
-    live.on_items([tel("b", T0 + 0.5, 2.0)])
-    live.on_items([tel("c", T0 + 1.6, 3.0)])
+    clock.now = T0 + 0.5
+    live.on_items([tel("b", T0, 2.0)])
+    clock.now = T0 + 1.6
+    live.on_items([tel("c", T0, 3.0)])
     assert [(p["usedPowerKw"], p["vens"]) for p in live.site_series()] == [(3.0, 2), (6.0, 3)]
 
 
+def test_a_batch_is_one_site_point():
+    clock = Clock()
+    live = LiveState(clock=clock)
+    live.on_message("dr/batch/telemetry", {"items": [tel(f"v{i}", T0 + i * 0.01, 1.0) for i in range(50)]})
+    assert [(p["usedPowerKw"], p["vens"]) for p in live.site_series()] == [(50.0, 50)]
+
+
 def test_histories_are_bounded():
-    live = LiveState(history_len=5, ven_history_len=3)
+    clock = Clock()
+    live = LiveState(history_len=5, ven_history_len=3, clock=clock)
     for i in range(20):
+        clock.now = T0 + 2 * i
         live.on_items([tel("a", T0 + 2 * i, float(i))])
     assert len(live.site) == 5 and len(live.history["a"]) == 3
     assert [p["usedPowerKw"] for p in live.series("a")] == [17.0, 18.0, 19.0]
 
 
-def test_freshness():
-    live = LiveState(stale_s=30.0)
-    live.on_items([tel("a", T0, 1.0)])
-    assert live.is_fresh("a", now=T0 + 29) and not live.is_fresh("a", now=T0 + 31) and not live.is_fresh("z")
+def test_late_telemetry_keeps_the_series_in_order_and_the_latest_as_it_is():
+    live = LiveState(ven_history_len=3)
+    live.on_items([tel("a", T0 + 10, 1.0)])
+    live.on_items([tel("a", T0 + 20, 2.0)])
+    live.on_items([tel("a", T0 + 15, 9.0)])
+    assert [p["usedPowerKw"] for p in live.series("a")] == [1.0, 9.0, 2.0]
+    assert live.latest["a"]["usedPowerKw"] == 2.0
+    live.on_items([tel("a", T0 + 5, 7.0)])  # older than everything kept in a full series: dropped
+    assert [p["usedPowerKw"] for p in live.series("a")] == [1.0, 9.0, 2.0]
+    live.on_items([tel("a", T0 + 12, 8.0)])
+    assert [p["usedPowerKw"] for p in live.series("a")] == [8.0, 9.0, 2.0]
 
 
 def test_config_defaults_and_values():
@@ -89,25 +135,3 @@ def test_bad_config_names_the_key(raw, key):
 def test_config_must_be_an_object():
     with pytest.raises(ConfigError, match="JSON object"):
         WebConfig.from_mapping(["port", 1])  # type: ignore[arg-type]
-
-
-def test_a_batch_of_one_vens_history_is_a_series_and_a_batch_of_many_vens_one_point():
-    live = LiveState()
-    live.on_message("dr/batch/telemetry", {"items": [tel("a", T0 + 5 * i, float(i)) for i in range(10)]})
-    assert [p["usedPowerKw"] for p in live.site_series()] == [float(i) for i in range(10)]
-    live.on_message("dr/batch/telemetry", {"items": [tel(f"v{i}", T0 + 100 + i * 0.01, 1.0) for i in range(50)]})
-    assert len(live.site) == 11 and live.site_series()[-1]["vens"] == 50
-
-
-def test_late_telemetry_keeps_the_series_in_order_and_the_latest_as_it_is():
-    live = LiveState(ven_history_len=3)
-    live.on_items([tel("a", T0 + 10, 1.0)])
-    live.on_items([tel("a", T0 + 20, 2.0)])
-    live.on_items([tel("a", T0 + 15, 9.0)])
-    assert [p["usedPowerKw"] for p in live.series("a")] == [1.0, 9.0, 2.0]
-    assert live.latest["a"]["usedPowerKw"] == 2.0
-    live.on_items([tel("a", T0 + 5, 7.0)])  # older than everything kept in a full series: dropped
-    assert [p["usedPowerKw"] for p in live.series("a")] == [1.0, 9.0, 2.0]
-    live.on_items([tel("a", T0 + 12, 8.0)])
-    assert [p["usedPowerKw"] for p in live.series("a")] == [8.0, 9.0, 2.0]
-    assert [p["usedPowerKw"] for p in live.site_series()] == [1.0, 2.0]  # the site series is as observed

@@ -3,41 +3,47 @@ site's power (the sum over VENs) against its baseline.
 
 Fed from the bus by the agent (`dr/telemetry/<venId>` one payload, `dr/batch/telemetry` many); read by the
 Flask handlers. Plain Python, no platform import. A bad item is counted and reported, never raised.
+
+Per-VEN series are in the VEN's own time (`ts`). The site series is as dr.web observes it: one point per
+message at the time of receipt, summing the latest telemetry of every VEN heard within `stale_s`. So a VEN
+whose clock is off, or a backfilled batch, cannot bend the site chart.
 """
 
 from __future__ import annotations
 
 import bisect
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from dr_common import topics
 from dr_common.payloads import Telemetry
 from dr_common.schema import PayloadError, normalize_key
-from dr_common.timeutil import to_iso, utcnow
+from dr_common.timeutil import to_iso
 
 _VEN_KEYS = {"venid", "ven"}
 
-# one point of a series: (ts epoch s, usedPowerKw, baselinePowerKw, shedPowerKw, eventId)
+# one point of a VEN's series: (ts epoch s, usedPowerKw, baselinePowerKw, shedPowerKw, eventId)
 Point = tuple[float, float, float | None, float, str | None]
 
 
 @dataclass
 class LiveState:
-    history_len: int = 720        # site points
-    ven_history_len: int = 180    # points per VEN
-    stale_s: float = 30.0         # a VEN silent for longer leaves the site sum
+    history_len: int = 720          # site points
+    ven_history_len: int = 180      # points per VEN
+    stale_s: float = 30.0           # a VEN not heard from for longer leaves the site sum (and shows offline)
     site_resolution_s: float = 1.0  # site points closer than this are merged into one
+    clock: Callable[[], float] = time.time
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: dict[str, deque] = field(default_factory=dict)
     site: deque = field(default_factory=deque)
     received: int = 0
     rejected: int = 0
     last_error: str | None = None
-    _last_ts: dict[str, float] = field(default_factory=dict)
-    _point: dict[str, Point] = field(default_factory=dict)
+    _heard: dict[str, float] = field(default_factory=dict)   # venId -> receipt time of its latest telemetry
+    _point: dict[str, Point] = field(default_factory=dict)   # venId -> its latest point
 
     def __post_init__(self) -> None:
         self.site = deque(self.site, maxlen=self.history_len)
@@ -60,32 +66,28 @@ class LiveState:
 
     def on_items(self, items: Iterable[Any], ven_id: str | None = None) -> int:
         refused = 0
-        parsed: list[Telemetry] = []
+        now = self.clock()
+        recorded = False
         for raw in items:
             try:
-                parsed.append(Telemetry.from_payload(_with_ven_id(raw, ven_id)))
+                telemetry = Telemetry.from_payload(_with_ven_id(raw, ven_id))
             except PayloadError as exc:
                 refused += 1
                 self._refuse(str(exc))
-        # one site point per time bucket: a batch of many VENs at one instant is one point, a batch of one
-        # VEN's history is a series
-        pending: float | None = None
-        for telemetry in sorted(parsed, key=lambda t: t.ts):
-            ts = telemetry.ts.timestamp()
-            if pending is not None and ts - pending >= self.site_resolution_s:
-                self._add_site_point(pending)
-            self._record(telemetry, ts)
-            pending = ts
-        if pending is not None:
-            self._add_site_point(pending)
+                continue
+            self._record(telemetry, now)
+            recorded = True
+        if recorded:
+            self._add_site_point(now)
         return refused
 
     def _refuse(self, error: str) -> None:
         self.rejected += 1
         self.last_error = error
 
-    def _record(self, telemetry: Telemetry, ts: float) -> None:
+    def _record(self, telemetry: Telemetry, now: float) -> None:
         ven_id = telemetry.ven_id
+        ts = telemetry.ts.timestamp()
         self.received += 1
         point: Point = (ts, telemetry.used_power_kw, telemetry.baseline_power_kw, telemetry.shed_power_kw,
                         telemetry.event_id)
@@ -103,24 +105,22 @@ class LiveState:
             return
         series.append(point)
         self.latest[ven_id] = telemetry.to_payload()
-        self._last_ts[ven_id] = ts
+        self._heard[ven_id] = now
         self._point[ven_id] = point
 
-    def _add_site_point(self, ts: float) -> None:
-        if self.site and ts < self.site[-1][0]:
-            return  # the site series is as observed: a late message does not rewrite it
+    def _add_site_point(self, now: float) -> None:
         used = baseline = shed = 0.0
         count = 0
-        horizon = ts - self.stale_s
-        for vts, v_used, v_base, v_shed, _ in self._point.values():
-            if vts < horizon:
+        horizon = now - self.stale_s
+        for ven_id, (_, v_used, v_base, v_shed, _) in self._point.items():
+            if self._heard[ven_id] < horizon:
                 continue
             count += 1
             used += v_used
             shed += v_shed
             baseline += v_base if v_base is not None else v_used + v_shed
-        point = (ts, round(used, 4), round(baseline, 4), round(shed, 4), count)
-        if self.site and ts - self.site[-1][0] < self.site_resolution_s:
+        point = (now, round(used, 4), round(baseline, 4), round(shed, 4), count)
+        if self.site and now - self.site[-1][0] < self.site_resolution_s:
             self.site[-1] = point
         else:
             self.site.append(point)
@@ -136,8 +136,8 @@ class LiveState:
                  "vens": count} for ts, used, base, shed, count in self.site if since is None or ts >= since]
 
     def is_fresh(self, ven_id: str, now: float | None = None) -> bool:
-        ts = self._last_ts.get(ven_id)
-        return ts is not None and (now if now is not None else utcnow().timestamp()) - ts <= self.stale_s
+        heard = self._heard.get(ven_id)
+        return heard is not None and (now if now is not None else self.clock()) - heard <= self.stale_s
 
     def counters(self) -> dict[str, Any]:
         return {"telemetryReceived": self.received, "telemetryRejected": self.rejected,
