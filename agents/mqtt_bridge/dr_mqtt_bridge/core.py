@@ -87,6 +87,7 @@ class BridgeCore:
         self._suppressed = 0
         self._running = False
         self._last_fanout: dict[str, Any] | None = None
+        self._subs_refused = False
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
@@ -352,6 +353,7 @@ class BridgeCore:
             if self.config.status_topic is not None and self.config.ven_id:
                 self.stats.count("births")
             self._connected = True
+            self._subs_refused = False
             self._session_present = event[1]
             self._last_error = None
             self.stats.count("connects")
@@ -365,6 +367,11 @@ class BridgeCore:
             self._connected = False
             self._last_error = f"disconnected: {event[1]}"
             self.stats.count("disconnects")
+        elif kind == link_mod.EV_SUBSCRIBE_FAILED:
+            self._last_error = f"the broker refused the subscriptions {', '.join(event[1])}"
+            self.stats.count("subscribe_failures")
+            self._subs_refused = True
+            _log.error("%s: inbound messages on them will not arrive", self._last_error)
         elif kind == link_mod.EV_CONNECT_FAILED:
             self._connected = False
             if self._last_error != event[1]:
@@ -472,6 +479,8 @@ class BridgeCore:
             return {"status": "BAD", "context": "not started"}
         if not self._connected:
             return {"status": "BAD", "context": f"not connected to the broker: {self._last_error or 'connecting'}"}
+        if self._subs_refused:
+            return {"status": "BAD", "context": self._last_error or "subscriptions refused"}
         return {"status": "GOOD", "context": f"connected; outbox holds {self._outbox.depth if self._outbox else 0}"}
 
     def _reject(self, reason: str, topic: str, detail: str, n: int = 1) -> None:

@@ -34,6 +34,7 @@ EV_CONNECT_FAILED = "connect_failed"
 EV_DISCONNECTED = "disconnected"
 EV_MESSAGE = "message"
 EV_PUBACK = "puback"
+EV_SUBSCRIBE_FAILED = "subscribe_failed"
 
 
 class Inbox(Protocol):
@@ -120,6 +121,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self._client = client
         self._started = False
 
@@ -168,6 +170,11 @@ class MqttLink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._inbox.put((EV_PUBACK, mid))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        refused = [f for (f, _), rc in zip(self._subscriptions, reasons, strict=False) if rc.is_failure]
+        if refused:  # e.g. a broker policy (AWS IoT) that does not allow the filter
+            self._inbox.put((EV_SUBSCRIBE_FAILED, refused))
 
 
 def status_payload(ven_id: str, online: bool) -> bytes:
