@@ -98,7 +98,7 @@ class Mosquitto:
     """`mosquitto -c <generated conf>` on a free loopback port, in `folder`, started as the current user."""
 
     def __init__(self, folder: Path, port: int | None = None, certs: CertSet | None = None,
-                 persistence: bool = True, max_queued: int = 100_000) -> None:
+                 persistence: bool = True, max_queued: int = 100_000, extra: list[str] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -120,6 +120,7 @@ class Mosquitto:
             "log_type information",
             "connection_messages true",
         ]
+        lines += extra or []
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise it drops to the 'mosquitto' user, who cannot read `folder`
         if certs is not None:
