@@ -29,7 +29,7 @@ import gevent
 import pytest
 
 from dr_common import topics
-from tests.integration.test_web_platform import TOKEN, Http, iso, stack, web_url  # noqa: F401  (fixture)
+from tests.integration.test_web_platform import TOKEN, Http, iso, start_stack, web_url
 from tests.support.services import IN_CI
 
 pytestmark = pytest.mark.integration
@@ -250,8 +250,9 @@ class FakeVenOnTheBus:
 
     def start(self) -> None:
         now = time.time()
-        history = [{"venId": self.ven_id, "ts": iso(now - 300 + 5 * i), "usedPowerKw": self.baseline(now - 300 + 5 * i),
-                    "baselinePowerKw": self.baseline(now - 300 + 5 * i), "shedPowerKw": 0.0} for i in range(60)]
+        times = [now - 300 + 5 * i for i in range(60)]
+        history = [{"venId": self.ven_id, "ts": iso(t), "usedPowerKw": self.baseline(t),
+                    "baselinePowerKw": self.baseline(t), "shedPowerKw": 0.0} for t in times]
         self.plat.publish(topics.BUS_TELEMETRY_BATCH, {"items": history})
         self.plat.bus.subscribe(topics.bus_cmd(self.ven_id), self._on_command)
         self._loop = gevent.spawn(self._run)
@@ -282,6 +283,11 @@ class FakeVenOnTheBus:
 
 
 @pytest.fixture(scope="module")
+def stack(vplatform):
+    return start_stack(vplatform)
+
+
+@pytest.fixture(scope="module")
 def historian(stack):
     """platform.historian, configured as its own integration test does (no reconfiguration between them)."""
     plat, _ = stack
@@ -299,7 +305,7 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
     http = Http(base)
     ven_id = f"ven-browser-{uuid.uuid4().hex[:4]}"
     status, _ = http("POST", "/api/vens/", {"venId": ven_id, "name": "Browser test home", "transport": "bus",
-                                           "status": "online", "maxShedKw": 3})
+                                            "status": "online", "maxShedKw": 3})
     assert status == 201
     ven = FakeVenOnTheBus(plat, ven_id)
     ven.start()
@@ -320,8 +326,8 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
         page.type_into("#event-form input[name=venIds]", ven_id)
         t0 = time.monotonic()
         page.click("#event-submit")
-        result = page.wait("(t => t.startsWith('created') && t)(document.getElementById('event-form-result').textContent)",
-                           10, "the form's confirmation")
+        result = page.wait("(t => t.startsWith('created') && t)"
+                           "(document.getElementById('event-form-result').textContent)", 10, "the form's confirmation")
         event_id = result.split()[1]
         assert event_id.startswith("evt-")
         page.wait(f"[...document.querySelectorAll('.event-banner.active')].some(b => b.dataset.eventId === '{event_id}'"
@@ -331,8 +337,8 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
                   "the event window on the chart")
         page.wait("parseFloat(document.getElementById('stat-shed').textContent) >= 1.5", 15,
                   "the site shedding 1.5 kW")
-        page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] a')?.textContent === '{event_id}'",
-                  10, "the VEN row showing the event")
+        page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] a')?.textContent"
+                  f" === '{event_id}'", 10, "the VEN row showing the event")
         gevent.sleep(2.5)  # a few more points of the lower power on the chart
         assert page.js("window.__noReload") == "still the same page"
         shot = page.screenshot(ARTIFACTS / "web_dashboard.png")
@@ -350,7 +356,8 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
         # (the page re-reads the report every 10 s; the first one may predate the historian's first reading)
         rows = page.wait("(rows => rows.some(r => r[0] === " + json.dumps(ven_id) + " && r[1] === 'ven-reported' "
                          "&& isFinite(parseFloat(r[4]))) && rows)([...document.querySelectorAll('#mv-table tbody tr')]"
-                         ".map(tr => [...tr.cells].map(td => td.textContent)))", 40, "the M&V report from the historian")
+                         ".map(tr => [...tr.cells].map(td => td.textContent)))", 40,
+                         "the M&V report from the historian")
         (reported,) = [r for r in rows if r[0] == ven_id and r[1] == "ven-reported"]
         # average reduction against the VEN's own baseline: positive, at most what was shed (the historian's
         # window starts on the minute, before the VEN shed)

@@ -70,12 +70,12 @@ def _healthy(plat, identity: str) -> bool:
 
 
 def web_url(plat) -> str:
-    return plat.wait_for(lambda: _healthy(plat, topics.WEB_IDENTITY) and plat.rpc(topics.WEB_IDENTITY, "health")["url"],
-                         timeout=30, what="dr.web serving")
+    return plat.wait_for(lambda: _healthy(plat, topics.WEB_IDENTITY)
+                         and plat.rpc(topics.WEB_IDENTITY, "health")["url"], timeout=30, what="dr.web serving")
 
 
-@pytest.fixture(scope="module")
-def stack(vplatform):
+def start_stack(vplatform) -> tuple[Any, Http]:
+    """dr.vtn and dr.web installed (an unchanged install is a no-op) and answering."""
     t0 = time.monotonic()
     vtn_action = vplatform.install_agent("vtn_dispatcher", topics.VTN_IDENTITY, config=VTN_CONFIG, tag="dr-vtn")
     web_action = vplatform.install_agent("web", topics.WEB_IDENTITY, config=WEB_CONFIG, tag="dr-web")
@@ -83,6 +83,11 @@ def stack(vplatform):
     url = web_url(vplatform)
     print(f"\ndr.vtn {vtn_action}, dr.web {web_action} in {time.monotonic() - t0:.1f} s; {url}")
     return vplatform, Http(url)
+
+
+@pytest.fixture(scope="module")
+def stack(vplatform):
+    return start_stack(vplatform)
 
 
 def iso(ts: float) -> str:
@@ -103,15 +108,15 @@ def test_register_create_dispatch_ack_metrics_stop_over_http(stack, figure):
     arrivals: list[tuple[float, dict]] = []
     plat.bus.subscribe(topics.bus_cmd(ven), lambda *a: arrivals.append((time.time(), a[5])))
 
-    status, created = http("POST", "/api/vens/", {"venId": ven, "name": "web itest", "transport": "bus",
-                                                 "status": "online", "maxShedKw": 4})
+    status, created = http("POST", "/api/vens/",
+                           {"venId": ven, "name": "web itest", "transport": "bus", "status": "online", "maxShedKw": 4})
     assert status == 201 and created["venId"] == ven and created["created"] is True, created
     assert ven in [v["venId"] for v in http.get("/api/vens/")]
     assert http.get(f"/api/vens/{ven}")["name"] == "web itest"
 
     start = time.time() + 2.0
     status, event = http("POST", "/api/events/", {"status": "scheduled", "startTime": iso(start), "durationS": 120,
-                                                 "requestedReductionKw": 1.5, "venIds": [ven], "name": "web itest"})
+                                                  "requestedReductionKw": 1.5, "venIds": [ven], "name": "web itest"})
     assert status == 201 and event["status"] == "far", event
     event_id = event["eventId"]
     assert http.get(f"/api/events/{event_id}")["eventId"] == event_id
@@ -129,7 +134,9 @@ def test_register_create_dispatch_ack_metrics_stop_over_http(stack, figure):
                                              "baselinePowerKw": 4.0, "shedPowerKw": 1.5, "eventId": event_id,
                                              "requestedReductionKw": 1.5})
     metrics = plat.wait_for(lambda: (m := http.get(f"/api/events/{event_id}/metrics"))["vensResponding"] == 1
-                            and m["currentReductionKw"] == 1.5 and m, timeout=10, what="metrics show the ack")
+                            and m["currentReductionKw"] == 1.5 and m, timeout=10, step=0.02,
+                            what="metrics show the ack")
+    shown_ms = (time.time() - acked_at) * 1000
     assert metrics["status"] == "active" and 0 < metrics["avgResponseMs"] < (time.time() - start) * 1000
     (row,) = metrics["vens"]
     assert row["venId"] == ven and row["state"] == "acked" and row["ok"] is True
@@ -150,7 +157,7 @@ def test_register_create_dispatch_ack_metrics_stop_over_http(stack, figure):
     status, again = http("POST", f"/api/events/{event_id}/stop")
     assert status == 409 and again["field"] == "eventId"
     figure("dr.web -> dr.vtn over HTTP: event start -> command on the VEN's bus topic", f"{latency_ms:.0f} ms")
-    figure("dr.web: ack published -> metrics over HTTP show it", f"{(time.time() - acked_at) * 1000:.0f} ms or less")
+    figure("dr.web: ack and telemetry published -> metrics over HTTP show both", f"{shown_ms:.0f} ms")
     assert latency_ms < 2000
 
 
@@ -191,8 +198,8 @@ def test_openapi_and_pages_are_served(stack):
 
 def test_a_peer_that_is_not_there_is_a_503_naming_it(stack, figure):
     plat, _ = stack
-    plat.store_config(topics.WEB_IDENTITY, "config",
-                      {**WEB_CONFIG, "vtn_identity": "dr.vtn.absent", "historian_identity": "platform.historian.absent"})
+    absent = {"vtn_identity": "dr.vtn.absent", "historian_identity": "platform.historian.absent"}
+    plat.store_config(topics.WEB_IDENTITY, "config", {**WEB_CONFIG, **absent})
     try:
         http = Http(plat.wait_for(lambda: "absent" in json.dumps(_peers(plat)) and web_url(plat), timeout=30,
                                   what="dr.web reconfigured"))
@@ -240,7 +247,7 @@ def test_fuzz_sample_through_the_real_chain(stack, figure):
     # the unit tier's strategies name ven-1 as the registered VEN and evt-existing as the existing event
     http("POST", "/api/vens/", {"venId": "ven-1", "transport": "bus"})
     status, _ = http("POST", "/api/events/", {"eventId": "evt-existing", "startTime": iso(time.time() + 7200),
-                                             "durationS": 60, "kw": 1, "venIds": ["ven-1"]})
+                                              "durationS": 60, "kw": 1, "venIds": ["ven-1"]})
     assert status in (201, 409)
     before = stable_state(http)
     t0 = time.monotonic()

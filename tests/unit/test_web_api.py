@@ -9,7 +9,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from dr_common import topics
-from tests.unit.test_web_harness import TOKEN, WebHarness, web  # noqa: F401  (fixture)
+from tests.unit.test_web_harness import TOKEN, WebHarness
+
+
+@pytest.fixture
+def web(tmp_path):
+    harness = WebHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
 def iso(offset_s: float = 0.0) -> str:
@@ -281,7 +288,8 @@ def test_dashboard_merges_registered_vens_with_live_telemetry_and_lists_open_eve
     rows = {v["venId"]: v for v in dash["vens"]}
     assert list(rows) == ["ven-1", "ven-2", "ven-stray"]
     assert rows["ven-1"]["registered"] and rows["ven-1"]["name"] == "Home"
-    assert rows["ven-1"]["telemetry"]["shedPowerKw"] == 1.0 and rows["ven-1"]["telemetry"]["eventId"] == created["eventId"]
+    assert rows["ven-1"]["telemetry"]["shedPowerKw"] == 1.0
+    assert rows["ven-1"]["telemetry"]["eventId"] == created["eventId"]
     assert rows["ven-2"]["telemetry"] is None
     assert not rows["ven-stray"]["registered"] and rows["ven-stray"]["status"] == "online"
     assert [(e["eventId"], e["status"]) for e in dash["events"]] == [(created["eventId"], "active"),

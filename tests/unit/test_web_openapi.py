@@ -10,7 +10,14 @@ import fastjsonschema
 import pytest
 
 from dr_common.payloads import EVENT_FIELDS, VEN_FIELDS, Ack
-from tests.unit.test_web_harness import web  # noqa: F401  (fixture)
+from tests.unit.test_web_harness import WebHarness
+
+
+@pytest.fixture
+def web(tmp_path):
+    harness = WebHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
 def _doc(web):
@@ -93,8 +100,8 @@ class Validator:
 def test_responses_validate_against_the_document(web):
     v = Validator(_doc(web))
     now = datetime.now(timezone.utc)
-    v.check("post", "/api/vens/", "/api/vens/", web.post("/api/vens/", {"venId": "ven-1", "transport": "bus",
-                                                                         "status": "online", "maxShedKw": 3}))
+    v.check("post", "/api/vens/", "/api/vens/",
+            web.post("/api/vens/", {"venId": "ven-1", "transport": "bus", "status": "online", "maxShedKw": 3}))
     v.check("post", "/api/vens/", "/api/vens/", web.post("/api/vens/", {"venId": "ven-1", "transport": "bus"}))
     v.check("post", "/api/vens/", "/api/vens/", web.post("/api/vens/", {"venId": "bad id"}))
     v.check("post", "/api/vens/", "/api/vens/", web.post("/api/vens/", {"venId": "x"}, token="wrong-token"))

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_web_harness import web  # noqa: F401  (fixture)
+from tests.unit.test_web_harness import WebHarness
 
 WEB = Path(__file__).resolve().parents[2] / "web" / "dr_web"
+
+
+@pytest.fixture
+def web(tmp_path):
+    harness = WebHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
 @pytest.mark.parametrize("path,needles", [
