@@ -26,6 +26,28 @@ sys.path.insert(0, str(HERE))
 if (HERE.parent / "src" / "dr_common").is_dir():
     sys.path.insert(0, str(HERE.parent / "src"))
 
+
+def _platform_python() -> Path:
+    """The project's virtual environment (scripts/bootstrap), which has paho-mqtt and gevent."""
+    if os.environ.get("VDR_VENV"):
+        return Path(os.environ["VDR_VENV"]) / "bin" / "python"
+    if os.environ.get("VDR_STATE"):
+        return Path(os.environ["VDR_STATE"]) / "venv" / "bin" / "python"
+    if os.geteuid() == 0:
+        return Path("/var/lib/volttron-dr/venv/bin/python")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "volttron-dr" / "venv" / "bin" / "python"
+
+
+try:
+    import paho.mqtt.client  # noqa: F401
+    import gevent  # noqa: F401
+except ImportError:
+    _venv = _platform_python()
+    if _venv.exists() and Path(sys.executable).resolve() != _venv.resolve():
+        os.execv(str(_venv), [str(_venv), str(Path(__file__).resolve()), *sys.argv[1:]])
+    sys.exit(f"{Path(__file__).name} needs paho-mqtt and gevent: run scripts/bootstrap (or use a Python that has them)")
+
 from fleet.sim import Fleet, FleetOptions  # noqa: E402
 from fleet.workers import FleetProcesses, Totals  # noqa: E402
 
