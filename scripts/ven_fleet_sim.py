@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -40,8 +41,8 @@ def _platform_python() -> Path:
 
 
 try:
-    import paho.mqtt.client  # noqa: F401
     import gevent  # noqa: F401
+    import paho.mqtt.client  # noqa: F401
 except ImportError:
     _venv = _platform_python()
     if _venv.exists() and Path(sys.executable).resolve() != _venv.resolve():
