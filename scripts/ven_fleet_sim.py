@@ -45,7 +45,7 @@ try:
     import paho.mqtt.client  # noqa: F401
 except ImportError:
     _venv = _platform_python()
-    if _venv.exists() and Path(sys.executable).resolve() != _venv.resolve():
+    if _venv.exists() and Path(sys.prefix).resolve() != _venv.parent.parent.resolve():
         os.execv(str(_venv), [str(_venv), str(Path(__file__).resolve()), *sys.argv[1:]])
     sys.exit(f"{Path(__file__).name} needs paho-mqtt and gevent: run scripts/bootstrap (or use a Python that has them)")
 
