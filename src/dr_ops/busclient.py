@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -104,9 +105,9 @@ class BusClient:
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 0.2, what: str = "condition") -> Any:
     """Poll `predicate` (cooperatively, so the bus keeps flowing) until it returns a truthy value."""
-    deadline = gevent.get_hub().loop.now() + timeout
+    deadline = time.monotonic() + timeout  # not the hub's clock: it is stale after blocking code
     last_exc: BaseException | None = None
-    while gevent.get_hub().loop.now() < deadline:
+    while time.monotonic() < deadline:
         try:
             value = predicate()
         except Exception as exc:  # the predicate may race the thing it waits for
@@ -115,5 +116,4 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 
         if value:
             return value
         gevent.sleep(step)
-        gevent.get_hub().loop.update_now()
     raise AssertionError(f"{what} not met within {timeout:.0f} s" + (f" (last error: {last_exc!r})" if last_exc else ""))

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 from dr_common.topics import DRIVER_IDENTITY
 from dr_ops.platformctl import PlatformError, SitePlatform, repo_root
@@ -21,8 +22,17 @@ from dr_ops.sitespec import SiteSpec, SiteSpecError, load_site
 _log = logging.getLogger("install_site")
 
 
-def install_site(spec: SiteSpec, plat: SitePlatform, only: set[str] | None = None) -> dict[str, str]:
-    """Install what `spec` lists; returns {what: action} in the order done."""
+def merge(base: Any, override: Any) -> Any:
+    """`override` laid over `base`: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{k: merge(base.get(k), v) for k, v in override.items()}}
+    return override
+
+
+def install_site(spec: SiteSpec, plat: SitePlatform, only: set[str] | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """Install what `spec` lists; returns {what: action} in the order done. `overrides` maps an identity to
+    settings laid over its site config (another broker client id or web port for a second copy of a site)."""
     done: dict[str, str] = {}
     t0 = time.monotonic()
 
@@ -45,6 +55,8 @@ def install_site(spec: SiteSpec, plat: SitePlatform, only: set[str] | None = Non
         note("platform.driver configs", f"{stored} stored")
     for agent in wanted:
         config = json.loads(agent.config.read_text()) if agent.config else None
+        if overrides and agent.identity in overrides:
+            config = merge(config or {}, overrides[agent.identity])
         action = plat.install_agent(agent.identity, path=agent.path, package=agent.package, config=config,
                                     tag=agent.tag, priority=agent.priority)
         note(agent.identity, f"{action} ({agent.source_label})")

@@ -72,9 +72,11 @@ class VPlatform:
     def install_lib(self, lib: str) -> str:
         return self.plat.install_lib(lib)
 
-    def install_site(self, site_name: str, only: list[str] | None = None) -> dict[str, str]:
-        """Install the agents (or `only` some) of platform-config/sites/<site_name> onto this platform."""
-        return _install_site(load_site(self.repo, site_name), self.plat, set(only) if only else None)
+    def install_site(self, site_name: str, only: list[str] | None = None,
+                     overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+        """Install the agents (or `only` some) of platform-config/sites/<site_name> onto this platform,
+        with `overrides` laid over agent configs (identity -> settings)."""
+        return _install_site(load_site(self.repo, site_name), self.plat, set(only) if only else None, overrides)
 
     def store_config(self, identity: str, name: str, data: Any, csv: bool = False) -> None:
         self.plat.store_config(identity, name, data, csv=csv)
