@@ -59,10 +59,12 @@ def ingest(vens: int, rounds: int) -> None:
 
 
 def memory(vens: int) -> None:
+    now = [T0]
     tracemalloc.start()
-    live = LiveState()
-    for r in range(live.ven_history_len):
-        live.on_message("dr/batch/telemetry", batch(vens, T0 + 5 * r))
+    live = LiveState(clock=lambda: now[0])
+    for r in range(max(live.ven_history_len, live.history_len)):
+        now[0] = T0 + 5 * r
+        live.on_message("dr/batch/telemetry", batch(vens, now[0]))
     ours, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     tracemalloc.start()
