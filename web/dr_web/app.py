@@ -27,7 +27,6 @@ def create_app(config: WebConfig, live: LiveState, gateway: Gateway,
                health: Callable[[], dict[str, Any]]) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False
     upstream = Upstream(gateway, config.vtn_identity, config.historian_identity, config.rpc_timeout_s)
     app.extensions[EXTENSION] = WebContext(config=config, live=live, upstream=upstream, health=health)
