@@ -26,7 +26,7 @@ def parse_time(value: object) -> datetime:
     A value without a zone is taken as UTC. Raises ValueError with the offending value on anything else.
     """
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return _bounded(value if value.tzinfo else value.replace(tzinfo=UTC))
     if isinstance(value, bool):
         raise ValueError(f"expected a time, got {value!r}")
     if isinstance(value, (int, float)):
@@ -45,8 +45,22 @@ def parse_time(value: object) -> datetime:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(f"expected an ISO 8601 time, got {value!r}") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return _bounded(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
     raise ValueError(f"expected a time, got {type(value).__name__}")
+
+
+MIN_YEAR, MAX_YEAR = 1970, 2999
+
+
+def _bounded(value: datetime) -> datetime:
+    """Refuse times outside 1970-2999 (UTC), so arithmetic on them (a duration added) cannot overflow."""
+    try:
+        year = value.astimezone(UTC).year
+    except (OverflowError, ValueError):
+        year = value.year
+    if not MIN_YEAR <= year <= MAX_YEAR or not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"time {value.isoformat()} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+    return value
 
 
 def _from_epoch(seconds: float) -> datetime:

@@ -217,6 +217,8 @@ def run_flow(agg: VPlatform, home: VPlatform, http: Http, monitor: Monitor, figu
         perf = agg.wait_for(performance, timeout=30, what="event performance from the historian")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: last answer {str(answers[-1])[:1500] if answers else None}") from None
+    status, missing = http("GET", "/api/events/evt-unknown/performance")
+    assert status == 404 and missing["field"] == "eventId", missing
     reported = perf["vens"][VEN_ID]["methods"]["ven-reported"]
     assert reported["avgReductionKw"] == pytest.approx(REQUEST_KW, rel=0.25), reported
     db = agg.state_dir / "historian.sqlite"

@@ -139,3 +139,13 @@ def test_time_helpers_round_trip():
     assert to_iso(parse_time(1763906400)) == "2025-11-23T14:00:00.000Z"
     assert parse_time(1763906400000) == parse_time(1763906400)  # epoch milliseconds
     assert to_iso(parse_time("2026-11-23T14:00:00+02:00")) == "2026-11-23T12:00:00.000Z"
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", "1900-01-01T00:00:00"])
+def test_times_outside_the_supported_years_name_the_field(start):
+    with pytest.raises(PayloadError) as info:
+        EventRequest.from_payload({"startTime": start, "durationS": 60, "kw": 1})
+    assert info.value.field == "startTime"
+    with pytest.raises(PayloadError) as info:
+        Command.from_payload({"op": "event", "kw": 1, "startTime": start, "durationS": 60})
+    assert info.value.field == "startTime"

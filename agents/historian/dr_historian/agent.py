@@ -27,7 +27,7 @@ from dr_historian import __version__
 from dr_historian.config import ConfigError, HistorianConfig, parse_config
 from dr_historian.dr_records import convert
 from dr_historian.mv.baselines import CAISO_10IN10
-from dr_historian.mv.performance import MvOptions, event_performance, topic_baseline
+from dr_historian.mv.performance import MvOptions, UnknownEvent, event_performance, topic_baseline
 from dr_historian.mv.series import MvError
 from dr_historian.store import QueryError, Store, StoreError
 from dr_historian.writer import Writer
@@ -185,7 +185,10 @@ class HistorianAgent(BaseHistorian):
         """Baseline and actual energy, average and peak reduction and percent of requested, per VEN, total and
         site meter, for each method (see dr_historian.mv.performance)."""
         options = self._mv_options(methods, interval_minutes, timezone, include_plot)
-        return self._call(event_performance, self._store, str(event_id), options)
+        try:
+            return self._call(event_performance, self._store, str(event_id), options)
+        except UnknownEvent as exc:
+            return {"error": f"eventId: {exc}", "field": "eventId", "code": "not_found"}
 
     @RPC.export
     def baseline(self, topic: str, start: Any, end: Any, baseline_method: str = CAISO_10IN10,

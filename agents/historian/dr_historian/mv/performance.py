@@ -22,6 +22,10 @@ from zoneinfo import ZoneInfo
 from dr_historian.mv import baselines as B
 from dr_historian.mv.calendar import HolidayCalendar
 from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, day_windows, interval_grid, snap
+
+
+class UnknownEvent(MvError):
+    """No command of the event is recorded: the RPC answers with a not_found error, not an exception."""
 from dr_historian.store import EventWindow
 
 FINE_BUCKET_S = 60
@@ -245,7 +249,7 @@ def event_performance(source: MvSource, event_id: str, options: MvOptions | None
             raise MvError(f"unknown method {method!r}; known: {', '.join(B.METHODS)}")
     windows = [w for w in source.event_windows(event_id) if w.start is not None and w.effective_end is not None]
     if not windows:
-        raise MvError(f"no event or shedPanel command with eventId {event_id!r} is recorded")
+        raise UnknownEvent(f"no event or shedPanel command with eventId {event_id!r} is recorded")
     evaluator = _Evaluator(source, options)
     tz = options.tz
     ven_windows: dict[str, Window] = {}
