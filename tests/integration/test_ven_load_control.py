@@ -145,7 +145,7 @@ def test_a_2_kw_event_is_acked_within_1_s_lands_on_target_and_every_point_is_bac
     idle(vp, rec)
     before = writable(vp)
     now = datetime.now(timezone.utc)
-    until = now + timedelta(seconds=50)
+    until = now + timedelta(seconds=45)
     t_cmd = time.monotonic()
     latency, ack = send(vp, rec, {"op": "event", "correlationId": "itest-ven-1", "eventId": "itest-ven-evt-1",
                                   "venId": VEN_ID, "requestedReductionKw": 2.0, "startTime": iso(now),
@@ -227,6 +227,43 @@ def test_a_shed_panel_command_with_snake_case_fields_works_the_same(ven):
     assert baseline - meters[1] == pytest.approx(2.0, rel=0.05)
     assert baseline - meters[3] == pytest.approx(2.0, rel=0.02)
     wait_until(until, CONFIG["restoreStaggerS"] * 2 + 1.0)
+    assert_points_back(vp, before)
+
+
+def test_override_opt_out_and_a_config_change_mid_event(ven):
+    vp, rec = ven
+    idle(vp, rec)
+    before = writable(vp)
+    now = datetime.now(timezone.utc)
+    until = now + timedelta(seconds=40)
+    _, ack = send(vp, rec, {"op": "event", "correlationId": "itest-ven-4", "eventId": "itest-ven-evt-4",
+                            "requestedReductionKw": 1.0, "startTime": iso(now), "until": iso(until)})
+    assert ack["ok"] and vp.rpc(DRIVER_IDENTITY, DriverRpc.GET_POINT, "demo/ev_charger", "PowerLimitKw") < 7.0
+    # the owner takes the EV charger out: it goes back, the others make up for it
+    state = vp.rpc(IDENTITY, VenRpc.OVERRIDE, "ev_charger", True)
+    assert state["overrides"] == ["ev_charger"] and "ev_charger" not in state["actions"] and state["actions"]
+    assert vp.rpc(DRIVER_IDENTITY, DriverRpc.GET_POINT, "demo/ev_charger", "PowerLimitKw") == 7.2
+    _, ping = send(vp, rec, {"op": "ping", "correlationId": "itest-ven-4p"})
+    assert ping["data"]["overrides"] == ["ev_charger"]
+    t0 = time.monotonic()
+    vp.wait_for(lambda: [m for _, m in rec.on(topics.bus_telemetry(VEN_ID), t0)
+                         if m["loads"]["ev_charger"].get("override")], timeout=12, what="telemetry with the override")
+    # a config change restores everything, then the agent resumes the stored event with the new config
+    vp.store_config(IDENTITY, "config", {**CONFIG, "restoreStaggerS": 1.0})
+    vp.wait_for(lambda: (st := status(vp)) and st["actions"] and st["counters"].get("events_resumed") == 1,
+                timeout=20, what="the event resumed under the new config")
+    # opting out gives every load back and is reported
+    state = vp.rpc(IDENTITY, VenRpc.OPT_OUT, True)
+    assert state["optOut"] is True
+    vp.wait_for(lambda: not status(vp)["actions"], timeout=15, what="every load back after the opt-out")
+    assert_points_back(vp, before)
+    _, ping = send(vp, rec, {"op": "ping", "correlationId": "itest-ven-4q"})
+    assert ping["data"]["optOut"] is True
+    vp.rpc(IDENTITY, VenRpc.OVERRIDE, "ev_charger", False)
+    vp.store_config(IDENTITY, "config", CONFIG)
+    _, ack = send(vp, rec, {"op": "restore", "correlationId": "itest-ven-4r", "eventId": "itest-ven-evt-4"})
+    assert ack["ok"]
+    vp.wait_for(lambda: (st := status(vp)) and st["event"] is None, timeout=20, what="the event ended")
     assert_points_back(vp, before)
 
 

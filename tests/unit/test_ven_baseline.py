@@ -59,3 +59,12 @@ def test_bad_samples_are_refused_and_late_ones_dropped():
     history.add(10.0, 1.0)
     history.add(5.0, 99.0)
     assert history.samples() == [(10.0, 1.0, False)]
+
+
+def test_samples_can_be_marked_curtailed_after_the_fact():
+    history = PowerHistory()
+    for i in range(5):
+        history.add(float(i), 10.0 - i)
+    history.reflag(lambda ts: 2.5 <= ts <= 3.5)
+    assert [c for _, _, c in history.samples()] == [False, False, False, True, False]
+    assert history.baseline(at=5.0, window_s=10).kw == pytest.approx((10 + 9 + 8 + 6) / 4)

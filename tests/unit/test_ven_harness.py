@@ -137,10 +137,17 @@ class SiteHarness:
 
     # --- time -------------------------------------------------------------------------------------------------
     def run(self, seconds: float, step_s: float = 0.5) -> None:
-        """Advance time: timers every step, a scrape and a telemetry report every scrape period."""
+        """Advance time: the engine's timers at their deadlines (as the agent's timer does), a scrape and a
+        telemetry report exactly every scrape period (as the driver's schedule does), at most `step_s` apart."""
         end = self.clock.now + seconds
         while self.clock.now < end - 1e-9:
-            self.clock.now = min(end, self.clock.now + step_s)
+            now = self.clock.now
+            candidates = [end, now + step_s]
+            deadline = self.engine.next_deadline()
+            for t in (self.next_scrape, deadline):
+                if t is not None and t > now + 1e-9:
+                    candidates.append(t)
+            self.clock.now = min(candidates)
             self.execute(self.engine.on_timer())
             if self.clock.now >= self.next_scrape - 1e-9:
                 self.scrape()
@@ -150,6 +157,9 @@ class SiteHarness:
                 self.next_scrape += self.scrape_s
 
     def command(self, **payload: Any) -> dict[str, Any]:
+        """Handle a command as the agent does: a live meter read first when the last publish is ambiguous."""
+        if self.engine.meter_uncertain():
+            self.engine.on_meter_live(self.meter_kw())
         outcome = self.engine.on_command(payload)
         self.execute(outcome.ops)
         return outcome.ack.to_payload()

@@ -163,7 +163,7 @@ class VenLoadControlAgent(Agent):
             if isinstance(values, dict):
                 # keyed by point topic (`demo/meter/PowerKw`) in platform driver 2.0: keep the point names
                 points = {str(key).rsplit("/", 1)[-1]: value for key, value in values.items()}
-                self._execute(self._engine.on_device(path, points))
+                self._execute(self._engine.on_device(path, points, live=True))
 
     # --- inputs -------------------------------------------------------------------------------------------
     def _on_command(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
@@ -309,9 +309,9 @@ class VenLoadControlAgent(Agent):
         with self._lock:
             if self._engine is None:
                 raise RuntimeError(self._config_error or "not configured")
-            state, ops = self._engine.set_opt_out(bool(opt_out), event_id)
+            _, ops = self._engine.set_opt_out(bool(opt_out), event_id)
             self._execute(ops)
-            return state
+            return self._engine.status()
 
     @RPC.export
     def override(self, load: str, active: bool = True) -> dict[str, Any]:
@@ -319,9 +319,9 @@ class VenLoadControlAgent(Agent):
         with self._lock:
             if self._engine is None:
                 raise RuntimeError(self._config_error or "not configured")
-            state, ops = self._engine.set_override(load, bool(active))
+            _, ops = self._engine.set_override(load, bool(active))
             self._execute(ops)
-            return state
+            return self._engine.status()
 
 
 def _rss_kb() -> int:

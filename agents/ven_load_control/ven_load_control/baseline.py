@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -39,6 +40,12 @@ class PowerHistory:
         horizon = ts - self.keep_s
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
+
+    def reflag(self, curtailed: Callable[[float], bool]) -> None:
+        """Mark as curtailed every sample whose time `curtailed(ts)` says was (flags are never cleared)."""
+        for index, (ts, kw, flag) in enumerate(self._samples):
+            if not flag and curtailed(ts):
+                self._samples[index] = (ts, kw, True)
 
     def latest(self) -> tuple[float, float] | None:
         return self._samples[-1][:2] if self._samples else None

@@ -106,7 +106,7 @@ class VenEngine:
         self.clock = clock
         self.models: dict[str, LoadModel] = {load.name: build_model(load) for load in cfg.loads}
         self.history = PowerHistory(cfg.history_s)
-        self.readings: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.readings: dict[str, tuple[float, dict[str, Any]]] = {}  # path -> (instant it shows, values)
         self.meter: tuple[float, float] | None = None  # (when the site was as the reading shows, kW)
         self.meter_live = False
         self.event: EventState | None = None
@@ -119,9 +119,13 @@ class VenEngine:
         # meter change expected from each op sent (epoch s, kW, + = more load): a meter reading shows the site as
         # it was `settleS` earlier (platform.driver publishes the previous poll), so ops sent since then are
         # added to it to estimate the site now
-        self.op_effects: deque[tuple[float, float]] = deque()
+        self.op_effects: deque[tuple[float, float, int]] = deque()  # (when, kW, sequence number)
+        self._op_seq = 0
+        self._meter_seq: int | None = None  # for a live reading: the last op it shows
         self.last_op_at = float("-inf")
-        self.last_shed_at = float("-inf")  # the last moment a load was shed (a restore completing counts)
+        # when loads were shed ([start, end], end None while some still are): readings showing those instants
+        # are left out of baselines
+        self.shed_periods: list[list[float | None]] = []
         self.written: dict[tuple[str, str], tuple[Any, float]] = {}  # (path, point) -> (value, when) of our writes
         self.counters: Counter[str] = Counter()
         self.problems: list[str] = []
@@ -130,38 +134,36 @@ class VenEngine:
         self._recent_acks: OrderedDict[str, tuple[dict[str, Any], Ack]] = OrderedDict()
 
     # --- inputs -------------------------------------------------------------------------------------------
-    def on_device(self, path: str, values: Mapping[str, Any], now: float | None = None) -> list[Op]:
-        """A device's latest point values (the driver's `/all` publish)."""
+    def on_device(self, path: str, values: Mapping[str, Any], now: float | None = None,
+                  live: bool = False) -> list[Op]:
+        """A device's point values: the driver's `/all` publish, which shows the device as it was `settleS`
+        earlier, or (`live`) values read just now."""
         now = self.clock() if now is None else now
         path = path.strip("/")
         if not isinstance(values, Mapping):
             self.problem(f"device {path}: expected a point mapping, got {type(values).__name__}")
             return []
-        fresh = dict(values)
-        for (wpath, point), (value, at) in self.written.items():
-            if wpath == path and point in fresh and now < at + self.cfg.settle_s:
-                fresh[point] = value  # the reading may predate our write; the write is the truth
-        self.readings[path] = (now, fresh)
+        shows = now if live else now - self.cfg.settle_s
+        self.readings[path] = (shows, dict(values))
         ops: list[Op] = []
         if path == self.cfg.meter_path:
             kw = as_float(values, self.cfg.meter_point)
             if kw is None:
                 self.problem(f"meter {path}: point {self.cfg.meter_point} missing or not a number")
                 return []
-            # a reading within settleS of the last shed may still show it: not part of any baseline
-            curtailed = bool(self.actions) or now < self.last_shed_at + self.cfg.settle_s
-            self.history.add(now, kw, curtailed=curtailed)
-            self.meter = (now - self.cfg.settle_s, kw)
-            self.meter_live = False
+            self.history.add(shows, kw, curtailed=self._curtailed(shows))
+            self.meter = (shows, kw)
+            self.meter_live = live
+            self._meter_seq = self._op_seq if live else None
             self.counters["meter_readings"] += 1
             horizon = now - 2 * self.cfg.settle_s
             while self.op_effects and self.op_effects[0][0] < horizon:
                 self.op_effects.popleft()
-            if now <= self.last_op_at + self.cfg.settle_s:
+            if shows <= self.last_op_at + METER_AMBIGUITY_S:
                 return []  # may not show our last writes yet: act on the next one
             if self._active():
                 if self.event is not None and self.event.baseline_kw is None:
-                    self._set_baseline(now, fallback=kw + self._shed_total())
+                    self._set_baseline(now)
                 ops = self._control(now)
         elif self._active() and self._violates(path, now):
             ops = self._control(now)
@@ -270,10 +272,11 @@ class VenEngine:
             if ok:
                 del self.actions[lid]
                 self.counters["restores"] += 1
-                self.last_shed_at = now
             else:
                 action.failures += 1
                 action.retry_at = now + min(60.0, self.cfg.retry_s * action.failures)
+        if not self.actions and self.shed_periods and self.shed_periods[-1][1] is None:
+            self.shed_periods[-1][1] = now
         self._save()
         if shed_failed and self._active():
             return self._control(now)
@@ -355,10 +358,25 @@ class VenEngine:
             actions = {lid: Action.from_dict(data) for lid, data in (state.get("actions") or {}).items()}
             event = EventState.from_dict(state["event"]) if state.get("event") else None
             overrides = set(state.get("overrides") or [])
+            written = {(str(path), str(point)): (value, float(at))
+                       for path, point, value, at in state.get("written") or []}
+            effects = [(float(at), float(kw)) for at, kw in state.get("opEffects") or []]
+            periods = [[float(start), None if end is None else float(end)]
+                       for start, end in state.get("shedPeriods") or []]
         except (KeyError, TypeError, ValueError) as exc:
             self.problem(f"stored state unusable ({exc!r}); nothing resumed")
             return []
         self.overrides = {lid for lid in overrides if lid in self.models}
+        self.written.update(written)
+        for at, kw in effects:  # sent by the previous process: before any live reading of this one
+            self.op_effects.append((at, kw, 0))
+        self.shed_periods = periods + self.shed_periods
+        if actions and (not self.shed_periods or self.shed_periods[-1][1] is not None):
+            self.shed_periods.append([now, None])
+        self.history.reflag(self._curtailed)
+        if written:
+            # publishes older than the previous process's last write do not show it
+            self.last_op_at = max(self.last_op_at, max(at for _, at in written.values()))
         ops: list[Op] = []
         for lid, action in actions.items():
             if lid not in self.models:
@@ -377,6 +395,8 @@ class VenEngine:
             self.counters["events_resumed"] += 1
             if not event.started and now >= event.start:
                 ops += self._activate(now)
+            elif event.started and self.meter_live:
+                ops += self._control(now)  # the agent read every device just before: shed again at once
         elif self.actions:
             ops += self._restore_all(now, staggered=True)
         self._save()
@@ -602,8 +622,9 @@ class VenEngine:
         if event is None:
             return
         base = self.history.baseline(event.start if event.start <= now else now, self.cfg.baseline_window_s)
-        if base is None and self.meter is not None and fallback is None:
-            fallback = self.meter[1] + self._shed_total()
+        meter_now = self._meter_now()
+        if base is None and meter_now is not None and fallback is None:
+            fallback = meter_now + self._shed_total()  # no uncurtailed history: the site now, shed added back
         if base is not None:
             event.baseline_kw, event.baseline_samples = round(base.kw, 4), base.samples
         elif fallback is not None:
@@ -627,9 +648,21 @@ class VenEngine:
         hours = self._hours_left(now) if hours_left is None else hours_left
         out = {}
         for lid, model in self.models.items():
-            reading = self.readings.get(model.cfg.path)
             action = None if fresh else self.actions.get(lid)
-            out[lid] = model.view(reading[1] if reading else None, action, hours)
+            out[lid] = model.view(self._reading(model.cfg.path), action, hours)
+        return out
+
+    def _reading(self, path: str) -> dict[str, Any] | None:
+        """A device's last values, with what our writes since the instant they show made of them (the write,
+        and the power it gives, until a reading shows it)."""
+        got = self.readings.get(path)
+        if got is None:
+            return None
+        shows, values = got
+        out = dict(values)
+        for (wpath, point), (value, at) in self.written.items():
+            if wpath == path and at > shows - METER_AMBIGUITY_S:
+                out[point] = value
         return out
 
     def _excluded_overrides(self) -> set[str]:
@@ -648,9 +681,18 @@ class VenEngine:
             reasons = {lid: "opted out" for lid in self.models}
         return reasons
 
+    def _curtailed(self, shows: float) -> bool:
+        """Were loads shed (as far as a reading of instant `shows` can tell)?"""
+        for start, end in self.shed_periods:
+            if start is not None and start - METER_AMBIGUITY_S <= shows and (end is None
+                                                                             or shows <= end + METER_AMBIGUITY_S):
+                return True
+        return False
+
     def _effect(self, now: float, kw: float) -> None:
         if abs(kw) > EPS_KW:
-            self.op_effects.append((now, kw))
+            self._op_seq += 1
+            self.op_effects.append((now, kw, self._op_seq))
         horizon = now - 2 * self.cfg.settle_s
         while self.op_effects and self.op_effects[0][0] < horizon:
             self.op_effects.popleft()
@@ -659,8 +701,10 @@ class VenEngine:
         """The site's power now: the last meter reading plus what the ops sent after the state it shows give."""
         if self.meter is None:
             return None
-        shows = self.meter[0]
-        return self.meter[1] + sum(kw for at, kw in self.op_effects if at > shows)
+        shows, kw_now = self.meter
+        if self._meter_seq is not None:  # read live: it shows every op sent before it, none after
+            return kw_now + sum(kw for _, kw, seq in self.op_effects if seq > self._meter_seq)
+        return kw_now + sum(kw for at, kw, _ in self.op_effects if at > shows)
 
     def meter_uncertain(self, now: float | None = None) -> bool:
         """True when an op was sent so close to the instant the last meter reading shows that the reading may
@@ -668,13 +712,14 @@ class VenEngine:
         if self.meter is None or self.meter_live:
             return False
         shows = self.meter[0]
-        return any(abs(at - shows) <= METER_AMBIGUITY_S for at, _ in self.op_effects)
+        return any(abs(at - shows) <= METER_AMBIGUITY_S for at, _, _ in self.op_effects)
 
     def on_meter_live(self, kw: float, now: float | None = None) -> None:
         """A meter value read just now (not a publish): it shows the site as it is."""
         now = self.clock() if now is None else now
         if math.isfinite(kw):
-            self.meter = (now, kw)  # shows every op sent up to now: ops at `now` come after it in the agent
+            self.meter = (now, kw)
+            self._meter_seq = self._op_seq
             self.meter_live = True
             self.counters["meter_live_reads"] += 1
 
@@ -688,7 +733,7 @@ class VenEngine:
             model = self.models.get(lid)
             if model is None or model.cfg.path != path or action.restoring:
                 continue
-            view = model.view(self.readings[path][1], action, hours)
+            view = model.view(self._reading(path), action, hours)
             if view.known and (view.blocked or (view.continuous and action.shed_kw > view.capacity_kw + EPS_KW)):
                 return True
         return False
@@ -745,8 +790,7 @@ class VenEngine:
                     releases += self._restore_ops(action, now)
                 continue
             view = views[lid]
-            reading = self.readings.get(model.cfg.path)
-            values = reading[1] if reading else None
+            values = self._reading(model.cfg.path)
             expected, points = model.command(kw, view, action, values)
             if not points:
                 continue
@@ -761,6 +805,10 @@ class VenEngine:
                     action = Action(load_id=lid, path=model.cfg.path, shed_kw=0.0, free_kw=view.free_kw, commanded={},
                                     originals=originals, since=now)
                     self.actions[lid] = action
+                    if not self.shed_periods or self.shed_periods[-1][1] is not None:
+                        self.shed_periods.append([now, None])
+                        horizon = now - self.cfg.history_s
+                        self.shed_periods = [p for p in self.shed_periods if p[1] is None or p[1] >= horizon]
                 if action is None:
                     continue
             before = action.shed_kw
@@ -808,7 +856,12 @@ class VenEngine:
     def state(self) -> dict[str, Any]:
         return {"venId": self.cfg.ven_id, "event": self.event.to_dict() if self.event else None,
                 "actions": {lid: a.to_dict() for lid, a in self.actions.items()},
-                "overrides": sorted(self.overrides)}
+                "overrides": sorted(self.overrides),
+                # our recent writes and their expected effect on the meter: a restarted agent still knows them
+                # while the publishes lag behind
+                "written": [[path, point, value, at] for (path, point), (value, at) in self.written.items()],
+                "opEffects": [[at, kw] for at, kw, _ in self.op_effects],
+                "shedPeriods": self.shed_periods}
 
     def _save(self) -> None:
         if self.store is None:
