@@ -357,16 +357,16 @@ def test_back_to_back_events_record_true_pre_event_values_despite_the_publish_la
 def test_a_meter_reading_that_may_or_may_not_show_the_last_write_asks_for_a_live_read():
     site = settled(SiteHarness(device_overrides=STILL_HEATER), 300.2)
     engine = site.engine
-    shows = engine.meter[0]
+    shows = engine.site.meter[0]
     assert not engine.meter_uncertain()
     site.event(2.0, duration_s=60)  # a write 5.2 s after the instant the last publish shows
     assert not engine.meter_uncertain()
-    engine.op_effects.append((shows + 0.1, -2.0, 0))  # as if a write had gone out right at that instant
+    engine.site.effects.append((shows + 0.1, -2.0, 0))  # as if a write had gone out right at that instant
     assert engine.meter_uncertain()
     site.clock.now += 0.01
     engine.on_meter_live(site.meter_kw())
     assert not engine.meter_uncertain() and engine.counters["meter_live_reads"] == 1
-    assert engine._meter_now() == pytest.approx(site.meter_kw())
+    assert engine.site.meter_now() == pytest.approx(site.meter_kw())
 
 
 @pytest.mark.parametrize("restart_after_s", [1.2, 3.0, 5.0])

@@ -15,9 +15,8 @@ resumes the event or restores what an expired one left shed.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,10 +25,10 @@ from typing import Any
 from dr_common.payloads import COMMAND_FIELDS, OP_PING, OP_RESTORE, Ack, Command, Telemetry
 from dr_common.schema import PayloadError, decode_json, normalize_key
 from dr_common.timeutil import UTC
-from ven_load_control.baseline import PowerHistory
 from ven_load_control.config import RESTORE_REVERT, VenConfig
 from ven_load_control.controller import StepResult, step
 from ven_load_control.loads import Action, LoadModel, LoadView, as_float, build_model
+from ven_load_control.siteview import SiteView
 from ven_load_control.store import StateError, StateStore
 
 _log = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ RECENT_ACKS = 64
 HOURS_WITHOUT_EVENT = 1.0  # horizon of the energy constraints when reporting capacity outside events
 FAULT_HOLD_S = 60.0  # a load whose shed write failed is left out of planning this long
 START_NOW_S = 1.0  # an event starting less than this ahead starts at once
-METER_AMBIGUITY_S = 0.25  # how precisely the instant a meter publish shows is known (driver poll jitter)
 
 
 @dataclass(frozen=True)
@@ -105,10 +103,7 @@ class VenEngine:
         self.store = store
         self.clock = clock
         self.models: dict[str, LoadModel] = {load.name: build_model(load) for load in cfg.loads}
-        self.history = PowerHistory(cfg.history_s)
-        self.readings: dict[str, tuple[float, dict[str, Any]]] = {}  # path -> (instant it shows, values)
-        self.meter: tuple[float, float] | None = None  # (when the site was as the reading shows, kW)
-        self.meter_live = False
+        self.site = SiteView(cfg.settle_s, cfg.history_s)
         self.event: EventState | None = None
         self.actions: dict[str, Action] = {}
         self.restore_queue: list[tuple[float, str]] = []
@@ -116,17 +111,6 @@ class VenEngine:
         self.config_overrides: set[str] = set()
         self.config_opt_out = False
         self.faulted: dict[str, float] = {}
-        # meter change expected from each op sent (epoch s, kW, + = more load): a meter reading shows the site as
-        # it was `settleS` earlier (platform.driver publishes the previous poll), so ops sent since then are
-        # added to it to estimate the site now
-        self.op_effects: deque[tuple[float, float, int]] = deque()  # (when, kW, sequence number)
-        self._op_seq = 0
-        self._meter_seq: int | None = None  # for a live reading: the last op it shows
-        self.last_op_at = float("-inf")
-        # when loads were shed ([start, end], end None while some still are): readings showing those instants
-        # are left out of baselines
-        self.shed_periods: list[list[float | None]] = []
-        self.written: dict[tuple[str, str], tuple[Any, float]] = {}  # (path, point) -> (value, when) of our writes
         self.counters: Counter[str] = Counter()
         self.problems: list[str] = []
         self.last_step: StepResult | None = None
@@ -143,23 +127,16 @@ class VenEngine:
         if not isinstance(values, Mapping):
             self.problem(f"device {path}: expected a point mapping, got {type(values).__name__}")
             return []
-        shows = now if live else now - self.cfg.settle_s
-        self.readings[path] = (shows, dict(values))
+        shows = self.site.device(path, dict(values), now, live)
         ops: list[Op] = []
         if path == self.cfg.meter_path:
             kw = as_float(values, self.cfg.meter_point)
             if kw is None:
                 self.problem(f"meter {path}: point {self.cfg.meter_point} missing or not a number")
                 return []
-            self.history.add(shows, kw, curtailed=self._curtailed(shows))
-            self.meter = (shows, kw)
-            self.meter_live = live
-            self._meter_seq = self._op_seq if live else None
+            self.site.meter_reading(kw, shows, now, live)
             self.counters["meter_readings"] += 1
-            horizon = now - 2 * self.cfg.settle_s
-            while self.op_effects and self.op_effects[0][0] < horizon:
-                self.op_effects.popleft()
-            if shows <= self.last_op_at + METER_AMBIGUITY_S:
+            if not self.site.shows_last_write(shows):
                 return []  # may not show our last writes yet: act on the next one
             if self._active():
                 if self.event is not None and self.event.baseline_kw is None:
@@ -237,7 +214,7 @@ class VenEngine:
         for op, error in results:
             action = self.actions.get(op.load_id)
             if error is None:  # a revert goes back to the value recorded before the event
-                self.written[(op.path, op.point)] = (op.value, now)
+                self.site.wrote(op.path, op.point, op.value, now)
                 written.add(op.load_id)
             if op.purpose == RESTORE:
                 ok = restored.get(op.load_id, True) and error is None
@@ -258,13 +235,13 @@ class VenEngine:
             self.faulted[op.load_id] = now + FAULT_HOLD_S
             if action is not None and not action.commanded:
                 del self.actions[op.load_id]
-                self._effect(now, action.shed_kw)
+                self.site.effect(now, action.shed_kw)
         for lid in written:
             # until a reading shows it, the load draws what the write makes it draw
             action, model = self.actions.get(lid), self.models.get(lid)
             if action is not None and model is not None:
                 power = action.free_kw if restored.get(lid) else action.free_kw - action.shed_kw
-                self.written[(action.path, model.power_point)] = (round(power, 4), now)
+                self.site.wrote(action.path, model.power_point, round(power, 4), now)
         for lid, ok in restored.items():
             action = self.actions.get(lid)
             if action is None:
@@ -275,8 +252,8 @@ class VenEngine:
             else:
                 action.failures += 1
                 action.retry_at = now + min(60.0, self.cfg.retry_s * action.failures)
-        if not self.actions and self.shed_periods and self.shed_periods[-1][1] is None:
-            self.shed_periods[-1][1] = now
+        if not self.actions:
+            self.site.shed_ended(now)
         self._save()
         if shed_failed and self._active():
             return self._control(now)
@@ -358,25 +335,11 @@ class VenEngine:
             actions = {lid: Action.from_dict(data) for lid, data in (state.get("actions") or {}).items()}
             event = EventState.from_dict(state["event"]) if state.get("event") else None
             overrides = set(state.get("overrides") or [])
-            written = {(str(path), str(point)): (value, float(at))
-                       for path, point, value, at in state.get("written") or []}
-            effects = [(float(at), float(kw)) for at, kw in state.get("opEffects") or []]
-            periods = [[float(start), None if end is None else float(end)]
-                       for start, end in state.get("shedPeriods") or []]
+            self.site.load_state(state, shedding=bool(actions), now=now)
         except (KeyError, TypeError, ValueError) as exc:
             self.problem(f"stored state unusable ({exc!r}); nothing resumed")
             return []
         self.overrides = {lid for lid in overrides if lid in self.models}
-        self.written.update(written)
-        for at, kw in effects:  # sent by the previous process: before any live reading of this one
-            self.op_effects.append((at, kw, 0))
-        self.shed_periods = periods + self.shed_periods
-        if actions and (not self.shed_periods or self.shed_periods[-1][1] is not None):
-            self.shed_periods.append([now, None])
-        self.history.reflag(self._curtailed)
-        if written:
-            # publishes older than the previous process's last write do not show it
-            self.last_op_at = max(self.last_op_at, max(at for _, at in written.values()))
         ops: list[Op] = []
         for lid, action in actions.items():
             if lid not in self.models:
@@ -395,7 +358,7 @@ class VenEngine:
             self.counters["events_resumed"] += 1
             if not event.started and now >= event.start:
                 ops += self._activate(now)
-            elif event.started and self.meter_live:
+            elif event.started and self.site.meter_live:
                 ops += self._control(now)  # the agent read every device just before: shed again at once
         elif self.actions:
             ops += self._restore_all(now, staggered=True)
@@ -413,9 +376,9 @@ class VenEngine:
     def telemetry(self, now: float | None = None) -> Telemetry | None:
         """The 5-second report, or None before the first meter reading."""
         now = self.clock() if now is None else now
-        if self.meter is None:
+        if self.site.meter is None:
             return None
-        used = self.meter[1]
+        used = self.site.meter[1]
         views = self._views(now)
         loads: dict[str, Any] = {}
         for lid, view in views.items():
@@ -438,7 +401,7 @@ class VenEngine:
             shed = (baseline - used) if baseline is not None else 0.0
             requested = event.requested_kw
         else:
-            rolling = self.history.baseline(now + 1e-6, self.cfg.baseline_window_s)
+            rolling = self.site.baseline(now + 1e-6, self.cfg.baseline_window_s)
             baseline = rolling.kw if rolling else None
             shed = 0.0
             requested = 0.0
@@ -460,8 +423,8 @@ class VenEngine:
             "restoreQueue": [[t, lid] for t, lid in self.restore_queue],
             "overrides": sorted(self._excluded_overrides()),
             "optOut": bool(self.config_opt_out or (event is not None and event.opted_out)),
-            "meterKw": self.meter[1] if self.meter else None,
-            "historySamples": len(self.history),
+            "meterKw": self.site.meter[1] if self.site.meter else None,
+            "historySamples": len(self.site.history),
             "counters": dict(self.counters),
             "problems": list(self.problems[-10:]),
             "lastEvent": self.last_event_summary,
@@ -569,8 +532,8 @@ class VenEngine:
                        accepted_reduce_kw=0.0, until=None, ts=_dt(now), opt_out=self.config_opt_out,
                        overrides=sorted(self._excluded_overrides()))
         delivered = 0.0
-        if self._active() and event.baseline_kw is not None and self.meter is not None:
-            delivered = max(0.0, event.baseline_kw - self.meter[1])
+        if self._active() and event.baseline_kw is not None and self.site.meter is not None:
+            delivered = max(0.0, event.baseline_kw - self.site.meter[1])
         return Ack(correlation_id=cmd.correlation_id, ok=True, op=cmd.op, ven_id=self.cfg.ven_id,
                    event_id=event.event_id, target_kw=event.requested_kw, accepted_reduce_kw=round(delivered, 3),
                    until=_dt(event.until), ts=_dt(now), opt_out=event.opted_out or self.config_opt_out,
@@ -621,8 +584,8 @@ class VenEngine:
         event = self.event
         if event is None:
             return
-        base = self.history.baseline(event.start if event.start <= now else now, self.cfg.baseline_window_s)
-        meter_now = self._meter_now()
+        base = self.site.baseline(event.start if event.start <= now else now, self.cfg.baseline_window_s)
+        meter_now = self.site.meter_now()
         if base is None and meter_now is not None and fallback is None:
             fallback = meter_now + self._shed_total()  # no uncurtailed history: the site now, shed added back
         if base is not None:
@@ -649,20 +612,7 @@ class VenEngine:
         out = {}
         for lid, model in self.models.items():
             action = None if fresh else self.actions.get(lid)
-            out[lid] = model.view(self._reading(model.cfg.path), action, hours)
-        return out
-
-    def _reading(self, path: str) -> dict[str, Any] | None:
-        """A device's last values, with what our writes since the instant they show made of them (the write,
-        and the power it gives, until a reading shows it)."""
-        got = self.readings.get(path)
-        if got is None:
-            return None
-        shows, values = got
-        out = dict(values)
-        for (wpath, point), (value, at) in self.written.items():
-            if wpath == path and at > shows - METER_AMBIGUITY_S:
-                out[point] = value
+            out[lid] = model.view(self.site.reading(model.cfg.path), action, hours)
         return out
 
     def _excluded_overrides(self) -> set[str]:
@@ -681,47 +631,15 @@ class VenEngine:
             reasons = {lid: "opted out" for lid in self.models}
         return reasons
 
-    def _curtailed(self, shows: float) -> bool:
-        """Were loads shed (as far as a reading of instant `shows` can tell)?"""
-        for start, end in self.shed_periods:
-            if start is not None and start - METER_AMBIGUITY_S <= shows and (end is None
-                                                                             or shows <= end + METER_AMBIGUITY_S):
-                return True
-        return False
-
-    def _effect(self, now: float, kw: float) -> None:
-        if abs(kw) > EPS_KW:
-            self._op_seq += 1
-            self.op_effects.append((now, kw, self._op_seq))
-        horizon = now - 2 * self.cfg.settle_s
-        while self.op_effects and self.op_effects[0][0] < horizon:
-            self.op_effects.popleft()
-
-    def _meter_now(self) -> float | None:
-        """The site's power now: the last meter reading plus what the ops sent after the state it shows give."""
-        if self.meter is None:
-            return None
-        shows, kw_now = self.meter
-        if self._meter_seq is not None:  # read live: it shows every op sent before it, none after
-            return kw_now + sum(kw for _, kw, seq in self.op_effects if seq > self._meter_seq)
-        return kw_now + sum(kw for at, kw, _ in self.op_effects if at > shows)
-
-    def meter_uncertain(self, now: float | None = None) -> bool:
-        """True when an op was sent so close to the instant the last meter reading shows that the reading may
-        or may not include it; the agent then reads the meter live (`on_meter_live`) before a command."""
-        if self.meter is None or self.meter_live:
-            return False
-        shows = self.meter[0]
-        return any(abs(at - shows) <= METER_AMBIGUITY_S for at, _, _ in self.op_effects)
+    def meter_uncertain(self) -> bool:
+        """True when a write went out so close to the instant the last meter publish shows that it may or may
+        not show it; the agent then reads the meter live (`on_meter_live`) before a command."""
+        return self.site.meter_uncertain()
 
     def on_meter_live(self, kw: float, now: float | None = None) -> None:
         """A meter value read just now (not a publish): it shows the site as it is."""
-        now = self.clock() if now is None else now
-        if math.isfinite(kw):
-            self.meter = (now, kw)
-            self._meter_seq = self._op_seq
-            self.meter_live = True
-            self.counters["meter_live_reads"] += 1
+        self.site.meter_live_read(kw, self.clock() if now is None else now)
+        self.counters["meter_live_reads"] += 1
 
     def _shed_total(self) -> float:
         return sum(a.shed_kw for a in self.actions.values() if not a.restoring)
@@ -733,7 +651,7 @@ class VenEngine:
             model = self.models.get(lid)
             if model is None or model.cfg.path != path or action.restoring:
                 continue
-            view = model.view(self._reading(path), action, hours)
+            view = model.view(self.site.reading(path), action, hours)
             if view.known and (view.blocked or (view.continuous and action.shed_kw > view.capacity_kw + EPS_KW)):
                 return True
         return False
@@ -743,7 +661,7 @@ class VenEngine:
         event = self.event
         if event is None or not event.started:
             return []
-        meter_kw = self._meter_now()
+        meter_kw = self.site.meter_now()
         if event.baseline_kw is None or meter_kw is None:
             error = event.requested_kw - self._shed_total()
         else:
@@ -790,7 +708,7 @@ class VenEngine:
                     releases += self._restore_ops(action, now)
                 continue
             view = views[lid]
-            values = self._reading(model.cfg.path)
+            values = self.site.reading(model.cfg.path)
             expected, points = model.command(kw, view, action, values)
             if not points:
                 continue
@@ -805,20 +723,17 @@ class VenEngine:
                     action = Action(load_id=lid, path=model.cfg.path, shed_kw=0.0, free_kw=view.free_kw, commanded={},
                                     originals=originals, since=now)
                     self.actions[lid] = action
-                    if not self.shed_periods or self.shed_periods[-1][1] is not None:
-                        self.shed_periods.append([now, None])
-                        horizon = now - self.cfg.history_s
-                        self.shed_periods = [p for p in self.shed_periods if p[1] is None or p[1] >= horizon]
+                    self.site.shed_started(now)
                 if action is None:
                     continue
             before = action.shed_kw
             action.shed_kw = expected
-            self._effect(now, before - expected)
+            self.site.effect(now, before - expected)
             for point, value in points.items():
                 if action.commanded.get(point) != value:
                     sheds.append(Op(SET, model.cfg.path, point, value, lid, SHED))
         if sheds or releases:
-            self.last_op_at = now
+            self.site.sent(now)
         return sheds + releases
 
     # --- restores ---------------------------------------------------------------------------------------------------
@@ -840,8 +755,8 @@ class VenEngine:
         path = action.path
         action.restoring = True
         action.retry_at = None
-        self._effect(now, action.shed_kw)
-        self.last_op_at = now
+        self.site.effect(now, action.shed_kw)
+        self.site.sent(now)
         ops = []
         for point, original in action.originals.items():
             if self.cfg.restore_method == RESTORE_REVERT:
@@ -857,11 +772,7 @@ class VenEngine:
         return {"venId": self.cfg.ven_id, "event": self.event.to_dict() if self.event else None,
                 "actions": {lid: a.to_dict() for lid, a in self.actions.items()},
                 "overrides": sorted(self.overrides),
-                # our recent writes and their expected effect on the meter: a restarted agent still knows them
-                # while the publishes lag behind
-                "written": [[path, point, value, at] for (path, point), (value, at) in self.written.items()],
-                "opEffects": [[at, kw] for at, kw, _ in self.op_effects],
-                "shedPeriods": self.shed_periods}
+                **self.site.to_state()}
 
     def _save(self) -> None:
         if self.store is None:
