@@ -5,7 +5,8 @@
 Each figure is printed next to a raw baseline measured in the same run.
 
 1. In process (no platform): a VenEngine on the demo site (ven.json, readings from the demo devices' physics),
-   its state file in a temporary folder. Commands alternate event (2 kW) / restore; the figure is on_command()
+   its state file in a temporary folder. Commands alternate event (2 kW) / restore, 1 s apart on the engine's
+   clock; the figure is on_command()
    entry -> its ops ready, i.e. what the agent does between receiving a command and sending its first set_point
    (parse, plan, save the state file, build the ack). Raw baseline: Command.from_payload of the same payloads.
 2. Planner, a site of 50 loads (10 each of EV charger, water heater, HVAC, circuit, battery): plan() for half
@@ -103,7 +104,7 @@ def in_process_commands(rounds: int) -> None:
             if first_op is None:
                 raise SystemExit(f"command {payload['correlationId']} produced no op: {outcome.ack.to_payload()}")
             engine.ops_done([(op, None) for op in outcome.ops])
-            clock[0] += 0.01
+            clock[0] += 1.0
         print("1. command received -> first set_point ready, in process (demo site, state file saved each time)")
         print(f"   VEN engine            {summary(ours)}")
         print(f"   raw: parse only       {summary(raw)}")

@@ -79,3 +79,13 @@ def test_a_restarted_view_takes_over_the_previous_picture():
     assert new.reading("s/ev") == {"PowerLimitKw": 5.2}
     with pytest.raises((ValueError, TypeError)):
         view().load_state({"written": [["a", "b"]]}, shedding=False, now=1.0)
+
+
+def test_shed_periods_closer_than_a_reading_can_tell_apart_are_one():
+    site = view()
+    for i in range(50):
+        site.shed_started(100.0 + 2 * i)
+        site.shed_ended(101.0 + 2 * i)
+    assert site.shed_periods == [[100.0, 199.0]]
+    site.shed_started(300.0)
+    assert site.shed_periods == [[100.0, 199.0], [300.0, None]]

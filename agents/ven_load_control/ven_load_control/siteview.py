@@ -19,6 +19,7 @@ from ven_load_control.baseline import Baseline, PowerHistory
 
 AMBIGUITY_S = 0.25  # how precisely the instant a publish shows is known (the driver's poll jitter)
 EPS_KW = 1e-4
+MAX_PERIODS = 100  # shed periods kept (within the history window)
 
 
 class SiteView:
@@ -107,10 +108,15 @@ class SiteView:
 
     # --- shed periods and baselines ---------------------------------------------------------------------------
     def shed_started(self, now: float) -> None:
-        if not self.shed_periods or self.shed_periods[-1][1] is not None:
-            self.shed_periods.append([now, None])
-            horizon = now - self.history_s
-            self.shed_periods = [p for p in self.shed_periods if p[1] is None or p[1] >= horizon]
+        if self.shed_periods and self.shed_periods[-1][1] is None:
+            return
+        last_end = self.shed_periods[-1][1] if self.shed_periods else None
+        if last_end is not None and now - last_end <= self.lag_s + AMBIGUITY_S:
+            self.shed_periods[-1][1] = None  # so close that no reading can show the gap: one period
+            return
+        self.shed_periods.append([now, None])
+        horizon = now - self.history_s
+        self.shed_periods = [p for p in self.shed_periods if p[1] is None or p[1] >= horizon][-MAX_PERIODS:]
 
     def shed_ended(self, now: float) -> None:
         if self.shed_periods and self.shed_periods[-1][1] is None:
