@@ -277,6 +277,11 @@ def test_bad_commands_are_refused_and_the_agent_carries_on(ven):
     assert ack["ok"] is True
     rpc_ack = vp.rpc(IDENTITY, VenRpc.HANDLE_COMMAND, {"op": "ping", "correlationId": "itest-ven-rpc"})
     assert rpc_ack["ok"] is True and rpc_ack["correlationId"] == "itest-ven-rpc"
+    # a command for another VEN whose id starts with this one's is not this VEN's
+    t0 = time.monotonic()
+    vp.publish(topics.bus_cmd(VEN_ID + "x"), {"op": "ping", "correlationId": "itest-ven-other"})
+    gevent.sleep(1.0)
+    assert not [m for _, m in rec.on(topics.bus_ack(VEN_ID), t0) if m.get("correlationId") == "itest-ven-other"]
     health = vp.rpc(IDENTITY, VenRpc.HEALTH)
     assert health["ok"] is True and health["configured"] is True
     assert vp.rpc(IDENTITY, VenRpc.STATUS)["counters"]["bad_commands"] >= 2

@@ -168,10 +168,10 @@ class VenLoadControlAgent(Agent):
     # --- inputs -------------------------------------------------------------------------------------------
     def _on_command(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
         received = time.perf_counter()
-        ack = self._handle(message, received)
         cfg = self._cfg
-        if cfg is None:
-            return
+        if cfg is None or topic != topics.bus_cmd(cfg.ven_id):
+            return  # a prefix subscription also matches dr/cmd/<venId><more>: not ours
+        ack = self._handle(message, received)
         try:
             self.vip.pubsub.publish("pubsub", topics.bus_ack(cfg.ven_id), message=ack).get(timeout=5)
         except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
