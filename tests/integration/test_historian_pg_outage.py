@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import gevent
@@ -19,7 +18,7 @@ import psycopg2
 import pytest
 
 from dr_common.topics import HistorianRpc, device_all_topic
-from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, free_port, require_postgres
+from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, free_port, throwaway_postgres_db
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -77,26 +76,10 @@ class Proxy:
             self.proc = None
 
 
-def admin():
-    conn = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="postgres",
-                            connect_timeout=5)
-    conn.autocommit = True
-    return conn
-
-
 @pytest.fixture
 def pg_database():
-    require_postgres()
-    name = f"drhist_outage_{uuid.uuid4().hex[:10]}"
-    conn = admin()
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with throwaway_postgres_db("drhist_outage") as name:
         yield name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
 
 
 def stored(dbname: str, topic: str) -> list[tuple[datetime, float]]:

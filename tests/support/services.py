@@ -3,8 +3,10 @@ with CI=true it fails the test, because CI machines always have them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import uuid
 
 import pytest
 
@@ -43,3 +45,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def postgres_url(dbname: str) -> str:
+    return f"postgresql+psycopg2://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{dbname}"
+
+
+def postgres_admin():
+    """An autocommit psycopg2 connection to the server's `postgres` database (trust auth here)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="postgres",
+                            connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
+@contextlib.contextmanager
+def throwaway_postgres_db(prefix: str):
+    """Create a uniquely named database on the local PostgreSQL, yield its name, drop it afterwards."""
+    require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = postgres_admin()
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -4,24 +4,15 @@ each test creates and drops). They pin VOLTTRON's SQL-historian query semantics.
 from __future__ import annotations
 
 import math
-import uuid
 from datetime import datetime, timedelta, timezone
 
-import psycopg2
 import pytest
 from dr_historian.store import EventEntry, Point, QueryError, Store, StoreError, parse_agg_period
 
-from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, require_postgres
+from tests.support.services import postgres_url, throwaway_postgres_db
 
 UTC = timezone.utc
 T0 = datetime(2026, 7, 15, 12, 0, tzinfo=UTC)
-
-
-def _pg_admin():
-    conn = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="postgres",
-                            connect_timeout=5)
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -29,17 +20,8 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hist.sqlite'}"
         return
-    require_postgres()
-    name = f"drhist_test_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin()
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_postgres_db("drhist_test") as name:
+        yield postgres_url(name)
 
 
 @pytest.fixture

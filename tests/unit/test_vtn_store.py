@@ -4,7 +4,6 @@ The PostgreSQL case creates its own database and drops it afterwards. Without a 
 skipped on a laptop and fails with CI=true.
 """
 
-import uuid
 
 import pytest
 from sqlalchemy import inspect
@@ -12,16 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from vtn_dispatcher.model import CommandRecord, Event, Participant, Ven
 from vtn_dispatcher.store import AckRow, Store, TelemetryRow, sqlite_url
 
-from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, require_postgres
+from tests.support.services import postgres_url, throwaway_postgres_db
 from tests.unit.test_vtn_service import T0, Harness
-
-
-def _pg_admin():
-    import psycopg2
-
-    conn = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -29,17 +20,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield sqlite_url(str(tmp_path / "store.sqlite"))
         return
-    require_postgres()
-    name = f"vtn_test_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin()
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_postgres_db("vtn_test") as name:
+        yield postgres_url(name)
 
 
 @pytest.fixture
