@@ -39,7 +39,7 @@ from vtn_dispatcher.lifecycle import ManualScheduler  # noqa: E402
 from vtn_dispatcher.service import VtnService  # noqa: E402
 from vtn_dispatcher.store import Store, sqlite_url  # noqa: E402
 
-from dr_common.payloads import Ack, Command  # noqa: E402
+from dr_common.payloads import Ack, Command, batch_items  # noqa: E402
 
 T0 = 1_800_000_000.0
 
@@ -209,7 +209,7 @@ def on_platform(site: str, n: int, rounds: int, memory_vens: int, keep: bool) ->
         arrivals: list[tuple[float, int]] = []
 
         def on_batch(peer, sender, bus, topic, headers, message):
-            commands = message.get("commands") or [{}]
+            commands = batch_items(message, "commands") or [{}]
             if commands[0].get("op") == "event":  # restores of the previous round are not this round's
                 arrivals.append((time.time(), len(commands)))
 

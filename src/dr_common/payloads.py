@@ -409,3 +409,37 @@ class EventRequest:
                 "venIds": list(self.ven_ids), "groups": list(self.groups), "allVens": self.all_vens,
                 "rampUpS": self.ramp_up_s, "randomizeStartS": self.randomize_start_s, "priority": self.priority,
                 "test": self.test}
+
+
+# --- batches on the bus (dr/batch/cmd) -------------------------------------------------------------
+# A VOLTTRON publish costs more the bigger the message, so a dispatch round goes on the bus compacted: the
+# fields every command shares once under "shared", and only what differs per VEN in each item. Readers
+# expand it with `batch_items`; a batch without "shared" is read as it is.
+BATCH_SHARED_KEY = "shared"
+
+
+def compact_batch(items: list[dict[str, Any]], key: str = "commands") -> dict[str, Any]:
+    """`{"shared": {fields equal in every item}, key: [the other fields of each item]}`."""
+    if not items:
+        return {key: []}
+    shared = dict(items[0])
+    for item in items[1:]:
+        for name in [n for n, v in shared.items() if n not in item or item[n] != v]:
+            del shared[name]
+        if not shared:
+            break
+    shared.pop("venId", None)
+    if not shared:
+        return {key: list(items)}
+    return {BATCH_SHARED_KEY: shared, key: [{n: v for n, v in item.items() if n not in shared} for item in items]}
+
+
+def batch_items(message: object, key: str) -> list[Any] | None:
+    """The items of a batch message with its shared fields laid under each; None when `key` is not a list.
+    An item that is not an object is returned as it is (the caller counts it as bad)."""
+    if not isinstance(message, dict) or not isinstance(message.get(key), list):
+        return None
+    shared = message.get(BATCH_SHARED_KEY)
+    if not isinstance(shared, dict) or not shared:
+        return message[key]
+    return [{**shared, **item} if isinstance(item, dict) else item for item in message[key]]

@@ -14,6 +14,7 @@ import gevent
 import pytest
 
 from dr_common import topics
+from dr_common.payloads import compact_batch
 from dr_common.topics import BridgeRpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
@@ -57,7 +58,7 @@ def _json_on(probe: Probe, topic: str) -> list[dict]:
 def test_bus_batch_fans_out_to_each_ven_topic(bridge, probe):
     commands = [{"venId": v, "op": "event", "correlationId": f"c-{v}", "eventId": "e-1", "requestedReductionKw": 1.5,
                  "until": "2030-01-01T00:00:00Z"} for v in (V1, V2, V3)]
-    bridge.publish(topics.BUS_CMD_BATCH, {"commands": commands})
+    bridge.publish(topics.BUS_CMD_BATCH, compact_batch(commands, "commands"))  # the form dr.vtn publishes
     bridge.wait_for(lambda: all(_json_on(probe, f"ven/cmd/{v}") for v in (V1, V2, V3)), timeout=10,
                     what="each VEN got its command over MQTT")
     for cmd in commands:

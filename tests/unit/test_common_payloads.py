@@ -149,3 +149,24 @@ def test_times_outside_the_supported_years_name_the_field(start):
     with pytest.raises(PayloadError) as info:
         Command.from_payload({"op": "event", "kw": 1, "startTime": start, "durationS": 60})
     assert info.value.field == "startTime"
+
+
+def test_compact_batch_round_trips_and_shrinks():
+    import json
+
+    from dr_common.payloads import batch_items, compact_batch
+
+    commands = [Command(op="event", correlation_id=f"evt-1:m0:r0:event:ven-{i}", ven_id=f"ven-{i}", event_id="evt-1",
+                        requested_reduction_kw=1.5 + i % 3, start_time=parse_time(T0), until=parse_time(T1),
+                        issued_at=parse_time(T0)).to_payload() for i in range(200)]
+    commands[7]["startTime"] = "2026-11-23T14:00:03.000Z"  # a randomized start differs per VEN
+    packed = compact_batch(commands, "commands")
+    assert packed["shared"]["op"] == "event" and "startTime" not in packed["shared"]
+    assert "venId" not in packed["shared"]
+    assert batch_items(packed, "commands") == commands
+    assert len(json.dumps(packed)) < 0.6 * len(json.dumps({"commands": commands}))
+    assert batch_items({"commands": commands}, "commands") == commands  # a plain batch reads as it is
+    assert batch_items({"commands": "nope"}, "commands") is None
+    assert compact_batch([], "commands") == {"commands": []}
+    one = compact_batch(commands[:1], "commands")
+    assert batch_items(one, "commands") == commands[:1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from dr_common.payloads import compact_batch
 from dr_historian.dr_records import convert, event_entry
 from dr_historian.store import Point, Store
 from dr_historian.writer import Writer
@@ -69,6 +70,10 @@ def test_commands_batched_and_per_ven_feed_the_event_index():
     batch = convert("dr/batch/cmd", {}, {"commands": [dict(cmd, venId="ven2"), dict(cmd, op="restore", venId="v3")]},
                     NOW)
     assert {p.topic for p in batch.points} == {"dr/cmd/ven2", "dr/cmd/ven2/requestedReductionKw", "dr/cmd/v3"}
+    packed = compact_batch([dict(cmd, venId="ven2"), dict(cmd, op="restore", venId="v3")], "commands")
+    assert "shared" in packed
+    same = convert("dr/batch/cmd", {}, packed, NOW)
+    assert [(p.topic, p.ts, p.value) for p in same.points] == [(p.topic, p.ts, p.value) for p in batch.points]
     entry = event_entry("dr/cmd/ven1", points["dr/cmd/ven1"].ts, cmd)
     assert (entry.event_id, entry.ven_id, entry.requested_kw, entry.end) == (
         "ev1", "ven1", 2.0, datetime(2026, 7, 15, 15, tzinfo=UTC))

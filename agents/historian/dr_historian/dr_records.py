@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from dr_common import topics as T
-from dr_common.payloads import OP_EVENT, OP_RESTORE, OP_SHED_PANEL, VEN_ID_RE, Ack, Command, Telemetry
+from dr_common.payloads import OP_EVENT, OP_RESTORE, OP_SHED_PANEL, VEN_ID_RE, Ack, Command, Telemetry, batch_items
 from dr_common.schema import PayloadError
 from dr_common.timeutil import parse_time
 from dr_historian.store import EventEntry, Point
@@ -101,7 +101,7 @@ def convert(topic: str, headers: Mapping[str, Any] | None, message: Any, now: da
 
 
 def _items(message: Any, key: str, topic: str, out: Conversion) -> list[Mapping[str, Any]]:
-    items = message.get(key) if isinstance(message, Mapping) else None
+    items = batch_items(dict(message) if isinstance(message, Mapping) else message, key)
     if not isinstance(items, list):
         out.errors.append(f"{topic}: expected an object with a list '{key}'")
         return []

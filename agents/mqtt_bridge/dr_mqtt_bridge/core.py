@@ -24,7 +24,7 @@ import gevent.event
 import gevent.lock
 import gevent.queue
 
-from dr_common.payloads import VEN_ID_RE
+from dr_common.payloads import VEN_ID_RE, batch_items
 from dr_mqtt_bridge import link as link_mod
 from dr_mqtt_bridge.batcher import Batcher
 from dr_mqtt_bridge.config import MODE_VEN, BridgeConfig, InboundRoute, OutboundRoute
@@ -164,7 +164,9 @@ class BridgeCore:
             if ven_id is None:
                 continue
             if route.items_key is not None:
-                items = message.get(route.items_key) if isinstance(message, dict) else None
+                items = batch_items(message, route.items_key)
+                if items is None:  # reported by _submit_items with the type that was found
+                    items = message.get(route.items_key) if isinstance(message, dict) else None
                 _merge(result, self._submit_items(route, items, topic))
             elif route.bus.has_ven_id and not VEN_ID_RE.match(ven_id):
                 self._reject(REASON_BAD_TOPIC, topic, f"venId {ven_id!r} in the bus topic is not valid")

@@ -22,6 +22,7 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common import topics
+from dr_common.payloads import compact_batch
 from dr_common.timeutil import UTC
 from vtn_dispatcher import __version__
 from vtn_dispatcher.config import ConfigError, VtnConfig, parse_config
@@ -68,7 +69,7 @@ class BusSender:
         self._publish(topics.bus_cmd(ven_id), payload)
 
     def send_batch(self, payloads: list[dict[str, Any]]) -> None:
-        self._publish(topics.BUS_CMD_BATCH, {"commands": payloads})
+        self._publish(topics.BUS_CMD_BATCH, compact_batch(payloads, "commands"))
 
     def publish_event(self, event: dict[str, Any]) -> None:
         self._publish(topics.BUS_EVENT_STATUS.format(eventId=event["eventId"]), event)
