@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -26,28 +25,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 if (HERE.parent / "src" / "dr_common").is_dir():
     sys.path.insert(0, str(HERE.parent / "src"))
-
-
-def _platform_python() -> Path:
-    """The project's virtual environment (scripts/bootstrap), which has paho-mqtt and gevent."""
-    if os.environ.get("VDR_VENV"):
-        return Path(os.environ["VDR_VENV"]) / "bin" / "python"
-    if os.environ.get("VDR_STATE"):
-        return Path(os.environ["VDR_STATE"]) / "venv" / "bin" / "python"
-    if os.geteuid() == 0:
-        return Path("/var/lib/volttron-dr/venv/bin/python")
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "volttron-dr" / "venv" / "bin" / "python"
-
-
-try:
-    import gevent  # noqa: F401
-    import paho.mqtt.client  # noqa: F401
-except ImportError:
-    _venv = _platform_python()
-    if _venv.exists() and Path(sys.prefix).resolve() != _venv.parent.parent.resolve():
-        os.execv(str(_venv), [str(_venv), str(Path(__file__).resolve()), *sys.argv[1:]])
-    sys.exit(f"{Path(__file__).name} needs paho-mqtt and gevent: run scripts/bootstrap (or use a Python that has them)")
 
 from fleet.sim import Fleet, FleetOptions  # noqa: E402
 from fleet.workers import FleetProcesses, Totals  # noqa: E402

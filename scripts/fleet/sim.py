@@ -1,14 +1,19 @@
-"""N simulated VENs as paho clients driven by one epoll loop (paho's external-loop API, no thread per client).
+"""N simulated VENs, each a plain MQTT 3.1.1 connection of its own, all driven by one epoll loop.
 
-Each VEN subscribes to `ven/cmd/<venId>` (QoS 1), answers commands with acks on `ven/ack/<venId>` and publishes
+Each VEN subscribes to `ven/cmd/<venId>`, answers commands with acks on `ven/ack/<venId>` and publishes
 telemetry every `telemetry_interval_s` on `ven/telemetry/<venId>` (and `oadr/meter/<venId>`), spread evenly
-over the interval. Connects are paced (at most `connect_window` CONNACKs outstanding: Mosquitto's listen
-backlog overflows when thousands connect at once) and the TCP sockets are not bound to port 0 first (paho's
-default, costly with thousands of sockets). Lost connections are re-established with capped backoff.
+over the interval. The protocol is `fleet.wire` over non-blocking sockets: one `recv` per readiness event,
+every whole packet in it handled, and all that a VEN has to send (PUBACKs, acks, telemetry) written in one
+`send` per loop round. Each round first reads every ready socket and only then answers the commands it
+found, so one VEN's reply never delays another VEN's receipt. Connects are paced (at most `connect_window`
+connections between TCP connect and SUBACK: Mosquitto's listen backlog overflows when thousands connect at
+once); lost connections are re-established with capped backoff, and with a persistent session the QoS 1
+publishes the broker had not acknowledged are sent again (DUP) after the reconnect.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import random
@@ -20,27 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from gevent import monkey
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-
 from dr_common.timeutil import utcnow
+from fleet import wire
 from fleet.ven import SimVen
 
-_native_create_connection = monkey.get_original("socket", "create_connection")
-_OK = MQTTErrorCode.MQTT_ERR_SUCCESS
-_AGAIN = MQTTErrorCode.MQTT_ERR_AGAIN
-_IN = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+_IN = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT
+_RECV_BYTES = 65536
 
 DISCONNECTED, CONNECTING, CONNECTED = 0, 1, 2
-
-
-class FleetClient(mqtt.Client):
-    """paho's client without the bind-to-port-0 before connect, on the interpreter's own sockets."""
-
-    def _create_socket_connection(self) -> socket.socket:
-        return _native_create_connection((self._host, self._port), timeout=self._connect_timeout)
 
 
 @dataclass
@@ -65,19 +58,30 @@ def ven_ids(prefix: str, first: int, count: int) -> list[str]:
 
 
 class _Member:
-    __slots__ = ("ven", "client", "fd", "state", "out", "backoff", "tried", "ack_topic", "tel_topic", "meter_topic")
+    __slots__ = ("ven", "sock", "fd", "state", "inbuf", "outbuf", "watch_out", "backoff", "next_pid", "inflight",
+                 "last_out", "cmd_topic", "ack_topic", "tel_topic", "meter_topic")
 
-    def __init__(self, ven: SimVen, client: FleetClient) -> None:
+    def __init__(self, ven: SimVen) -> None:
         self.ven = ven
-        self.client = client
+        self.sock: socket.socket | None = None
         self.fd = -1
         self.state = DISCONNECTED
-        self.out = False
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.watch_out = False
         self.backoff = 0.5
-        self.tried = False
+        self.next_pid = 1
+        self.inflight: dict[int, bytes] = {}  # QoS 1 publishes the broker has not acknowledged yet
+        self.last_out = 0.0
+        self.cmd_topic = f"ven/cmd/{ven.ven_id}"
         self.ack_topic = f"ven/ack/{ven.ven_id}"
         self.tel_topic = f"ven/telemetry/{ven.ven_id}"
         self.meter_topic = f"oadr/meter/{ven.ven_id}"
+
+    def take_pid(self) -> int:
+        pid = self.next_pid
+        self.next_pid = pid % 65535 + 1
+        return pid
 
 
 class Fleet:
@@ -85,24 +89,18 @@ class Fleet:
         self.opts = opts
         self.epoll = select.epoll()
         rng = random.Random(opts.seed + opts.first_index)
-        self.members: list[_Member] = []
-        for ven_id in ven_ids(opts.prefix, opts.first_index, opts.count):
-            member = _Member(SimVen(ven_id, random.Random(rng.random())), None)  # type: ignore[arg-type]
-            client = FleetClient(CallbackAPIVersion.VERSION2, client_id=f"{ven_id}",
-                                 clean_session=opts.clean_session, userdata=member)
-            client.max_inflight_messages_set(0)
-            client.on_connect = self._on_connect
-            client.on_message = self._on_message
-            client.on_socket_close = self._on_socket_close
-            member.client = client
-            self.members.append(member)
+        self.members = [_Member(SimVen(v, random.Random(rng.random())))
+                        for v in ven_ids(opts.prefix, opts.first_index, opts.count)]
+        self._address: tuple[Any, ...] | None = None
         self.by_fd: dict[int, _Member] = {}
         self.readers: dict[int, Callable[[], None]] = {}
         self.counters: Counter[str] = Counter()
         self.commands_by_op: Counter[str] = Counter()
         self.delivery_ms: list[float] = []   # issuedAt -> received (wall clock, same machine)
-        self.ack_ms: list[float] = []        # received -> ack handed to the socket
+        self.ack_ms: list[float] = []        # received -> ack written to the socket
         self.recv_log: list[tuple[str, float]] = []  # (correlationId, monotonic time received) when recording
+        self._pending: list[tuple[_Member, bytes, float]] = []  # commands read this round, answered after reads
+        self._dirty: dict[int, _Member] = {}  # members with bytes to send this round, by id
         self._connect_queue: deque[_Member] = deque(self.members)
         self._reconnects: list[tuple[float, int, _Member]] = []
         self._telemetry: list[tuple[float, int, _Member]] = []
@@ -118,54 +116,146 @@ class Fleet:
             self._telemetry = [(start + i * step, i, m) for i, m in enumerate(self.members)]
             heapq.heapify(self._telemetry)
 
-    # --- paho callbacks (run inside loop_read, in this thread) -------------------------------------
-    def _on_connect(self, client: mqtt.Client, member: _Member, flags: Any, reason: Any, properties: Any) -> None:
-        if member.state == CONNECTING:
-            self._connecting -= 1
-        if reason.is_failure:
-            self.counters["connect_refused"] += 1
-            member.state = DISCONNECTED
-            return
-        member.state = CONNECTED
-        member.backoff = 0.5
-        self.connected += 1
-        client.subscribe(f"ven/cmd/{member.ven.ven_id}", qos=self.opts.qos)
-        if self.connected == len(self.members) and self.all_connected_at is None:
-            self.all_connected_at = time.monotonic()
+    # --- sending -----------------------------------------------------------------------------------
+    def _queue(self, member: _Member, data: bytes) -> None:
+        member.outbuf += data
+        self._dirty[id(member)] = member
 
-    def _on_message(self, client: mqtt.Client, member: _Member, msg: mqtt.MQTTMessage) -> None:
-        received = time.monotonic()
+    def _publish(self, member: _Member, topic: str, payload: bytes) -> None:
+        qos = self.opts.qos
+        if qos:
+            pid = member.take_pid()
+            packet = wire.publish(topic, payload, qos, pid)
+            member.inflight[pid] = packet
+        else:
+            packet = wire.publish(topic, payload)
+        self._queue(member, packet)
+
+    def _flush(self, member: _Member, now: float) -> None:
+        sock = member.sock
+        if sock is None or not member.outbuf:
+            return
+        try:
+            sent = sock.send(member.outbuf)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost(member, now)
+            return
+        if sent:
+            del member.outbuf[:sent]
+            member.last_out = now
+        want = bool(member.outbuf)
+        if want != member.watch_out:
+            member.watch_out = want
+            self.epoll.modify(member.fd, _IN | (_OUT if want else 0))
+
+    # --- receiving ---------------------------------------------------------------------------------
+    def _read(self, member: _Member, now: float) -> None:
+        sock = member.sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(_RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost(member, now)
+            return
+        if not data:
+            self._lost(member, now)
+            return
+        member.inbuf += data
+        try:
+            for kind, flags, body in wire.split_packets(member.inbuf):
+                self._packet(member, kind, flags, body, now)
+        except wire.ProtocolError:
+            self.counters["protocol_errors"] += 1
+            self._lost(member, now)
+
+    def _packet(self, member: _Member, kind: int, flags: int, body: bytes, now: float) -> None:
+        if kind == wire.PUBLISH:
+            _topic, qos, pid, payload = wire.parse_publish(flags, body)
+            if qos:
+                self._queue(member, wire.puback(pid))
+            self._pending.append((member, payload, now))
+        elif kind == wire.PUBACK:
+            member.inflight.pop(wire.packet_id_of(body), None)
+        elif kind == wire.PINGRESP:
+            pass
+        elif kind == wire.CONNACK:
+            present, code = wire.connack(body)
+            if code != 0:
+                self.counters["connect_refused"] += 1
+                self._lost(member, now)
+                return
+            self._queue(member, wire.subscribe(member.take_pid(), member.cmd_topic, self.opts.qos))
+            if present:
+                for packet in member.inflight.values():  # sent again with DUP set
+                    self._queue(member, bytes((packet[0] | 0x08,)) + packet[1:])
+            else:
+                member.inflight.clear()
+        elif kind == wire.SUBACK:
+            if body[2:3] == b"\x80":
+                self.counters["subscribe_refused"] += 1
+                self._lost(member, now)
+                return
+            if member.state == CONNECTING:
+                self._connecting -= 1
+                member.state = CONNECTED
+                member.backoff = 0.5
+                self.connected += 1
+                if self.connected == len(self.members) and self.all_connected_at is None:
+                    self.all_connected_at = time.monotonic()
+        else:
+            raise wire.ProtocolError(f"unexpected packet type {kind} from the broker")
+
+    def _answer(self, member: _Member, payload: bytes, received: float) -> None:
         now = utcnow()
-        ack, cmd = member.ven.handle(msg.payload, now)
+        ack, cmd = member.ven.handle(payload, now)
         self.counters["commands"] += 1
         self.commands_by_op[cmd.op if cmd else "invalid"] += 1
         if cmd is not None and cmd.issued_at is not None:
             self.delivery_ms.append((now - cmd.issued_at).total_seconds() * 1000.0)
         if self.opts.record:
             self.recv_log.append((ack["correlationId"], received))
-        client.publish(member.ack_topic, json.dumps(ack, separators=(",", ":")), qos=self.opts.qos)
+        self._publish(member, member.ack_topic, json.dumps(ack, separators=(",", ":")).encode())
         self.counters["acks_ok" if ack["ok"] else "acks_failed"] += 1
-        self.ack_ms.append((time.monotonic() - received) * 1000.0)
 
-    def _on_socket_close(self, client: mqtt.Client, member: _Member, sock: Any) -> None:
-        if member.fd >= 0:
+    # --- connections -------------------------------------------------------------------------------
+    def _lost(self, member: _Member, now: float) -> None:
+        sock, member.sock = member.sock, None
+        if sock is not None:
             try:
                 self.epoll.unregister(member.fd)
             except (OSError, ValueError):
                 pass
             self.by_fd.pop(member.fd, None)
-            member.fd = -1
+            sock.close()
         if member.state == CONNECTED:
             self.connected -= 1
         elif member.state == CONNECTING:
             self._connecting -= 1
+        member.fd = -1
         member.state = DISCONNECTED
-        member.out = False
+        member.watch_out = False
+        member.inbuf.clear()
+        member.outbuf.clear()
+        self._dirty.pop(id(member), None)
+        if self.opts.clean_session:
+            member.inflight.clear()
+        self._schedule_reconnect(member, now)
 
-    # --- loop --------------------------------------------------------------------------------------
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self.readers[fd] = callback
-        self.epoll.register(fd, select.EPOLLIN)
+    def _schedule_reconnect(self, member: _Member, now: float) -> None:
+        member.backoff = min(member.backoff * 2, 30.0)
+        self.counters["reconnects"] += 1
+        heapq.heappush(self._reconnects, (now + member.backoff * random.uniform(0.5, 1.0), id(member), member))
+
+    def _address_of_broker(self) -> tuple[Any, ...]:
+        if self._address is None:
+            family, _, _, _, address = socket.getaddrinfo(self.opts.host, self.opts.port, type=socket.SOCK_STREAM)[0]
+            self._address = (family, address)
+        return self._address
 
     def _connect_some(self, now: float) -> None:
         while self._reconnects and self._reconnects[0][0] <= now:
@@ -175,49 +265,38 @@ class Fleet:
         while budget > 0 and self._connect_queue:
             member = self._connect_queue.popleft()
             budget -= 1
-            client = member.client
             try:
-                if member.tried:  # reconnect with the same options
-                    client.reconnect()
-                else:
-                    member.tried = True
-                    client.connect(self.opts.host, self.opts.port, keepalive=self.opts.keepalive_s)
+                family, address = self._address_of_broker()
+                sock = socket.socket(family, socket.SOCK_STREAM)
             except OSError:
                 self.counters["connect_errors"] += 1
                 self._schedule_reconnect(member, now)
                 continue
-            sock = client.socket()
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(address)
+            if code not in (0, errno.EINPROGRESS):
+                sock.close()
+                self.counters["connect_errors"] += 1
+                self._schedule_reconnect(member, now)
+                continue
+            member.sock = sock
             member.fd = sock.fileno()
             member.state = CONNECTING
             self._connecting += 1
             self.by_fd[member.fd] = member
-            member.out = client.want_write()
-            self.epoll.register(member.fd, _IN | (_OUT if member.out else 0))
+            member.outbuf += wire.connect(member.ven.ven_id, self.opts.keepalive_s, self.opts.clean_session)
+            member.watch_out = True  # writable once the TCP connect completes
+            self.epoll.register(member.fd, _IN | _OUT)
 
-    def _schedule_reconnect(self, member: _Member, now: float) -> None:
-        member.backoff = min(member.backoff * 2, 30.0)
-        self.counters["reconnects"] += 1
-        heapq.heappush(self._reconnects, (now + member.backoff * random.uniform(0.5, 1.0), id(member), member))
-
-    def _after_io(self, member: _Member, rc: int, now: float) -> None:
-        client = member.client
-        if rc not in (_OK, _AGAIN) or client.socket() is None:
-            if member.fd >= 0:
-                self._on_socket_close(client, member, None)
-            self._schedule_reconnect(member, now)
-            return
-        if client.want_write():
-            rc = client.loop_write()
-            if rc not in (_OK, _AGAIN):
-                self._after_io(member, rc, now)
-                return
-        want = client.want_write()
-        if want != member.out and member.fd >= 0:
-            member.out = want
-            self.epoll.modify(member.fd, _IN | (_OUT if want else 0))
+    # --- loop --------------------------------------------------------------------------------------
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self.readers[fd] = callback
+        self.epoll.register(fd, select.EPOLLIN)
 
     def poll(self, timeout: float) -> None:
-        """One round: socket events, paced connects, due telemetry, keepalive for a slice of clients."""
+        """One round: read every ready socket, answer the commands read, send, then paced connects,
+        due telemetry and keepalive for a slice of the clients."""
         events = self.epoll.poll(timeout, 4096)
         now = time.monotonic()
         for fd, ev in events:
@@ -228,17 +307,24 @@ class Fleet:
             member = self.by_fd.get(fd)
             if member is None:
                 continue
-            client = member.client
-            rc = _OK
-            if ev & _IN:
-                rc = client.loop_read()
-            if rc == _OK and ev & _OUT and member.fd >= 0:
-                rc = client.loop_write()
-            self._after_io(member, rc, now)
+            if ev & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP):
+                self._read(member, now)
+            if ev & _OUT and member.sock is not None:
+                self._dirty[id(member)] = member
+        pending, self._pending = self._pending, []
+        for member, payload, received in pending:
+            if member.state == CONNECTED:
+                self._answer(member, payload, received)
         if self._connect_queue or self._reconnects:
             self._connect_some(now)
         self._send_telemetry(now)
         self._keepalive(now)
+        dirty, self._dirty = self._dirty, {}
+        for member in dirty.values():
+            self._flush(member, now)
+        if pending:
+            done = time.monotonic()
+            self.ack_ms.extend((done - received) * 1000.0 for _, _, received in pending)
 
     def _send_telemetry(self, now: float) -> None:
         heap = self._telemetry
@@ -249,14 +335,12 @@ class Fleet:
             heapq.heappush(heap, (due + interval, i, member))
             if member.state != CONNECTED:
                 continue
-            payload = json.dumps(member.ven.telemetry(), separators=(",", ":"))
-            client = member.client
-            client.publish(member.tel_topic, payload, qos=self.opts.qos)
+            payload = json.dumps(member.ven.telemetry(), separators=(",", ":")).encode()
+            self._publish(member, member.tel_topic, payload)
             if self.opts.meter:
-                client.publish(member.meter_topic, payload, qos=self.opts.qos)
+                self._publish(member, member.meter_topic, payload)
             self.counters["telemetry"] += 1
             sent += 1
-            self._after_io(member, _OK, now)
 
     def _keepalive(self, now: float) -> None:
         if now < self._misc_at:
@@ -264,12 +348,12 @@ class Fleet:
         self._misc_at = now + 0.2
         n = len(self.members)
         chunk = max(1, n // 25)  # every client about every 5 s
+        idle = self.opts.keepalive_s / 2.0
         for _ in range(chunk):
             member = self.members[self._misc_index]
             self._misc_index = (self._misc_index + 1) % n
-            if member.state == CONNECTED:
-                rc = member.client.loop_misc()
-                self._after_io(member, rc, now)
+            if member.state == CONNECTED and now - member.last_out >= idle:
+                self._queue(member, wire.PINGREQ_PACKET)
 
     def next_timeout(self) -> float:
         now = time.monotonic()
@@ -296,15 +380,15 @@ class Fleet:
 
     def close(self) -> None:
         for member in self.members:
+            sock, member.sock = member.sock, None
+            if sock is None:
+                continue
             if member.state == CONNECTED:
-                member.client.disconnect()
-                member.client.loop_write()
-            sock = member.client.socket()
-            if sock is not None:
                 try:
-                    sock.close()
+                    sock.send(bytes(member.outbuf) + wire.DISCONNECT_PACKET)
                 except OSError:
                     pass
+            sock.close()
         self.epoll.close()
 
     def snapshot(self) -> dict[str, Any]:
