@@ -27,8 +27,12 @@ class PayloadError(ValueError):
         self.reason = message
 
 
+_KEY_NOISE = str.maketrans("", "", "_- ")
+
+
+@functools.lru_cache(maxsize=4096)
 def normalize_key(key: str) -> str:
-    return "".join(ch for ch in key.lower() if ch not in "_- ")
+    return key.lower().translate(_KEY_NOISE)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def parse_fields(fields: Iterable[Field], raw: object) -> tuple[dict[str, Any], 
     keys that matched no field. Missing optional fields are absent from `values`."""
     if not isinstance(raw, Mapping):
         raise PayloadError("<payload>", f"expected an object, got {type(raw).__name__}")
-    index, required = _field_index(tuple(fields))
+    index, required = _field_index(fields if isinstance(fields, tuple) else tuple(fields))
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in raw.items():
@@ -86,14 +90,22 @@ def parse_fields(fields: Iterable[Field], raw: object) -> tuple[dict[str, Any], 
     return values, extra
 
 
-@functools.lru_cache(maxsize=256)
+_INDEXES: dict[int, tuple[tuple[Field, ...], dict[str, Field], tuple[Field, ...]]] = {}
+
+
 def _field_index(fields: tuple[Field, ...]) -> tuple[dict[str, Field], tuple[Field, ...]]:
-    """The normalised-key index and the required fields of a schema (computed once per schema)."""
+    """The normalised-key index and the required fields of a schema, computed once per schema tuple
+    (looked up by identity: hashing every Field of a schema costs more than parsing a small payload)."""
+    hit = _INDEXES.get(id(fields))
+    if hit is not None and hit[0] is fields:
+        return hit[1], hit[2]
     index: dict[str, Field] = {}
     for field in fields:
         for key in field.keys():
             index[key] = field
     required = tuple(f for f in dict.fromkeys(index.values()) if f.required)
+    if len(_INDEXES) < 256:
+        _INDEXES[id(fields)] = (fields, index, required)
     return index, required
 
 

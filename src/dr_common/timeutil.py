@@ -6,6 +6,7 @@ import math
 from datetime import datetime, timedelta, timezone
 
 UTC = timezone.utc
+_EPOCH_CHARS = frozenset("0123456789.+-eE_")
 
 
 def utcnow() -> datetime:
@@ -35,10 +36,11 @@ def parse_time(value: object) -> datetime:
         text = value.strip()
         if not text:
             raise ValueError("expected a time, got an empty string")
-        try:
-            return _from_epoch(float(text))
-        except ValueError:
-            pass
+        if _EPOCH_CHARS.issuperset(text):
+            try:
+                return _from_epoch(float(text))
+            except ValueError:
+                pass
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
