@@ -287,3 +287,51 @@ def test_stop_waits_for_the_broker_to_acknowledge_what_was_sent(tmp_path):
         core.stop()
         probe.stop()
         broker.stop()
+
+
+# --- large fan-outs and bursts: written in blocks, read in few wake-ups ---------------------------
+def test_a_large_fan_out_is_written_in_blocks_and_a_burst_of_acks_read_in_few_wakes(tmp_path, figure):
+    broker = Mosquitto(tmp_path / "broker", persistence=False).start()
+    bus = RecordingBus()
+    core = _core(tmp_path, "bulk", bus, broker={"port": broker.port, "client_id": "bulk", "clean_session": True},
+                 batch={"max_items": 1000})
+    probe = Probe(port=broker.port, client_id="bulk-probe", subscriptions=["ven/cmd/+"]).start()
+    client = core._link._client
+    sends: list[int] = []
+    wakes: list[int] = []
+    real_send, real_read = client._sock_send, client.loop_read
+    client._sock_send = lambda buf: sends.append(len(buf)) or real_send(buf)
+    client.loop_read = lambda *a: wakes.append(1) or real_read(*a)
+    n = 3000
+    ids = [f"bulk-{i:05d}" for i in range(n)]
+    try:
+        wait(lambda: core.connected, 10, "bridge connected")
+        sends.clear()
+        shared = {"op": "event", "eventId": "bulk-ev", "requestedReductionKw": 1.0, "until": "2099-01-01T00:00:00Z"}
+        result = core.send_batch([{"venId": v, "correlationId": f"bulk-ev:{v}"} for v in ids], shared)
+        assert result["sent"] == n and result["rejected"] == 0
+        got = wait(lambda: (m := probe.snapshot("ven/cmd/")) and len(m) >= n and m, 20, "every command at the broker")
+        gevent.sleep(0.3)
+        got = probe.snapshot("ven/cmd/")
+        assert [t for t, _, _ in got] == [f"ven/cmd/{v}" for v in ids]  # each once, in order
+        payloads = [json.loads(p) for _, p, _ in got]
+        assert all(p["eventId"] == "bulk-ev" and p["op"] == "event" and p["until"] == "2099-01-01T00:00:00Z"
+                   for p in payloads)
+        assert [p["correlationId"] for p in payloads] == [f"bulk-ev:{v}" for v in ids]
+        out_sends = len(sends)
+        assert out_sends <= n // 20, f"{out_sends} socket writes for {n} commands"
+
+        wakes.clear()
+        for v in ids:
+            probe.publish(f"ven/ack/{v}", json.dumps({"correlationId": f"bulk-ev:{v}", "op": "event", "ok": True}))
+        acks = wait(lambda: (a := bus.items("dr/batch/ack")) and len(a) >= n and a, 20, "every ack on the bus")
+        assert [a["correlationId"] for a in acks] == [f"bulk-ev:{v}" for v in ids]
+        assert [a["venId"] for a in acks] == ids
+        assert len(wakes) <= n // 2, f"{len(wakes)} read wake-ups for {n} acks"
+        wait(lambda: core.status()["unacknowledged"] == 0, 10, "the broker acknowledged every command")
+        figure("bridge block writes and buffered reads",
+               f"{n} commands in {out_sends} socket writes; {n} acks read in {len(wakes)} wake-ups")
+    finally:
+        probe.stop()
+        core.stop()
+        broker.stop()

@@ -96,11 +96,12 @@ class MqttBridgeAgent(Agent):
         self._stop_core()
 
     @RPC.export(BridgeRpc.SEND_BATCH)
-    def send_batch(self, commands: list[dict[str, Any]]) -> dict[str, int]:
-        """Fan out many command payloads (each with its venId) to MQTT; returns sent/queued/refused/rejected."""
+    def send_batch(self, commands: list[dict[str, Any]], shared: dict[str, Any] | None = None) -> dict[str, int]:
+        """Fan out many command payloads (each with its venId) to MQTT, `shared` holding the fields common to
+        all of them; returns sent/queued/refused/rejected."""
         if self._core is None:
             raise RuntimeError(f"the bridge is not running: {self._config_error or 'no configuration'}")
-        return self._core.send_batch(commands)
+        return self._core.send_batch(commands, shared)
 
     @RPC.export(BridgeRpc.STATUS)
     def status(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import gevent.event
 import gevent.lock
 import gevent.queue
 
-from dr_common.payloads import VEN_ID_RE, batch_items
+from dr_common.payloads import BATCH_SHARED_KEY, VEN_ID_RE, batch_items
 from dr_mqtt_bridge import link as link_mod
 from dr_mqtt_bridge.batcher import Batcher
 from dr_mqtt_bridge.config import MODE_VEN, BridgeConfig, InboundRoute, OutboundRoute
@@ -173,15 +173,24 @@ class BridgeCore:
                 result["rejected"] += 1
             else:
                 _merge(result, self._submit_one(route, ven_id or self.config.ven_id or "", message, topic))
-        self._last_fanout = {"topic": topic, "messages": result["sent"] + result["queued"],
-                             "receivedMonotonic": received, "ms": round((time.monotonic() - received) * 1000, 3)}
+        self._note_fanout(topic, result, received)
         return result
 
-    def send_batch(self, commands: Any) -> dict[str, int]:
-        """The `send_batch` RPC: many payloads, each with its venId, through the first batch route."""
+    def _note_fanout(self, source: str, result: dict[str, int], received: float) -> None:
+        self._last_fanout = {"topic": source, "messages": result["sent"] + result["queued"],
+                             "receivedMonotonic": received, "ms": round((time.monotonic() - received) * 1000, 3)}
+
+    def send_batch(self, commands: Any, shared: Any = None) -> dict[str, int]:
+        """The `send_batch` RPC: many payloads, each with its venId, through the first batch route; `shared`
+        holds fields common to every payload (as `compact_batch` makes them), laid under each one."""
+        received = time.monotonic()
         for route in self.config.outbound:
             if route.items_key is not None:
-                return self._submit_items(route, commands, "rpc:send_batch")
+                if shared is not None:
+                    commands = batch_items({BATCH_SHARED_KEY: shared, "items": commands}, "items")
+                result = self._submit_items(route, commands, "rpc:send_batch")
+                self._note_fanout("rpc:send_batch", result, received)
+                return result
         self._reject(REASON_NO_ROUTE, "rpc:send_batch", "this bridge has no batch route (mode ven?)")
         return dict(_result(), rejected=len(commands) if isinstance(commands, list) else 1)
 
@@ -238,10 +247,12 @@ class BridgeCore:
                 if large:
                     self._fanout_done.clear()
                 try:
-                    for topic, data, retain in msgs:
-                        publish(topic, data, qos, retain)
-                        sent += 1
-                        if sent % chunk == 0:
+                    for start in range(0, len(msgs), chunk):
+                        with link.coalesced():
+                            for topic, data, retain in msgs[start:start + chunk]:
+                                publish(topic, data, qos, retain)
+                                sent += 1
+                        if sent < len(msgs):
                             gevent.sleep(0)
                             if not self._connected:
                                 break

@@ -3,7 +3,8 @@
 Everything paho reports (connected, disconnected, message, PUBACK) is handed to the hub through a `HubInbox`;
 the only work done in paho's thread is re-subscribing and the birth message right after each CONNACK, which
 are paho's own calls. Publishing from the hub thread is paho's documented thread-safe path (the packet is
-queued and paho's thread is woken to write it), so the hub never waits on the socket.
+queued and paho's thread is woken to write it), so the hub never waits on the socket; a fan-out queues its
+packets in blocks (`coalesced`), so paho's thread is woken and writes once per block, not once per message.
 
 Inside a VOLTTRON agent gevent has patched `socket` and `ssl`; paho's thread is a real OS thread: plain TCP
 connections use the unpatched socket module there; TLS connections use gevent's SSL objects (the original
@@ -16,6 +17,8 @@ import json
 import logging
 import socket as _socket_module
 import ssl as _ssl_module
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +31,12 @@ from dr_mqtt_bridge.config import BrokerConfig, TlsConfig
 _log = logging.getLogger(__name__)
 
 _native_create_connection = monkey.get_original("socket", "create_connection")
+_os_thread_ident = monkey.get_original("_thread", "get_ident")
+_PUBLISH = 0x30
+_PUBLISH_QOS1 = _PUBLISH | 0x02
+COALESCE_BYTES = 64 * 1024
+RECV_BYTES = 64 * 1024
+MAX_READS_PER_WAKE = 100_000  # packets handled per wake-up of paho's loop before it looks at writes again
 
 EV_CONNECTED = "connected"
 EV_CONNECT_FAILED = "connect_failed"
@@ -60,9 +69,77 @@ class _NativeSocketClient(mqtt.Client):
     TLS connection runs on gevent's SSL objects, which in paho's thread use a gevent hub of that thread."""
 
     def _create_socket_connection(self) -> _socket_module.socket:  # paho 2.x hook
+        self._rbuf, self._rpos = b"", 0
         if self._get_proxy() or self._ssl:
             return super()._create_socket_connection()
         return _native_create_connection((self._host, self._port), timeout=self._connect_timeout)
+
+    # --- buffered reading -------------------------------------------------------------------------
+    # paho reads a packet with several recv() calls (the type byte, each length byte, the rest) and, with
+    # nothing of its own in flight, only one packet per wake-up of its loop. Here one recv() takes up to
+    # RECV_BYTES and loop_read goes on until every whole packet read so far has been handled.
+    _rbuf: bytes = b""
+    _rpos: int = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            data = super()._sock_recv(RECV_BYTES)
+            if not data:
+                return data
+            self._rbuf, buf, pos = data, data, 0
+        end = min(pos + bufsize, len(buf))
+        self._rpos = end
+        return buf[pos:end]
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+        super()._sock_close()
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        for _ in range(MAX_READS_PER_WAKE):
+            rc = super().loop_read(max_packets)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is None or self._rpos >= len(self._rbuf):
+                return rc
+        return rc
+
+    # --- coalesced publishing ---------------------------------------------------------------------
+    # paho queues every packet on its own and wakes its network thread for each (a byte on a socket pair),
+    # which then writes each packet with a send() of its own. Inside `coalesced()` the QoS>0 PUBLISH packets
+    # that the calling thread queues are joined into blocks of up to COALESCE_BYTES, each queued (one wake,
+    # one send) as a single entry. paho's own bookkeeping is untouched: each message is in _out_messages
+    # with its mid and is sent again as DUP after a reconnect, as without coalescing.
+    _bulk_owner: int | None = None
+    _bulk_sock: Any = None
+    _bulk_buf: bytearray | None = None
+
+    @contextmanager
+    def coalesced(self) -> Iterator[None]:
+        self._bulk_owner = _os_thread_ident()
+        self._bulk_sock = self._sock
+        self._bulk_buf = bytearray()
+        try:
+            yield
+        finally:
+            self._bulk_owner = None
+            self._flush_bulk()
+
+    def _flush_bulk(self) -> None:
+        buf, self._bulk_buf = self._bulk_buf, (bytearray() if self._bulk_owner is not None else None)
+        if buf and self._sock is not None and self._sock is self._bulk_sock:
+            # packets of a connection that has since been lost are dropped: paho resends their messages
+            super()._packet_queue(_PUBLISH_QOS1, bytes(buf), 0, 1, None)
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: mqtt.MQTTMessageInfo | None = None) -> MQTTErrorCode:
+        buf = self._bulk_buf
+        if (buf is not None and qos > 0 and command & 0xF0 == _PUBLISH
+                and self._bulk_owner == _os_thread_ident()):
+            buf += packet
+            if len(buf) >= COALESCE_BYTES:
+                self._flush_bulk()
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_queue(command, packet, mid, qos, info)
 
 
 def build_ssl_context(tls: TlsConfig) -> _ssl_module.SSLContext:
@@ -144,6 +221,10 @@ class MqttLink:
         across reconnects, even when the connection is down right now (rc MQTT_ERR_NO_CONN)."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         return int(info.rc), info.mid
+
+    def coalesced(self) -> Any:
+        """A context in which this thread's QoS>0 publishes are written to the socket in large blocks."""
+        return self._client.coalesced()
 
     def is_connected(self) -> bool:
         return self._client.is_connected()
