@@ -6,8 +6,9 @@ no other traffic), N simulated VENs (scripts/fleet: epoll-driven paho clients in
 each acking every command), a throwaway VOLTTRON site with dr.mqtt installed (vtn mode), and a bus client.
 
 For each N and round, two paths, in alternating order:
-  bridge: t0 = the dispatch round is published on dr/batch/cmd (what dr.vtn does at activation; one bus
-          message with N commands) -> dr.mqtt fans out to ven/cmd/<venId> -> VEN receives.
+  bridge: t0 = the dispatch round is published on dr/batch/cmd (what dr.vtn does at activation: one bus
+          message with N commands, compacted as dr.vtn sends it) -> dr.mqtt fans out to ven/cmd/<venId> ->
+          VEN receives.
           Ack round trip: t0 -> the VEN's ack arrives back on the bus in a dr/batch/ack batch.
   bare:   t0 = a plain paho client (own network thread, unlimited in-flight, QoS 1) starts publishing the same
           N commands back to back -> VEN receives. Ack round trip: t0 -> ack at a plain paho subscriber.
@@ -53,6 +54,46 @@ def fmt(s: dict) -> str:
     if not s["n"]:
         return "no data".ljust(34)
     return f"{s['p50']:8.1f} {s['p99']:8.1f} {s['max']:8.1f}"
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by groups of processes between two readings."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, list] = {}
+
+    def add(self, name: str, pids: list[int]) -> None:
+        import psutil
+
+        self.groups.setdefault(name, []).extend(psutil.Process(p) for p in pids)
+
+    def add_site(self, home: Path) -> None:
+        """The processes of a VOLTTRON site (by their VOLTTRON_HOME): dr.mqtt apart from the rest."""
+        import psutil
+
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("VOLTTRON_HOME") != str(home):
+                    continue
+                bridge = any("mqtt_bridge" in part for part in proc.cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            self.groups.setdefault("dr.mqtt" if bridge else "VOLTTRON platform", []).append(proc)
+
+    def read(self) -> dict[str, float]:
+        import psutil
+
+        out: dict[str, float] = {}
+        for name, procs in self.groups.items():
+            total = 0.0
+            for proc in procs:
+                try:
+                    t = proc.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += t.user + t.system
+            out[name] = total
+        return out
 
 
 def command(ven_id: str, corr: str, until: str, issued: str) -> dict:
@@ -138,6 +179,12 @@ def main() -> int:
             plat.install_agent(topics.VTN_IDENTITY, path="agents/vtn_dispatcher",
                                config={"retryInitialS": 60.0, "retryMaxS": 120.0, "flushIntervalS": 1.0})
         client = BusClient(plat, "bench.fanout").connect()
+        cpu = CpuMeter()
+        cpu.add("mosquitto", [broker.proc.pid])
+        cpu.add("VEN fleet", [p.pid for p in fleet._procs])
+        cpu.add("bare publisher", [bare._proc.pid])
+        cpu.add("bench", [os.getpid()])
+        cpu.add_site(plat.home)
         print(f"site {args.site} up with dr.mqtt{' and dr.vtn' if args.with_vtn else ''} in "
               f"{time.monotonic() - t:.1f} s", flush=True)
         if not pump_until(lambda: client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("connected"), 30):
@@ -160,6 +207,7 @@ def main() -> int:
 
         from datetime import timedelta
 
+        from dr_common.payloads import compact_batch
         from dr_common.timeutil import to_iso, utcnow
 
         def wait_published() -> float:
@@ -177,7 +225,7 @@ def main() -> int:
                     got.setdefault(corr, when)
                 return len(got) >= expect
 
-            return pump_until(all_received, timeout, 0.02), got
+            return pump_until(all_received, timeout, 0.25), got
 
         def wait_acks(acks: list[tuple[str, float]], expect: int, refill: bool) -> None:
             def enough() -> bool:
@@ -185,7 +233,7 @@ def main() -> int:
                     acks.extend(bare.acks())
                 return len({c for c, _ in acks}) >= expect
 
-            pump_until(enough, 30, 0.05 if refill else 0.005)
+            pump_until(enough, 30, 0.05)
 
         registered = 0
         for n in sizes:
@@ -202,6 +250,7 @@ def main() -> int:
                 registered = n
                 print(f"registered {len(todo):,} VENs with dr.vtn in {time.monotonic() - t:.1f} s", flush=True)
             per: dict[str, list[float]] = {"bridge_bus_hop": [], "bridge_fanout_loop": []}
+            cpu_used: dict[str, dict[str, float]] = {path: {} for path in paths}
             for path in paths:
                 per.update({path: [], path + "_ack": [], path + "_span": []})
             for r in range(args.rounds + 1):  # round 0 warms up and is not counted
@@ -210,6 +259,7 @@ def main() -> int:
                     receipts()
                     bus_acks.clear()
                     bare_acks.clear()
+                    cpu_before = cpu.read()
                     until = to_iso(utcnow() + timedelta(minutes=30))
                     tag = f"{path}{n}r{r}"
                     if path == "bare":
@@ -230,9 +280,10 @@ def main() -> int:
                         cmds = [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]
                         t0 = time.monotonic()
                         for i in range(0, n, args.chunk):
-                            client.publish(topics.BUS_CMD_BATCH, {"commands": cmds[i:i + args.chunk]})
+                            client.publish(topics.BUS_CMD_BATCH, compact_batch(cmds[i:i + args.chunk]))
                     else:
-                        batch = {"commands": [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]}
+                        issued = to_iso(utcnow())
+                        batch = compact_batch([command(v, f"{tag}:{v}", until, issued) for v in ids])
                         t0 = time.monotonic()
                         client.publish(topics.BUS_CMD_BATCH, batch)
                     ok, got = collect_receipts(n, 60 + n / 100)
@@ -244,10 +295,13 @@ def main() -> int:
                         rpc("stop_event", event["eventId"])
                         fleet_sleep(2.0)  # the restores are not measured
                         receipts()
+                    cpu_after = cpu.read()
                     if not ok:
                         print(f"  N={n} {path} round {r}: only {len(got)} of {n} commands arrived", flush=True)
                     if r == 0:
                         continue
+                    for name, value in cpu_after.items():
+                        cpu_used[path][name] = cpu_used[path].get(name, 0.0) + value - cpu_before.get(name, 0.0)
                     if path == "bridge":
                         if last.get("messages") == n:
                             per["bridge_bus_hop"].append((last["receivedMonotonic"] - t0) * 1000.0)
@@ -268,7 +322,10 @@ def main() -> int:
             ratio = (s["bridge"]["p99"] / s["bare"]["p99"]) if s["bridge"]["n"] and s["bare"]["n"] else None
             ratio_c = (s["chunked"]["p99"] / s["bare"]["p99"]) if "chunked" in s and s["chunked"]["n"] else None
             results["sizes"][n] = {"stats": s, "medianMakespanMs": spans, "p99Ratio": ratio,
-                                   "p99RatioChunked": ratio_c}
+                                   "p99RatioChunked": ratio_c,
+                                   "cpuMsPerRound": {path: {k: round(v * 1000 / args.rounds, 1)
+                                                            for k, v in used.items()}
+                                                     for path, used in cpu_used.items()}}
             print(f"N={n:,}: measured {args.rounds} rounds per path", flush=True)
 
         status = client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status")
@@ -303,6 +360,10 @@ def main() -> int:
         if hop is not None and loop is not None:
             print(f"{'':>7} bridge breakdown (medians): t0 -> batch received by dr.mqtt {hop:.1f} ms; "
                   f"dr.mqtt handing {n:,} commands to paho {loop:.1f} ms")
+        for path, used in res["cpuMsPerRound"].items():
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
+            print(f"{'':>7} CPU ms per {path} round (until every ack is in): {parts}; "
+                  f"total {sum(used.values()):.0f}")
         ratio = res["p99Ratio"]
         target = {1000: "target p99 < 100 ms and ratio <= 1.5", 10000: "target p99 < 1000 ms"}.get(n, "")
         print(f"{'':>7} ratio bridge/bare p99: {ratio:.2f}   {target}" if ratio else f"{'':>7} ratio n/a")
