@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 runs until Ctrl-C (default)")
     p.add_argument("--procs", type=int, default=1, help="worker processes sharing the fleet (default 1)")
     p.add_argument("--seed", type=int, default=1, help="random seed of loads and baselines (default 1)")
+    p.add_argument("--ack-delay-ms", type=float, default=0.0,
+                   help="each VEN acks this long after receiving a command (default 0: at once)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = p.parse_args(argv)
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = FleetOptions(host=args.host, port=args.port, count=args.count, prefix=args.prefix,
                         first_index=args.first_index, telemetry_interval_s=args.telemetry_interval,
                         meter=not args.no_meter, qos=args.qos, connect_window=args.connect_window,
-                        clean_session=not args.persistent_session, seed=args.seed)
+                        clean_session=not args.persistent_session, seed=args.seed,
+                        ack_delay_s=max(0.0, args.ack_delay_ms) / 1000.0)
     stop = {"now": False}
 
     def on_signal(signum, frame):

@@ -5,7 +5,8 @@ telemetry every `telemetry_interval_s` on `ven/telemetry/<venId>` (and `oadr/met
 over the interval. The protocol is `fleet.wire` over non-blocking sockets: one `recv` per readiness event,
 every whole packet in it handled, and all that a VEN has to send (PUBACKs, acks, telemetry) written in one
 `send` per loop round. Each round first reads every ready socket and only then answers the commands it
-found, so one VEN's reply never delays another VEN's receipt. Connects are paced (at most `connect_window`
+found, so one VEN's reply never delays another VEN's receipt; with `ack_delay_s` each VEN acks that long
+after it received the command, as a real VEN does once it has acted on it. Connects are paced (at most `connect_window`
 connections between TCP connect and SUBACK: Mosquitto's listen backlog overflows when thousands connect at
 once); lost connections are re-established with capped backoff, and with a persistent session the QoS 1
 publishes the broker had not acknowledged are sent again (DUP) after the reconnect.
@@ -51,6 +52,7 @@ class FleetOptions:
     keepalive_s: int = 120
     seed: int = 1
     record: bool = False
+    ack_delay_s: float = 0.0  # a VEN's own time from command to ack (0: at once)
 
 
 def ven_ids(prefix: str, first: int, count: int) -> list[str]:
@@ -100,6 +102,7 @@ class Fleet:
         self.ack_ms: list[float] = []        # received -> ack written to the socket
         self.recv_log: list[tuple[str, float]] = []  # (correlationId, monotonic time received) when recording
         self._pending: list[tuple[_Member, bytes, float]] = []  # commands read this round, answered after reads
+        self._delayed: deque[tuple[_Member, bytes, float]] = deque()  # commands waiting out ack_delay_s
         self._dirty: dict[int, _Member] = {}  # members with bytes to send this round, by id
         self._connect_queue: deque[_Member] = deque(self.members)
         self._reconnects: list[tuple[float, int, _Member]] = []
@@ -312,6 +315,13 @@ class Fleet:
             if ev & _OUT and member.sock is not None:
                 self._dirty[id(member)] = member
         pending, self._pending = self._pending, []
+        delay = self.opts.ack_delay_s
+        if delay > 0:
+            self._delayed.extend(pending)
+            pending = []
+            due = now - delay
+            while self._delayed and self._delayed[0][2] <= due:
+                pending.append(self._delayed.popleft())
         for member, payload, received in pending:
             if member.state == CONNECTED:
                 self._answer(member, payload, received)
@@ -362,6 +372,8 @@ class Fleet:
             wake = min(wake, self._telemetry[0][0])
         if self._reconnects:
             wake = min(wake, self._reconnects[0][0])
+        if self._delayed:
+            wake = min(wake, self._delayed[0][2] + self.opts.ack_delay_s)
         if self._connect_queue and self._connecting < self.opts.connect_window:
             return 0.0
         return max(0.0, wake - now)
