@@ -335,3 +335,39 @@ def test_a_large_fan_out_is_written_in_blocks_and_a_burst_of_acks_read_in_few_wa
         probe.stop()
         core.stop()
         broker.stop()
+
+
+def test_fleet_simulator_acks_after_its_ack_delay(tmp_path):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    broker = Mosquitto(tmp_path / "broker", persistence=False).start()
+    probe = Probe(port=broker.port, client_id="delay-probe", subscriptions=["ven/ack/+"]).start()
+    sim = subprocess.Popen([sys.executable, str(repo / "scripts" / "ven_fleet_sim.py"), "-n", "3", "--port",
+                            str(broker.port), "--prefix", "dl", "--telemetry-interval", "0", "--duration", "6",
+                            "--ack-delay-ms", "400", "--json", "--quiet"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        gevent.sleep(1.5)  # the three VENs connect and subscribe
+        sent: dict[str, float] = {}
+        for i in range(3):
+            ven = f"dl-{i:05d}"
+            sent[f"dl:{ven}"] = time.monotonic()
+            probe.publish(f"ven/cmd/{ven}", json.dumps({"op": "event", "correlationId": f"dl:{ven}", "venId": ven,
+                                                         "requestedReductionKw": 1.0,
+                                                         "until": "2099-01-01T00:00:00Z"}))
+        acks = wait(lambda: (m := probe.snapshot("ven/ack/")) and len(m) >= 3 and m, 10, "three acks")
+        for _, payload, when in acks:
+            ack = json.loads(payload)
+            assert ack["ok"] is True
+            delay = when - sent[ack["correlationId"]]
+            assert 0.38 <= delay < 1.5, f"ack {delay * 1000:.0f} ms after the command"
+        out, err = sim.communicate(timeout=15)
+        assert sim.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["counters"]["acks_ok"] == 3
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.wait()
+        probe.stop()
+        broker.stop()
