@@ -7,9 +7,10 @@ or without zone) and renders the canonical camelCase form with `to_payload`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from dr_common.schema import Field, PayloadError, iso_or_none, parse_fields
 from dr_common.timeutil import to_iso, utcnow

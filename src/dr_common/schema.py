@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from dr_common.timeutil import parse_time
 
@@ -67,7 +68,7 @@ def decode_json(raw: bytes | str) -> dict[str, Any]:
 def parse_fields(fields: Iterable[Field], raw: object) -> tuple[dict[str, Any], dict[str, Any]]:
     """Map a raw mapping onto canonical field names. Returns (values, extra) where `extra` holds the
     keys that matched no field. Missing optional fields are absent from `values`."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise PayloadError("<payload>", f"expected an object, got {type(raw).__name__}")
     index, required = _field_index(fields if isinstance(fields, tuple) else tuple(fields))
     values: dict[str, Any] = {}

@@ -322,15 +322,19 @@ def test_a_large_fan_out_is_written_in_blocks_and_a_burst_of_acks_read_in_few_wa
         assert out_sends <= n // 20, f"{out_sends} socket writes for {n} commands"
 
         wakes.clear()
+        sends.clear()
         for v in ids:
             probe.publish(f"ven/ack/{v}", json.dumps({"correlationId": f"bulk-ev:{v}", "op": "event", "ok": True}))
         acks = wait(lambda: (a := bus.items("dr/batch/ack")) and len(a) >= n and a, 20, "every ack on the bus")
         assert [a["correlationId"] for a in acks] == [f"bulk-ev:{v}" for v in ids]
         assert [a["venId"] for a in acks] == ids
         assert len(wakes) <= n // 2, f"{len(wakes)} read wake-ups for {n} acks"
+        in_sends = len(sends)  # the PUBACKs of a read go out together
+        assert in_sends <= n // 5, f"{in_sends} socket writes of PUBACKs for {n} acks"
         wait(lambda: core.status()["unacknowledged"] == 0, 10, "the broker acknowledged every command")
         figure("bridge block writes and buffered reads",
-               f"{n} commands in {out_sends} socket writes; {n} acks read in {len(wakes)} wake-ups")
+               f"{n} commands in {out_sends} socket writes; {n} acks read in {len(wakes)} wake-ups, "
+               f"their PUBACKs in {in_sends} writes")
     finally:
         probe.stop()
         core.stop()

@@ -330,7 +330,7 @@ class BridgeCore:
         while True:
             deadline = self._batcher.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
-            events = self._inbox.get_all(timeout)
+            events = _flatten(self._inbox.get_all(timeout))
             # commands going out come first: inbound acks and telemetry wait for a running fan-out to finish
             self._fanout_done.wait(FANOUT_PRIORITY_S)
             now_pc = time.perf_counter()
@@ -509,6 +509,19 @@ class BridgeCore:
             _log.warning("dropped (%s) on %s: %s", reason, topic, detail[:300])
         else:
             self._suppressed += n
+
+
+def _flatten(events: list[tuple[float, Any]]) -> list[tuple[float, Any]]:
+    """Hand-off items with the events of each EV_BATCH laid out in order (all with the batch's time)."""
+    if not any(event[0] == link_mod.EV_BATCH for _, event in events):
+        return events
+    out: list[tuple[float, Any]] = []
+    for put_at, event in events:
+        if event[0] == link_mod.EV_BATCH:
+            out.extend((put_at, inner) for inner in event[1])
+        else:
+            out.append((put_at, event))
+    return out
 
 
 def _result() -> dict[str, int]:

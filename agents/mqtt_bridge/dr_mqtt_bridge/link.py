@@ -17,7 +17,7 @@ import json
 import logging
 import socket as _socket_module
 import ssl as _ssl_module
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ _log = logging.getLogger(__name__)
 _native_create_connection = monkey.get_original("socket", "create_connection")
 _os_thread_ident = monkey.get_original("_thread", "get_ident")
 _PUBLISH = 0x30
+_PUBACK = 0x40
 _PUBLISH_QOS1 = _PUBLISH | 0x02
 COALESCE_BYTES = 64 * 1024
 RECV_BYTES = 64 * 1024
@@ -44,6 +45,7 @@ EV_DISCONNECTED = "disconnected"
 EV_MESSAGE = "message"
 EV_PUBACK = "puback"
 EV_SUBSCRIBE_FAILED = "subscribe_failed"
+EV_BATCH = "batch"  # (EV_BATCH, [event, ...]): everything paho reported while handling one read, in order
 
 
 class Inbox(Protocol):
@@ -96,12 +98,32 @@ class _NativeSocketClient(mqtt.Client):
         self._rbuf, self._rpos = b"", 0
         super()._sock_close()
 
+    # The PUBACKs paho answers QoS 1 messages with during a read are joined and queued once at its end (one
+    # wake-up and one write), where paho queues each, waking its own thread through the socket pair each time.
+    reading = False  # True while loop_read runs (in paho's thread): callbacks may hold events back
+    after_read: Callable[[], None] | None = None  # called in paho's thread at the end of every loop_read
+    _reader: int | None = None
+    _acks_out: bytearray | None = None
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        for _ in range(MAX_READS_PER_WAKE):
-            rc = super().loop_read(max_packets)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is None or self._rpos >= len(self._rbuf):
-                return rc
-        return rc
+        self.reading = True
+        self._reader = _os_thread_ident()
+        self._acks_out = bytearray()
+        sock = self._sock
+        try:
+            for _ in range(MAX_READS_PER_WAKE):
+                rc = super().loop_read(max_packets)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is None or self._rpos >= len(self._rbuf):
+                    return rc
+            return rc
+        finally:
+            self.reading = False
+            acks, self._acks_out, self._reader = self._acks_out, None, None
+            if acks and self._sock is not None and self._sock is sock:
+                # on a connection lost meanwhile they are dropped: the broker redelivers what was not acked
+                super()._packet_queue(_PUBACK, bytes(acks), 0, 0, None)
+            if self.after_read is not None:
+                self.after_read()
 
     # --- coalesced publishing ---------------------------------------------------------------------
     # paho queues every packet on its own and wakes its network thread for each (a byte on a socket pair),
@@ -132,6 +154,10 @@ class _NativeSocketClient(mqtt.Client):
 
     def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
                       info: mqtt.MQTTMessageInfo | None = None) -> MQTTErrorCode:
+        acks = self._acks_out
+        if acks is not None and command & 0xF0 == _PUBACK and self._reader == _os_thread_ident():
+            acks += packet
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         buf = self._bulk_buf
         if (buf is not None and qos > 0 and command & 0xF0 == _PUBLISH
                 and self._bulk_owner == _os_thread_ident()):
@@ -199,6 +225,8 @@ class MqttLink:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        self._held: list[tuple[Any, ...]] = []
+        client.after_read = self._release_held
         self._client = client
         self._started = False
 
@@ -230,32 +258,44 @@ class MqttLink:
         return self._client.is_connected()
 
     # --- paho's thread ---------------------------------------------------------------------------
+    def _emit(self, event: tuple[Any, ...]) -> None:
+        """Hand an event to the hub; during a read, collected and handed over in one batch at its end."""
+        if self._client.reading:
+            self._held.append(event)
+        else:
+            self._inbox.put(event)
+
+    def _release_held(self) -> None:
+        if self._held:
+            events, self._held = self._held, []
+            self._inbox.put((EV_BATCH, events))
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            self._inbox.put((EV_CONNECT_FAILED, str(reason)))
+            self._emit((EV_CONNECT_FAILED, str(reason)))
             return
         if self._subscriptions:
             client.subscribe(self._subscriptions)
         if self._birth is not None:
             client.publish(self._birth.topic, self._birth.online, qos=self._birth.qos, retain=self._birth.retain)
-        self._inbox.put((EV_CONNECTED, bool(flags.session_present)))
+        self._emit((EV_CONNECTED, bool(flags.session_present)))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._inbox.put((EV_CONNECT_FAILED, "cannot reach the broker"))
+        self._emit((EV_CONNECT_FAILED, "cannot reach the broker"))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self._inbox.put((EV_DISCONNECTED, str(reason)))
+        self._emit((EV_DISCONNECTED, str(reason)))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put((EV_MESSAGE, message.topic, message.payload))
+        self._emit((EV_MESSAGE, message.topic, message.payload))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        self._inbox.put((EV_PUBACK, mid))
+        self._emit((EV_PUBACK, mid))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         refused = [f for (f, _), rc in zip(self._subscriptions, reasons, strict=False) if rc.is_failure]
         if refused:  # e.g. a broker policy (AWS IoT) that does not allow the filter
-            self._inbox.put((EV_SUBSCRIBE_FAILED, refused))
+            self._emit((EV_SUBSCRIBE_FAILED, refused))
 
 
 def status_payload(ven_id: str, online: bool) -> bytes:
