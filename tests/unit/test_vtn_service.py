@@ -384,6 +384,8 @@ def test_duplicate_and_unknown_acks_are_recorded_but_change_nothing(h):
     h.svc.on_acks([Ack.from_payload({"correlationId": "nope", "ok": True, "venId": "a"})])
     record = h.svc.book.get(command["correlationId"])
     assert record.response_ms == pytest.approx(250.0)
+    assert len(h.store.acks()) == 1  # acks are written by the flush timer, off the dispatch path
+    h.clock.advance(h.svc.config.flush_interval_s)
     rows = h.store.acks()
     assert [r["outcome"] for r in rows] == ["recorded", "duplicate", "unknown"]
     assert rows[0]["response_ms"] == pytest.approx(250.0) and rows[0]["event_id"] == event["eventId"]

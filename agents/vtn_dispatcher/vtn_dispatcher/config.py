@@ -13,7 +13,7 @@ Keys (camelCase; snake_case variants accepted):
                        backoff of command retries until acked or the event ends.
   restoreRetryWindowS  how long restore commands are retried after an event ends.
   randomizeGranularityS  randomized start offsets are multiples of this (VENs sharing an instant share a round).
-  flushIntervalS       how often telemetry and last-seen times are written to the store.
+  flushIntervalS       how often telemetry, acks, last-seen times and command states are written to the store.
 """
 
 from __future__ import annotations

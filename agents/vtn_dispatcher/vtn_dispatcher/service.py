@@ -97,6 +97,8 @@ class VtnService:
         self._flush_timer: TimerHandle | None = None
         self._dirty_vens: dict[str, Ven] = {}
         self._dirty_participants: dict[tuple[str, str], Participant] = {}
+        self._dirty_commands: dict[str, CommandRecord] = {}
+        self._ack_buffer: list[AckRow] = []
         self._telemetry_buffer: list[TelemetryRow] = []
         self.started = False
         self.last_round: dict[str, Any] = {}  # timings of the latest dispatch round (health)
@@ -728,7 +730,9 @@ class VtnService:
 
     def _send(self, records: list[CommandRecord], participants: Iterable[Participant] = (),
               events: Iterable[Event] = ()) -> None:
-        """Hand a round of commands over (bus per local VEN, one batch for the bridge), then persist.
+        """Hand a round of commands over (bus per local VEN, one batch for the bridge); the events are written
+        at once, the commands and participants with the next flush (`flushIntervalS`), so no database work
+        competes with the fan-out.
 
         Correlation ids are deterministic, so if the process dies between hand-off and write the resend
         after restart is the same command, applied once by the VEN."""
@@ -752,11 +756,13 @@ class VtnService:
                 self.counters["sendErrors"] += 1
                 _log.exception("handing a batch of %d commands to the bridge failed", len(remote))
         handed = time.perf_counter()
-        self.store.save(commands=records, participants=list(participants), events=list(events))
+        events = list(events)
+        if events:
+            self.store.save(events=events)
+        self._stage(commands=records, participants=participants)
         if local or remote:
             self.last_round = {"local": len(local), "remote": len(remote),
-                               "handOffMs": round((handed - began) * 1000, 3),
-                               "persistedMs": round((time.perf_counter() - began) * 1000, 3)}
+                               "handOffMs": round((handed - began) * 1000, 3)}
         if local or remote:
             self._arm_retry()
 
@@ -848,7 +854,7 @@ class VtnService:
                                ack_ts=ack.ts.timestamp() if ack.ts else None,
                                response_ms=record.response_ms if record is not None and outcome == "recorded"
                                else None, outcome=outcome))
-        self.store.save(commands=touched, participants=parts, acks=rows)
+        self._stage(commands=touched, participants=parts, acks=rows)
         for event_id in sorted(to_reallocate):
             self._reallocate(event_id)
 
@@ -935,18 +941,33 @@ class VtnService:
             _log.exception("writing telemetry and VEN state failed")
         self._arm_flush()
 
+    def _stage(self, *, commands: Iterable[CommandRecord] = (), participants: Iterable[Participant] = (),
+                acks: Iterable[AckRow] = ()) -> None:
+        """Keep records for the next flush (the latest state of each is what gets written)."""
+        for record in commands:
+            self._dirty_commands[record.correlation_id] = record
+        for p in participants:
+            self._dirty_participants[(p.event_id, p.ven_id)] = p
+        self._ack_buffer.extend(acks)
+
     def flush(self) -> None:
-        """Write buffered telemetry, last-seen times and delivered kW."""
-        if not (self._telemetry_buffer or self._dirty_vens or self._dirty_participants):
+        """Write buffered telemetry, acks, last-seen times, command and participant states in one transaction."""
+        if not (self._telemetry_buffer or self._dirty_vens or self._dirty_participants or self._dirty_commands
+                or self._ack_buffer):
             return
         telemetry, vens, parts = self._telemetry_buffer, self._dirty_vens, self._dirty_participants
+        commands, acks = self._dirty_commands, self._ack_buffer
         self._telemetry_buffer, self._dirty_vens, self._dirty_participants = [], {}, {}
+        self._dirty_commands, self._ack_buffer = {}, []
         try:
-            self.store.save(vens=list(vens.values()), participants=list(parts.values()), telemetry=telemetry)
+            self.store.save(vens=list(vens.values()), participants=list(parts.values()),
+                            commands=list(commands.values()), acks=acks, telemetry=telemetry)
         except Exception:
             self._telemetry_buffer = telemetry + self._telemetry_buffer
+            self._ack_buffer = acks + self._ack_buffer
             self._dirty_vens = {**vens, **self._dirty_vens}
             self._dirty_participants = {**parts, **self._dirty_participants}
+            self._dirty_commands = {**commands, **self._dirty_commands}
             raise
 
     def _prune(self) -> None:
