@@ -5,6 +5,7 @@ Times are float seconds since the epoch (UTC) inside the VTN and ISO 8601 string
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -111,7 +112,14 @@ class Event:
         return not self.ven_ids and not self.groups
 
     def targets(self, ven: Ven) -> bool:
-        return self.all_vens or ven.ven_id in self.ven_ids or (ven.group is not None and ven.group in self.groups)
+        return self.matcher()(ven)
+
+    def matcher(self) -> Callable[[Ven], bool]:
+        """`targets` for many VENs: the venId and group lists looked up as sets (events list thousands)."""
+        if self.all_vens:
+            return lambda ven: True
+        ids, groups = frozenset(self.ven_ids), frozenset(self.groups)
+        return lambda ven: ven.ven_id in ids or (ven.group is not None and ven.group in groups)
 
     def to_dict(self) -> dict[str, Any]:
         return {"eventId": self.event_id, "programId": self.program_id, "name": self.name, "status": self.status,

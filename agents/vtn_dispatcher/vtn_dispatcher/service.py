@@ -456,7 +456,8 @@ class VtnService:
     def _targets(self, event: Event) -> list[Ven]:
         now = self.clock.now()
         timeout = self.config.offline_timeout_s
-        return [ven for ven in self.vens.values() if event.targets(ven)
+        targets = event.matcher()
+        return [ven for ven in self.vens.values() if targets(ven)
                 and (self.config.dispatch_to_offline or ven.online_state(now, timeout) != "offline")]
 
     def _claim(self, event: Event, p: Participant) -> str | None:
