@@ -300,13 +300,17 @@ def main() -> int:
                     ok, got = collect_receipts(n, 60 + n / 100, first_only=args.with_vtn and path == "bridge")
                     acks = bare_acks if path == "bare" else bus_acks
                     wait_acks(acks, n, refill=path == "bare")
+                    acks = list(acks)
                     last = (client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("lastFanout") or {}
                             if path == "bridge" else {})
-                    if path == "bridge" and args.with_vtn:
-                        rpc("stop_event", event["eventId"])
-                        fleet_sleep(2.0)  # the restores are not measured
-                        receipts()
                     cpu_after = cpu.read()
+                    if path == "bridge" and args.with_vtn:  # the restores are not measured
+                        bus_acks.clear()
+                        rpc("stop_event", event["eventId"])
+                        pump_until(lambda n=n: len({c for c, _ in bus_acks if ":restore:" in (c or "")}) >= n,
+                                   30 + n / 500, 0.1)
+                        fleet_sleep(0.5)
+                        receipts()
                     if not ok:
                         print(f"  N={n} {path} round {r}: only {len(got)} of {n} commands arrived", flush=True)
                     if r == 0:
