@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from vtn_dispatcher.model import OPEN_STATUSES, CommandRecord, Event, Participant, Ven
 
@@ -163,12 +164,37 @@ class Store:
     def _upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         keys = [column.name for column in table.primary_key.columns]
-        stmt = insert(table)
+        if self.dialect == "postgresql":
+            self._write_pg(conn, table, rows, keys)
+            return
+        stmt = sqlite.insert(table)
         stmt = stmt.on_conflict_do_update(index_elements=keys,
                                           set_={name: stmt.excluded[name] for name in rows[0] if name not in keys})
         conn.execute(stmt, list(rows))
+
+    @staticmethod
+    def _write_pg(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] = ()) -> None:
+        """PostgreSQL: multi-row INSERT (.. ON CONFLICT (keys) DO UPDATE) in pages through psycopg2's
+        execute_values, in the connection's transaction; psycopg2's executemany sends a statement per row and
+        is about five times slower."""
+        import psycopg2
+        from psycopg2.extras import execute_values
+
+        columns = list(rows[0])
+        names = ", ".join(f'"{name}"' for name in columns)
+        sql = f'INSERT INTO "{table.name}" ({names}) VALUES %s'
+        if keys:
+            conflict = ", ".join(f'"{key}"' for key in keys)
+            updates = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in columns if name not in keys)
+            sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            execute_values(cursor, sql, [tuple(row[name] for name in columns) for row in rows], page_size=1000)
+        except psycopg2.Error as exc:  # raised as SQLAlchemy raises it (IntegrityError, OperationalError ...)
+            raise DBAPIError.instance(sql, None, exc, psycopg2.Error, dialect=conn.dialect) from exc
+        finally:
+            cursor.close()
 
     def save(self, *, vens: Iterable[Ven] = (), events: Iterable[Event] = (),
              participants: Iterable[Participant] = (), commands: Iterable[CommandRecord] = (),
@@ -185,10 +211,11 @@ class Store:
             self._upsert(conn, events_table, event_rows)
             self._upsert(conn, participants_table, participant_rows)
             self._upsert(conn, commands_table, command_rows)
-            if ack_rows:
-                conn.execute(acks_table.insert(), ack_rows)
-            if telemetry_rows:
-                conn.execute(telemetry_table.insert(), telemetry_rows)
+            for table, rows in ((acks_table, ack_rows), (telemetry_table, telemetry_rows)):
+                if rows and self.dialect == "postgresql":
+                    self._write_pg(conn, table, rows)
+                elif rows:
+                    conn.execute(table.insert(), rows)
 
     # --- reading ---------------------------------------------------------------------------------
     def load_vens(self) -> list[Ven]:
