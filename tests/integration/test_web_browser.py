@@ -337,9 +337,12 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
                   "the event window on the chart")
         page.wait("parseFloat(document.getElementById('stat-shed').textContent) >= 1.5", 15,
                   "the site shedding 1.5 kW")
+        # the VEN sheds whole loads, so it may shed more than asked (a 2 kW water heater for 1.5 kW)
+        shed_kw = float(page.js("parseFloat(document.getElementById('stat-shed').textContent)"))
         page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] a')?.textContent"
                   f" === '{event_id}'", 10, "the VEN row showing the event")
         gevent.sleep(2.5)  # a few more points of the lower power on the chart
+        shed_kw = max(shed_kw, float(page.js("parseFloat(document.getElementById('stat-shed').textContent)")))
         assert page.js("window.__noReload") == "still the same page"
         shot = page.screenshot(ARTIFACTS / "web_dashboard.png")
 
@@ -359,9 +362,9 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
                          ".map(tr => [...tr.cells].map(td => td.textContent)))", 40,
                          "the M&V report from the historian")
         (reported,) = [r for r in rows if r[0] == ven_id and r[1] == "ven-reported"]
-        # average reduction against the VEN's own baseline: positive, at most what was shed (the historian's
-        # window starts on the minute, before the VEN shed)
-        assert 0.2 < float(reported[4]) <= 1.55, reported
+        # average reduction against the VEN's own baseline: positive, at most what the site showed it shed (the
+        # historian's window starts on the minute, before the VEN shed)
+        assert 0.2 < float(reported[4]) <= shed_kw + 0.05, (reported, shed_kw)
         assert any(r[0] == "total" for r in rows)
         event_shot = page.screenshot(ARTIFACTS / "web_event.png")
         page.click("#stop-button")
