@@ -34,7 +34,6 @@ _native_create_connection = monkey.get_original("socket", "create_connection")
 _os_thread_ident = monkey.get_original("_thread", "get_ident")
 _PUBLISH = 0x30
 _PUBACK = 0x40
-_PUBLISH_QOS1 = _PUBLISH | 0x02
 COALESCE_BYTES = 64 * 1024
 RECV_BYTES = 64 * 1024
 MAX_READS_PER_WAKE = 100_000  # packets handled per wake-up of paho's loop before it looks at writes again
@@ -98,18 +97,22 @@ class _NativeSocketClient(mqtt.Client):
         self._rbuf, self._rpos = b"", 0
         super()._sock_close()
 
-    # The PUBACKs paho answers QoS 1 messages with during a read are joined and queued once at its end (one
-    # wake-up and one write), where paho queues each, waking its own thread through the socket pair each time.
-    reading = False  # True while loop_read runs (in paho's thread): callbacks may hold events back
+    # Packets are joined into blocks in two places, each queued (one wake-up of paho's thread, one send) as a
+    # single entry where paho queues every packet on its own and wakes its thread through the socket pair each
+    # time: the PUBACKs paho answers QoS 1 messages with during one read, and, inside `coalesced()`, the QoS>0
+    # PUBLISH packets of a fan-out. paho's bookkeeping is untouched: each message keeps its mid in
+    # _out_messages and is sent again as DUP after a reconnect, as without blocks.
     after_read: Callable[[], None] | None = None  # called in paho's thread at the end of every loop_read
-    _reader: int | None = None
-    _acks_out: bytearray | None = None
+    _acks: _Block | None = None  # open while loop_read runs
+    _bulk: _Block | None = None  # open inside coalesced()
+
+    @property
+    def reading(self) -> bool:
+        """True while loop_read runs (in paho's thread): callbacks may hold events back."""
+        return self._acks is not None
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        self.reading = True
-        self._reader = _os_thread_ident()
-        self._acks_out = bytearray()
-        sock = self._sock
+        self._acks = _Block(_PUBACK, 0, self._sock)
         try:
             for _ in range(MAX_READS_PER_WAKE):
                 rc = super().loop_read(max_packets)
@@ -117,55 +120,58 @@ class _NativeSocketClient(mqtt.Client):
                     return rc
             return rc
         finally:
-            self.reading = False
-            acks, self._acks_out, self._reader = self._acks_out, None, None
-            if acks and self._sock is not None and self._sock is sock:
-                # on a connection lost meanwhile they are dropped: the broker redelivers what was not acked
-                super()._packet_queue(_PUBACK, bytes(acks), 0, 0, None)
+            block, self._acks = self._acks, None
+            self._queue_block(block)
             if self.after_read is not None:
                 self.after_read()
 
-    # --- coalesced publishing ---------------------------------------------------------------------
-    # paho queues every packet on its own and wakes its network thread for each (a byte on a socket pair),
-    # which then writes each packet with a send() of its own. Inside `coalesced()` the QoS>0 PUBLISH packets
-    # that the calling thread queues are joined into blocks of up to COALESCE_BYTES, each queued (one wake,
-    # one send) as a single entry. paho's own bookkeeping is untouched: each message is in _out_messages
-    # with its mid and is sent again as DUP after a reconnect, as without coalescing.
-    _bulk_owner: int | None = None
-    _bulk_sock: Any = None
-    _bulk_buf: bytearray | None = None
-
     @contextmanager
     def coalesced(self) -> Iterator[None]:
-        self._bulk_owner = _os_thread_ident()
-        self._bulk_sock = self._sock
-        self._bulk_buf = bytearray()
+        self._bulk = _Block(_PUBLISH, 1, self._sock)
         try:
             yield
         finally:
-            self._bulk_owner = None
-            self._flush_bulk()
+            block, self._bulk = self._bulk, None
+            self._queue_block(block)
 
-    def _flush_bulk(self) -> None:
-        buf, self._bulk_buf = self._bulk_buf, (bytearray() if self._bulk_owner is not None else None)
-        if buf and self._sock is not None and self._sock is self._bulk_sock:
-            # packets of a connection that has since been lost are dropped: paho resends their messages
-            super()._packet_queue(_PUBLISH_QOS1, bytes(buf), 0, 1, None)
+    def _queue_block(self, block: _Block) -> None:
+        data = block.take()
+        if data and self._sock is not None and self._sock is block.sock:
+            # a block of a connection lost meanwhile is dropped: paho resends its messages, and the broker
+            # redelivers what was not acked
+            super()._packet_queue(block.kind | (block.qos << 1), data, 0, block.qos, None)
 
     def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
                       info: mqtt.MQTTMessageInfo | None = None) -> MQTTErrorCode:
-        acks = self._acks_out
-        if acks is not None and command & 0xF0 == _PUBACK and self._reader == _os_thread_ident():
-            acks += packet
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-        buf = self._bulk_buf
-        if (buf is not None and qos > 0 and command & 0xF0 == _PUBLISH
-                and self._bulk_owner == _os_thread_ident()):
-            buf += packet
-            if len(buf) >= COALESCE_BYTES:
-                self._flush_bulk()
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        for block in (self._acks, self._bulk):
+            if block is not None and block.takes(command, qos):
+                if block.add(packet) >= COALESCE_BYTES:
+                    self._queue_block(block)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._packet_queue(command, packet, mid, qos, info)
+
+
+class _Block:
+    """Packets of one kind (`kind`, the packet type bits) that one thread queues on one connection."""
+
+    __slots__ = ("kind", "qos", "sock", "owner", "buf")
+
+    def __init__(self, kind: int, qos: int, sock: Any) -> None:
+        self.kind, self.qos, self.sock = kind, qos, sock
+        self.owner = _os_thread_ident()
+        self.buf = bytearray()
+
+    def takes(self, command: int, qos: int) -> bool:
+        return (command & 0xF0 == self.kind and (self.kind != _PUBLISH or qos > 0)
+                and self.owner == _os_thread_ident())
+
+    def add(self, packet: bytes | bytearray) -> int:
+        self.buf += packet
+        return len(self.buf)
+
+    def take(self) -> bytes:
+        data, self.buf = bytes(self.buf), bytearray()
+        return data
 
 
 def build_ssl_context(tls: TlsConfig) -> _ssl_module.SSLContext:
