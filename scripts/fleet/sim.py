@@ -20,6 +20,7 @@ import json
 import random
 import select
 import socket
+import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -33,6 +34,9 @@ from fleet.ven import SimVen
 _IN = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT
 _RECV_BYTES = 65536
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: recvmsg reports when the data reached the socket
+_TIMESPEC = struct.Struct("@qq")
+_ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 
 DISCONNECTED, CONNECTING, CONNECTED = 0, 1, 2
 
@@ -53,6 +57,7 @@ class FleetOptions:
     seed: int = 1
     record: bool = False
     ack_delay_s: float = 0.0  # a VEN's own time from command to ack (0: at once)
+    ack_prefix: str = "ven/ack"  # acks go to <ack_prefix>/<venId>
 
 
 def ven_ids(prefix: str, first: int, count: int) -> list[str]:
@@ -63,7 +68,7 @@ class _Member:
     __slots__ = ("ven", "sock", "fd", "state", "inbuf", "outbuf", "watch_out", "backoff", "next_pid", "inflight",
                  "last_out", "cmd_topic", "ack_topic", "tel_topic", "meter_topic")
 
-    def __init__(self, ven: SimVen) -> None:
+    def __init__(self, ven: SimVen, ack_prefix: str) -> None:
         self.ven = ven
         self.sock: socket.socket | None = None
         self.fd = -1
@@ -76,7 +81,7 @@ class _Member:
         self.inflight: dict[int, bytes] = {}  # QoS 1 publishes the broker has not acknowledged yet
         self.last_out = 0.0
         self.cmd_topic = f"ven/cmd/{ven.ven_id}"
-        self.ack_topic = f"ven/ack/{ven.ven_id}"
+        self.ack_topic = f"{ack_prefix}/{ven.ven_id}"
         self.tel_topic = f"ven/telemetry/{ven.ven_id}"
         self.meter_topic = f"oadr/meter/{ven.ven_id}"
 
@@ -91,7 +96,7 @@ class Fleet:
         self.opts = opts
         self.epoll = select.epoll()
         rng = random.Random(opts.seed + opts.first_index)
-        self.members = [_Member(SimVen(v, random.Random(rng.random())))
+        self.members = [_Member(SimVen(v, random.Random(rng.random())), opts.ack_prefix)
                         for v in ven_ids(opts.prefix, opts.first_index, opts.count)]
         self._address: tuple[Any, ...] | None = None
         self.by_fd: dict[int, _Member] = {}
@@ -99,10 +104,14 @@ class Fleet:
         self.counters: Counter[str] = Counter()
         self.commands_by_op: Counter[str] = Counter()
         self.delivery_ms: list[float] = []   # issuedAt -> received (wall clock, same machine)
-        self.ack_ms: list[float] = []        # received -> ack written to the socket
-        self.recv_log: list[tuple[str, float]] = []  # (correlationId, monotonic time received) when recording
-        self._pending: list[tuple[_Member, bytes, float]] = []  # commands read this round, answered after reads
-        self._delayed: deque[tuple[_Member, bytes, float]] = deque()  # commands waiting out ack_delay_s
+        self.ack_ms: list[float] = []        # command at the socket -> ack written
+        # when recording: (correlationId, arrived, read), both on the monotonic clock: `arrived` is the kernel's
+        # receive time of the command's data at the VEN's socket, `read` the start of the loop round that read it
+        self.recv_log: list[tuple[str, float, float]] = []
+        self._real_to_mono = 0.0  # monotonic - realtime, taken at each round (kernel receive times are realtime)
+        # commands read this round, answered after all reads: (member, payload, read, arrived)
+        self._pending: list[tuple[_Member, bytes, float, float]] = []
+        self._delayed: deque[tuple[_Member, bytes, float, float]] = deque()  # commands waiting out ack_delay_s
         self._dirty: dict[int, _Member] = {}  # members with bytes to send this round, by id
         self._connect_queue: deque[_Member] = deque(self.members)
         self._reconnects: list[tuple[float, int, _Member]] = []
@@ -118,6 +127,11 @@ class Fleet:
             start = time.monotonic() + opts.telemetry_interval_s
             self._telemetry = [(start + i * step, i, m) for i, m in enumerate(self.members)]
             heapq.heapify(self._telemetry)
+
+    def set_ack_prefix(self, prefix: str) -> None:
+        """Acks from now on go to <prefix>/<venId> (a benchmark gives each measured path acks of its own)."""
+        for member in self.members:
+            member.ack_topic = f"{prefix}/{member.ven.ven_id}"
 
     # --- sending -----------------------------------------------------------------------------------
     def _queue(self, member: _Member, data: bytes) -> None:
@@ -158,8 +172,16 @@ class Fleet:
         sock = member.sock
         if sock is None:
             return
+        arrived = now
         try:
-            data = sock.recv(_RECV_BYTES)
+            if self.opts.record:
+                data, ancillary, _flags, _addr = sock.recvmsg(_RECV_BYTES, _ANC_BYTES)
+                for level, kind, value in ancillary:
+                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+                        sec, nsec = _TIMESPEC.unpack_from(value)
+                        arrived = min(now, sec + nsec * 1e-9 + self._real_to_mono)
+            else:
+                data = sock.recv(_RECV_BYTES)
         except BlockingIOError:
             return
         except OSError:
@@ -171,17 +193,17 @@ class Fleet:
         member.inbuf += data
         try:
             for kind, flags, body in wire.split_packets(member.inbuf):
-                self._packet(member, kind, flags, body, now)
+                self._packet(member, kind, flags, body, now, arrived)
         except wire.ProtocolError:
             self.counters["protocol_errors"] += 1
             self._lost(member, now)
 
-    def _packet(self, member: _Member, kind: int, flags: int, body: bytes, now: float) -> None:
+    def _packet(self, member: _Member, kind: int, flags: int, body: bytes, now: float, arrived: float) -> None:
         if kind == wire.PUBLISH:
             _topic, qos, pid, payload = wire.parse_publish(flags, body)
             if qos:
                 self._queue(member, wire.puback(pid))
-            self._pending.append((member, payload, now))
+            self._pending.append((member, payload, now, arrived))
         elif kind == wire.PUBACK:
             member.inflight.pop(wire.packet_id_of(body), None)
         elif kind == wire.PINGRESP:
@@ -213,7 +235,7 @@ class Fleet:
         else:
             raise wire.ProtocolError(f"unexpected packet type {kind} from the broker")
 
-    def _answer(self, member: _Member, payload: bytes, received: float) -> None:
+    def _answer(self, member: _Member, payload: bytes, read: float, arrived: float) -> None:
         now = utcnow()
         ack, cmd = member.ven.handle(payload, now)
         self.counters["commands"] += 1
@@ -221,7 +243,7 @@ class Fleet:
         if cmd is not None and cmd.issued_at is not None:
             self.delivery_ms.append((now - cmd.issued_at).total_seconds() * 1000.0)
         if self.opts.record:
-            self.recv_log.append((ack["correlationId"], received))
+            self.recv_log.append((ack["correlationId"], arrived, read))
         self._publish(member, member.ack_topic, json.dumps(ack, separators=(",", ":")).encode())
         self.counters["acks_ok" if ack["ok"] else "acks_failed"] += 1
 
@@ -277,6 +299,8 @@ class Fleet:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.opts.record:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             code = sock.connect_ex(address)
             if code not in (0, errno.EINPROGRESS):
                 sock.close()
@@ -302,6 +326,8 @@ class Fleet:
         due telemetry and keepalive for a slice of the clients."""
         events = self.epoll.poll(timeout, 4096)
         now = time.monotonic()
+        if self.opts.record:
+            self._real_to_mono = now - time.time()
         for fd, ev in events:
             reader = self.readers.get(fd)
             if reader is not None:
@@ -320,11 +346,11 @@ class Fleet:
             self._delayed.extend(pending)
             pending = []
             due = now - delay
-            while self._delayed and self._delayed[0][2] <= due:
+            while self._delayed and self._delayed[0][3] <= due:
                 pending.append(self._delayed.popleft())
-        for member, payload, received in pending:
+        for member, payload, read, arrived in pending:
             if member.state == CONNECTED:
-                self._answer(member, payload, received)
+                self._answer(member, payload, read, arrived)
         if self._connect_queue or self._reconnects:
             self._connect_some(now)
         self._send_telemetry(now)
@@ -334,7 +360,7 @@ class Fleet:
             self._flush(member, now)
         if pending:
             done = time.monotonic()
-            self.ack_ms.extend((done - received) * 1000.0 for _, _, received in pending)
+            self.ack_ms.extend((done - arrived) * 1000.0 for _, _, _, arrived in pending)
 
     def _send_telemetry(self, now: float) -> None:
         heap = self._telemetry
@@ -373,7 +399,7 @@ class Fleet:
         if self._reconnects:
             wake = min(wake, self._reconnects[0][0])
         if self._delayed:
-            wake = min(wake, self._delayed[0][2] + self.opts.ack_delay_s)
+            wake = min(wake, self._delayed[0][3] + self.opts.ack_delay_s)
         if self._connect_queue and self._connecting < self.opts.connect_window:
             return 0.0
         return max(0.0, wake - now)

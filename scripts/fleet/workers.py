@@ -93,7 +93,9 @@ def _worker(opts: FleetOptions, conn: Connection, index: int) -> None:
             msg = conn.recv()
             if msg[0] == "stop":
                 state["stop"] = True
-            elif msg[0] == "drain":
+            elif msg[0] == "drain":  # ("drain", ack_prefix or None)
+                if len(msg) > 1 and msg[1]:
+                    fleet.set_ack_prefix(msg[1])
                 conn.send(("log", index, fleet.recv_log))
                 fleet.recv_log = []
 
@@ -115,7 +117,7 @@ class FleetProcesses:
         self.totals = Totals()
         self._conns: list[Connection] = []
         self._procs: list[mp.Process] = []
-        self._logs: dict[int, list[tuple[str, float]]] = {}
+        self._logs: dict[int, list[tuple[str, float, float]]] = {}
         self._done: set[int] = set()
 
     def start(self) -> FleetProcesses:
@@ -156,15 +158,16 @@ class FleetProcesses:
                 return True
         return False
 
-    def drain_receipts(self, timeout: float = 10.0) -> list[tuple[str, float]]:
-        """Every (correlationId, monotonic receive time) recorded since the last drain (needs opts.record)."""
+    def drain_receipts(self, timeout: float = 10.0, ack_prefix: str | None = None) -> list[tuple[str, float, float]]:
+        """Every (correlationId, arrived at the socket, read by the loop) recorded since the last drain (needs
+        opts.record), both monotonic; with `ack_prefix` the VENs ack on <ack_prefix>/<venId> from then on."""
         self._logs = {}
         for conn in self._conns:
-            conn.send(("drain",))
+            conn.send(("drain", ack_prefix))
         deadline = time.monotonic() + timeout
         while len(self._logs) < len(self._conns) and time.monotonic() < deadline:
             self.pump(0.1)
-        out: list[tuple[str, float]] = []
+        out: list[tuple[str, float, float]] = []
         for log in self._logs.values():
             out.extend(log)
         return out
@@ -184,9 +187,9 @@ class FleetProcesses:
                 p.terminate()
 
 
-def _bare_publisher(host: str, port: int, qos: int, conn: Connection) -> None:
+def _bare_publisher(host: str, port: int, qos: int, ack_filter: str, conn: Connection) -> None:
     """A plain paho client in a process of its own: publishes what it is given back to back (paho's own
-    network thread, unlimited in-flight) and records acks arriving on ven/ack/+."""
+    network thread, unlimited in-flight) and records acks arriving on `ack_filter`."""
     import json as _json
     import threading
 
@@ -209,7 +212,7 @@ def _bare_publisher(host: str, port: int, qos: int, conn: Connection) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bare-publisher-{port}")
     client.max_inflight_messages_set(0)
     client.on_message = on_message
-    client.on_connect = lambda c, u, f, r, p: c.subscribe("ven/ack/+", qos=qos)
+    client.on_connect = lambda c, u, f, r, p: c.subscribe(ack_filter, qos=qos)
     client.on_subscribe = lambda *a: ready.set()
     client.connect(host, port, keepalive=600)
     client.loop_start()
@@ -236,10 +239,10 @@ def _bare_publisher(host: str, port: int, qos: int, conn: Connection) -> None:
 class BarePublisher:
     """The raw baseline: a bare paho publisher in its own process (started before gevent is imported)."""
 
-    def __init__(self, host: str, port: int, qos: int = 1) -> None:
+    def __init__(self, host: str, port: int, qos: int = 1, ack_filter: str = "ven/ack/+") -> None:
         ctx = mp.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_bare_publisher, args=(host, port, qos, child), daemon=True)
+        self._proc = ctx.Process(target=_bare_publisher, args=(host, port, qos, ack_filter, child), daemon=True)
         self._proc.start()
         child.close()
 

@@ -375,3 +375,71 @@ def test_fleet_simulator_acks_after_its_ack_delay(tmp_path):
             sim.wait()
         probe.stop()
         broker.stop()
+
+
+_RECEIPTS_DRIVER = r'''
+import json, os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from fleet.sim import FleetOptions
+from fleet.workers import FleetProcesses
+
+port = int(sys.argv[2])
+fleet = FleetProcesses(FleetOptions(port=port, count=3, prefix="ts", telemetry_interval_s=0, record=True), 1).start()
+assert fleet.wait_connected(20), "fleet did not connect"
+acks = []
+client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="receipts-driver")
+client.on_message = lambda c, u, m: acks.append(m.topic)
+client.connect("127.0.0.1", port)
+client.subscribe([("ven/ack/+", 1), ("bare/ack/+", 1)])
+client.loop_start()
+time.sleep(0.5)
+
+def send(tag):
+    sent = {}
+    for i in range(3):
+        corr = f"{tag}:ts-{i:05d}"
+        sent[corr] = time.monotonic()
+        client.publish(f"ven/cmd/ts-{i:05d}", json.dumps({"op": "ping", "correlationId": corr}), qos=1)
+    return sent
+
+worker = fleet._procs[0].pid
+os.kill(worker, signal.SIGSTOP)  # the simulator is busy elsewhere: commands wait at its sockets
+sent = send("a")
+time.sleep(0.4)
+os.kill(worker, signal.SIGCONT)
+time.sleep(0.5)
+first = fleet.drain_receipts(ack_prefix="bare/ack")
+sent.update(send("b"))
+time.sleep(0.5)
+second = fleet.drain_receipts()
+client.loop_stop()
+fleet.stop()
+print(json.dumps({"sent": sent, "first": first, "second": second, "acks": acks}))
+'''
+
+
+def test_fleet_records_when_commands_reach_the_socket_and_moves_its_acks(tmp_path):
+    """The simulator's receipts carry the kernel's receive time of each command (not when its busy loop got to
+    it), and a drain can move the VENs' acks to another prefix (the fan-out benchmark's bare path)."""
+    import subprocess
+
+    broker = Mosquitto(tmp_path / "broker", persistence=False).start()
+    try:
+        scripts = str(Path(__file__).resolve().parents[2] / "scripts")
+        run = subprocess.run([sys.executable, "-c", _RECEIPTS_DRIVER, scripts, str(broker.port)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        broker.stop()
+    sent = out["sent"]
+    first = {corr: (arrived, read) for corr, arrived, read in out["first"]}
+    assert sorted(first) == [f"a:ts-{i:05d}" for i in range(3)]
+    for corr, (arrived, read) in first.items():
+        assert sent[corr] - 0.002 <= arrived < sent[corr] + 0.1, "arrival is the kernel's receive time"
+        assert read - sent[corr] >= 0.35, "the stopped simulator read the command only after SIGCONT"
+    assert sorted(corr for corr, _, _ in out["second"]) == [f"b:ts-{i:05d}" for i in range(3)]
+    assert sorted(out["acks"]) == ([f"bare/ack/ts-{i:05d}" for i in range(3)]
+                                   + [f"ven/ack/ts-{i:05d}" for i in range(3)])
