@@ -46,7 +46,7 @@ REASON_INTERNAL = "internal_error"
 MAX_INFLIGHT_ROWS = 20_000  # outbox rows handed to paho and not yet acknowledged (bounds paho's memory)
 PUMP_YIELD_EVERY = 200      # inbound events processed between two yields to other greenlets
 BUS_ATTEMPTS = 3
-FANOUT_PRIORITY_S = 2.0     # the longest inbound processing waits for a fan-out in progress
+FANOUT_PRIORITY_S = 2.0     # the longest inbound messages wait for a fan-out in progress
 LOG_WINDOW_S = 10.0
 LOG_PER_WINDOW = 50
 
@@ -59,9 +59,11 @@ class BusPort(Protocol):
 
 class BridgeCore:
     def __init__(self, config: BridgeConfig, bus: BusPort, base_dir: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 link_factory: Callable[..., link_mod.MqttLink] = link_mod.MqttLink) -> None:
         self.config = config
         self.bus = bus
+        self._link_factory = link_factory  # MqttLink's signature; tests give a link without a broker
         self.stats = BridgeStats()
         self._clock = clock
         self._base_dir = base_dir or os.getcwd()
@@ -79,8 +81,14 @@ class BridgeCore:
         self._order_lock = gevent.lock.Semaphore()
         self._bus_queue: gevent.queue.Queue = gevent.queue.Queue()
         self._drain_wakeup = gevent.event.Event()
-        self._fanout_done = gevent.event.Event()  # cleared while a large fan-out is running
+        self._fanout_done = gevent.event.Event()  # cleared while a large fan-out is handed to paho
         self._fanout_done.set()
+        # After a large fan-out, inbound messages are held (in order) until the broker has acknowledged its
+        # last message or FANOUT_PRIORITY_S has passed: the commands reach the VENs before the CPU goes to
+        # validating and batching the acks they start coming back with.
+        self._fanout_mid: int | None = None
+        self._fanout_until = 0.0
+        self._held: list[tuple[str, bytes]] = []
         self._greenlets: list[gevent.Greenlet] = []
         self._log_window = 0.0
         self._logged = 0
@@ -107,7 +115,7 @@ class BridgeCore:
                                    offline=link_mod.status_payload(cfg.ven_id, False), qos=max(cfg.qos, 1),
                                    retain=cfg.status_retain)
         subs = [(route.mqtt.mqtt_filter(), cfg.qos) for route in cfg.inbound]
-        self._link = link_mod.MqttLink(cfg.broker, self._inbox, subs, birth, log_packets=cfg.log_mqtt_packets)
+        self._link = self._link_factory(cfg.broker, self._inbox, subs, birth, log_packets=cfg.log_mqtt_packets)
         self._running = True
         self._greenlets = [gevent.spawn(self._pump), gevent.spawn(self._bus_writer), gevent.spawn(self._drainer)]
         self._link.start()
@@ -130,6 +138,9 @@ class BridgeCore:
         if self._link is not None:
             # loop_stop() joins paho's OS thread: do it in the hub's thread pool, not on the hub
             gevent.get_hub().threadpool.apply(self._link.stop)
+        held, self._held, self._fanout_mid = self._held, [], None
+        for topic, payload in held:
+            self._handle_safely((link_mod.EV_MESSAGE, topic, payload), [])
         for topic, items in self._batcher.flush_all():
             self._bus_queue.put((topic, {"items": items}))
         deadline = time.monotonic() + timeout
@@ -244,13 +255,14 @@ class BridgeCore:
             if self._connected and not self._backlog:
                 publish = link.publish
                 large = len(msgs) > chunk
+                mid = 0
                 if large:
                     self._fanout_done.clear()
                 try:
                     for start in range(0, len(msgs), chunk):
                         with link.coalesced():
                             for topic, data, retain in msgs[start:start + chunk]:
-                                publish(topic, data, qos, retain)
+                                _rc, mid = publish(topic, data, qos, retain)
                                 sent += 1
                         if sent < len(msgs):
                             gevent.sleep(0)
@@ -258,6 +270,9 @@ class BridgeCore:
                                 break
                 finally:
                     if large:
+                        if sent and qos > 0:
+                            self._fanout_mid = mid
+                            self._fanout_until = time.monotonic() + FANOUT_PRIORITY_S
                         self._fanout_done.set()
             rest = msgs[sent:]
             if rest:
@@ -325,26 +340,45 @@ class BridgeCore:
                       len(self._inflight_rows))
 
     # --- MQTT -> bus -----------------------------------------------------------------------------
+    def _holding(self) -> bool:
+        """True while inbound messages wait for the broker to acknowledge a large fan-out."""
+        if self._fanout_mid is None:
+            return False
+        if time.monotonic() >= self._fanout_until:
+            self._fanout_mid = None
+            return False
+        return True
+
     def _pump(self) -> None:
         assert self._inbox is not None
         while True:
             deadline = self._batcher.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            if self._holding():
+                hold = max(0.0, self._fanout_until - time.monotonic())
+                timeout = hold if timeout is None else min(timeout, hold)
             events = _flatten(self._inbox.get_all(timeout))
-            # commands going out come first: inbound acks and telemetry wait for a running fan-out to finish
+            # commands going out come first: inbound messages wait while a fan-out is handed to paho, and are
+            # held after it until the broker has acknowledged it (PUBACKs and connection events go on)
             self._fanout_done.wait(FANOUT_PRIORITY_S)
             now_pc = time.perf_counter()
             acked: list[int] = []
+            held = self._held
             for n, (put_at, event) in enumerate(events, 1):
                 self.stats.handoff.add(now_pc - put_at)
-                try:
-                    self._handle(event, acked)
-                except Exception:  # one bad event must not stop the bridge
-                    self.stats.reject(REASON_INTERNAL)
-                    _log.exception("handling MQTT event %s failed", event[0])
+                if event[0] == link_mod.EV_MESSAGE and (held or self._holding()):
+                    held.append((event[1], event[2]))
+                    continue
+                self._handle_safely(event, acked)
                 if n % PUMP_YIELD_EVERY == 0:
                     gevent.sleep(0)
                     now_pc = time.perf_counter()
+            if held and not self._holding():
+                self._held = []
+                for n, (topic, payload) in enumerate(held, 1):
+                    self._handle_safely((link_mod.EV_MESSAGE, topic, payload), acked)
+                    if n % PUMP_YIELD_EVERY == 0:
+                        gevent.sleep(0)
             if acked and self._outbox is not None:
                 try:
                     self._outbox.delete(acked)
@@ -353,12 +387,21 @@ class BridgeCore:
             for topic, items in self._batcher.due(self._clock()):
                 self._bus_queue.put((topic, {"items": items}))
 
+    def _handle_safely(self, event: tuple[Any, ...], acked: list[int]) -> None:
+        try:
+            self._handle(event, acked)
+        except Exception:  # one bad event must not stop the bridge
+            self.stats.reject(REASON_INTERNAL)
+            _log.exception("handling MQTT event %s failed", event[0])
+
     def _handle(self, event: tuple[Any, ...], acked: list[int]) -> None:
         kind = event[0]
         if kind == link_mod.EV_MESSAGE:
             self._on_mqtt_message(event[1], event[2])
         elif kind == link_mod.EV_PUBACK:
             self.stats.count("out_acked")
+            if event[1] == self._fanout_mid:
+                self._fanout_mid = None
             row = self._inflight_rows.pop(event[1], None)
             if row is not None:
                 acked.append(row)
@@ -378,6 +421,7 @@ class BridgeCore:
                 _log.warning("disconnected from %s:%s: %s", self.config.broker.host, self.config.broker.port,
                              event[1])
             self._connected = False
+            self._fanout_mid = None
             self._last_error = f"disconnected: {event[1]}"
             self.stats.count("disconnects")
         elif kind == link_mod.EV_SUBSCRIBE_FAILED:
@@ -478,6 +522,7 @@ class BridgeCore:
             "busFailed": c["bus_failed"],
             "pendingBatchItems": len(self._batcher),
             "busQueue": self._bus_queue.qsize(),
+            "inboundHeld": len(self._held),
             "rejects": dict(self.stats.rejects),
             "rejectsTotal": sum(self.stats.rejects.values()),
             "connects": c["connects"],
