@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -137,6 +136,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _driver_error(dialect: str) -> type[Exception]:
+    """The DB-API driver's base error class."""
+    if dialect == "postgresql":
+        import psycopg2
+
+        return psycopg2.Error
+    import sqlite3
+
+    return sqlite3.Error
+
+
 def sqlite_url(path: str) -> str:
     return f"sqlite:///{os.path.abspath(path)}"
 
@@ -162,37 +172,38 @@ class Store:
 
     # --- writing ---------------------------------------------------------------------------------
     def _upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        keys = [column.name for column in table.primary_key.columns]
-        if self.dialect == "postgresql":
-            self._write_pg(conn, table, rows, keys)
-            return
-        stmt = sqlite.insert(table)
-        stmt = stmt.on_conflict_do_update(index_elements=keys,
-                                          set_={name: stmt.excluded[name] for name in rows[0] if name not in keys})
-        conn.execute(stmt, list(rows))
+        if rows:
+            self._write(conn, table, rows, [column.name for column in table.primary_key.columns])
 
-    @staticmethod
-    def _write_pg(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] = ()) -> None:
-        """PostgreSQL: multi-row INSERT (.. ON CONFLICT (keys) DO UPDATE) in pages through psycopg2's
-        execute_values, in the connection's transaction; psycopg2's executemany sends a statement per row and
-        is about five times slower."""
-        import psycopg2
-        from psycopg2.extras import execute_values
-
+    def _write(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] = ()) -> None:
+        """INSERT `rows` (all with the same keys) into `table`, as upserts on `keys` when given, in the connection's
+        transaction, straight through the DB-API driver: SQLAlchemy's executemany builds the parameters of every
+        row in Python and takes about four times as long (every column is a number, text or boolean, which both
+        drivers store as SQLAlchemy does). PostgreSQL: multi-row statements in pages (psycopg2's execute_values;
+        its executemany sends a statement per row). SQLite: the sqlite3 module's executemany. Errors are raised
+        as SQLAlchemy raises them (IntegrityError, OperationalError ...)."""
         columns = list(rows[0])
         names = ", ".join(f'"{name}"' for name in columns)
-        sql = f'INSERT INTO "{table.name}" ({names}) VALUES %s'
+        pg = self.dialect == "postgresql"
+        placeholders = "%s" if pg else "(" + ", ".join("?" * len(columns)) + ")"
+        sql = f'INSERT INTO "{table.name}" ({names}) VALUES {placeholders}'
         if keys:
             conflict = ", ".join(f'"{key}"' for key in keys)
-            updates = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in columns if name not in keys)
+            updates = ", ".join(f'"{name}" = excluded."{name}"' for name in columns if name not in keys)
             sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-        cursor = conn.connection.dbapi_connection.cursor()
+        values = [tuple(row[name] for name in columns) for row in rows]
+        dbapi = conn.connection.dbapi_connection
+        error_class = _driver_error(self.dialect)
+        cursor = dbapi.cursor()
         try:
-            execute_values(cursor, sql, [tuple(row[name] for name in columns) for row in rows], page_size=1000)
-        except psycopg2.Error as exc:  # raised as SQLAlchemy raises it (IntegrityError, OperationalError ...)
-            raise DBAPIError.instance(sql, None, exc, psycopg2.Error, dialect=conn.dialect) from exc
+            if pg:
+                from psycopg2.extras import execute_values
+
+                execute_values(cursor, sql, values, page_size=1000)
+            else:
+                cursor.executemany(sql, values)
+        except error_class as exc:
+            raise DBAPIError.instance(sql, None, exc, error_class, dialect=conn.dialect) from exc
         finally:
             cursor.close()
 
@@ -212,10 +223,8 @@ class Store:
             self._upsert(conn, participants_table, participant_rows)
             self._upsert(conn, commands_table, command_rows)
             for table, rows in ((acks_table, ack_rows), (telemetry_table, telemetry_rows)):
-                if rows and self.dialect == "postgresql":
-                    self._write_pg(conn, table, rows)
-                elif rows:
-                    conn.execute(table.insert(), rows)
+                if rows:
+                    self._write(conn, table, rows)
 
     # --- reading ---------------------------------------------------------------------------------
     def load_vens(self) -> list[Ven]:
