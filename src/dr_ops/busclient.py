@@ -19,6 +19,7 @@ from typing import Any, Callable
 import gevent
 import gevent.event
 
+from dr_common.vip_repr import bound_message_repr
 from dr_ops.platformctl import PlatformError, SitePlatform
 
 _log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class BusClient:
         from volttron.types.auth import VolttronCredentials
         from volttron.utils import ClientContext
 
+        bound_message_repr()
         reset_core_builder()
         ClientContext.__volttron_home__ = str(home)
         creds = VolttronCredentials(**json.loads(Path(cred_file).read_text()))

@@ -16,6 +16,7 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common import topics
+from dr_common.vip_repr import bound_message_repr
 from dr_web import __version__
 from dr_web.app import create_app
 from dr_web.config import ConfigError, WebConfig
@@ -103,6 +104,7 @@ class WebAgent(Agent):
 
 
 def main() -> None:
+    bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(WebAgent, version=__version__)
 
 

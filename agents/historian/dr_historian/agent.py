@@ -23,6 +23,7 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common.timeutil import parse_time, utcnow
+from dr_common.vip_repr import bound_message_repr
 from dr_historian import __version__
 from dr_historian.config import ConfigError, HistorianConfig, parse_config
 from dr_historian.dr_records import convert
@@ -232,6 +233,7 @@ class HistorianAgent(BaseHistorian):
 
 
 def main() -> None:
+    bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(HistorianAgent, version=__version__)
 
 

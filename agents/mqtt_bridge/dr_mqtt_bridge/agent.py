@@ -12,6 +12,7 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common.topics import BridgeRpc
+from dr_common.vip_repr import bound_message_repr
 from dr_mqtt_bridge.config import ConfigError, parse_config
 from dr_mqtt_bridge.core import BridgeCore
 from dr_mqtt_bridge.outbox import OutboxError
@@ -123,6 +124,7 @@ class MqttBridgeAgent(Agent):
 
 def main(argv: list[str] | None = None) -> None:
     try:
+        bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
         vip_main(MqttBridgeAgent, version="0.1.0")
     except KeyboardInterrupt:
         pass

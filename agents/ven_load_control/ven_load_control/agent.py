@@ -26,6 +26,7 @@ from volttron.utils.commands import vip_main
 from dr_common import topics
 from dr_common.payloads import Ack
 from dr_common.topics import DRIVER_IDENTITY, DriverRpc
+from dr_common.vip_repr import bound_message_repr
 from ven_load_control import __version__
 from ven_load_control.config import ConfigError, VenConfig, parse_config
 from ven_load_control.engine import REVERT, Op, VenEngine, raw_correlation, raw_op
@@ -337,6 +338,7 @@ def _rss_kb() -> int:
 
 
 def main() -> None:
+    bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(VenLoadControlAgent, version=__version__)
 
 

@@ -24,6 +24,7 @@ from volttron.utils.commands import vip_main
 from dr_common import topics
 from dr_common.payloads import compact_batch
 from dr_common.timeutil import UTC
+from dr_common.vip_repr import bound_message_repr
 from vtn_dispatcher import __version__
 from vtn_dispatcher.config import ConfigError, VtnConfig, parse_config
 from vtn_dispatcher.errors import INTERNAL, api_call
@@ -250,6 +251,7 @@ class VtnAgent(Agent):
 
 
 def main() -> None:
+    bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(VtnAgent, version=__version__)
 
 
