@@ -323,12 +323,15 @@ def test_a_large_fan_out_is_written_in_blocks_and_a_burst_of_acks_read_in_few_wa
 
         wakes.clear()
         sends.clear()
+        fast_before = client.fast_packets
         for v in ids:
             probe.publish(f"ven/ack/{v}", json.dumps({"correlationId": f"bulk-ev:{v}", "op": "event", "ok": True}))
         acks = wait(lambda: (a := bus.items("dr/batch/ack")) and len(a) >= n and a, 20, "every ack on the bus")
         assert [a["correlationId"] for a in acks] == [f"bulk-ev:{v}" for v in ids]
         assert [a["venId"] for a in acks] == ids
         assert len(wakes) <= n // 2, f"{len(wakes)} read wake-ups for {n} acks"
+        # every ack but (at most) the first packet of each wake-up took the fast path
+        assert client.fast_packets - fast_before >= n - len(wakes)
         in_sends = len(sends)  # the PUBACKs of a read go out together
         assert in_sends <= n // 5, f"{in_sends} socket writes of PUBACKs for {n} acks"
         wait(lambda: core.status()["unacknowledged"] == 0, 10, "the broker acknowledged every command")

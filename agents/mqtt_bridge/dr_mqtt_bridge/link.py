@@ -25,6 +25,9 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from gevent import monkey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from dr_mqtt_bridge.config import BrokerConfig, TlsConfig
 
@@ -96,6 +99,69 @@ class _NativeSocketClient(mqtt.Client):
     def _sock_close(self) -> None:
         self._rbuf, self._rpos = b"", 0
         super()._sock_close()
+
+    # --- the common packets without paho's per-packet objects ---------------------------------------
+    # With MQTT 3.1.1, a whole PUBACK or QoS 0/1 PUBLISH waiting in the read buffer is handled here: the PUBACK
+    # with paho's own bookkeeping (_do_on_publish) but without decoding a reason code and properties that 3.1.1
+    # does not have, the PUBLISH handed to `message_sink(topic, payload)` and acknowledged as paho does
+    # (_send_puback), without an MQTTMessage. Anything else (QoS 2, MQTT 5, a packet split across reads, one
+    # that does not parse) takes paho's own path, which reports errors as it always does.
+    message_sink: Callable[[str, bytes], None] | None = None
+    fast_packets = 0  # packets handled on the fast path (for tests and status)
+    _puback_reason = ReasonCode(PacketTypes.PUBACK)
+    _puback_properties = Properties(PacketTypes.PUBACK)
+
+    def _packet_read(self) -> MQTTErrorCode:
+        buf, pos = self._rbuf, self._rpos
+        if self._in_packet["command"] == 0 and len(buf) - pos >= 4 and self._protocol != mqtt.MQTTv5:
+            rc = self._fast_packet(buf, pos)
+            if rc is not None:
+                self.fast_packets += 1
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
+                return rc
+        return super()._packet_read()
+
+    def _fast_packet(self, buf: bytes, pos: int) -> MQTTErrorCode | None:
+        header = buf[pos]
+        kind = header & 0xF0
+        if kind == _PUBACK:
+            if header != _PUBACK or buf[pos + 1] != 2:
+                return None
+            self._rpos = pos + 4
+            mid = (buf[pos + 2] << 8) | buf[pos + 3]
+            with self._out_message_mutex:
+                if mid in self._out_messages:
+                    return self._do_on_publish(mid, self._puback_reason, self._puback_properties)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        sink = self.message_sink
+        qos = (header & 0x06) >> 1
+        if kind != _PUBLISH or qos == 2 or sink is None or self._manual_ack:
+            return None
+        length, shift, i, end_of_buf = 0, 0, pos + 1, len(buf)
+        while True:  # the remaining length, 1 to 4 bytes
+            if i >= end_of_buf or shift > 21:
+                return None
+            byte = buf[i]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not byte & 0x80:
+                break
+        end = i + length
+        topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1]) if i + 1 < end_of_buf else end + 1
+        body = topic_end + (2 if qos else 0)
+        if end > end_of_buf or body > end:
+            return None
+        try:
+            topic = buf[i + 2:topic_end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        self._rpos = end
+        sink(topic, buf[body:end])
+        if qos:
+            return self._send_puback((buf[topic_end] << 8) | buf[topic_end + 1])
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # Packets are joined into blocks in two places, each queued (one wake-up of paho's thread, one send) as a
     # single entry where paho queues every packet on its own and wakes its thread through the socket pair each
@@ -233,6 +299,7 @@ class MqttLink:
         client.on_subscribe = self._on_subscribe
         self._held: list[tuple[Any, ...]] = []
         client.after_read = self._release_held
+        client.message_sink = self._on_message_fast
         self._client = client
         self._started = False
 
@@ -294,6 +361,9 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._emit((EV_MESSAGE, message.topic, message.payload))
+
+    def _on_message_fast(self, topic: str, payload: bytes) -> None:
+        self._emit((EV_MESSAGE, topic, payload))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._emit((EV_PUBACK, mid))
