@@ -170,3 +170,43 @@ def test_compact_batch_round_trips_and_shrinks():
     assert compact_batch([], "commands") == {"commands": []}
     one = compact_batch(commands[:1], "commands")
     assert batch_items(one, "commands") == commands[:1]
+
+
+def test_compact_batch_is_columnar_when_the_items_have_the_same_fields():
+    import json
+
+    from dr_common.payloads import batch_items, compact_batch
+
+    items = [{"op": "event", "eventId": "e1", "venId": f"v-{i}", "correlationId": f"e1:v-{i}", "kw": 0.5 + i % 2}
+             for i in range(50)]
+    packed = compact_batch(items, "commands")
+    assert packed["shared"] == {"op": "event", "eventId": "e1"}
+    assert packed["columns"]["venId"][:2] == ["v-0", "v-1"] and packed["columns"]["kw"][:2] == [0.5, 1.5]
+    assert "commands" not in packed
+    assert batch_items(json.loads(json.dumps(packed)), "commands") == items
+    assert batch_items(compact_batch(items[:1], "commands"), "commands") == items[:1]
+    # nothing shared: columns alone
+    distinct = [{"venId": f"v-{i}", "correlationId": f"c{i}"} for i in range(3)]
+    assert compact_batch(distinct, "items") == {"columns": {"venId": ["v-0", "v-1", "v-2"],
+                                                            "correlationId": ["c0", "c1", "c2"]}}
+    assert batch_items(compact_batch(distinct, "items"), "items") == distinct
+    # items with different fields (same count, other names; or another count) keep one object each
+    mixed = [{"venId": "a", "x": 1}, {"venId": "b", "y": 2}]
+    assert batch_items(compact_batch(mixed, "items"), "items") == mixed
+    assert "columns" not in compact_batch(mixed, "items")
+    ragged = [{"venId": "a", "x": 1}, {"venId": "b", "x": 1, "z": 3}]
+    assert batch_items(compact_batch(ragged, "items"), "items") == ragged
+
+
+@pytest.mark.parametrize("bad", [
+    {"columns": {"venId": ["a", "b"], "kw": [1]}},      # unequal lengths
+    {"columns": {"venId": "ab"}},                        # not a list
+    {"columns": {}},                                     # nothing
+    {"columns": ["venId"]},                              # not an object
+    {"commands": {"venId": ["a"]}},                      # the key is not a list
+    {"commands": "x", "columns": {"venId": ["a"]}},      # both, the key not a list
+])
+def test_malformed_batches_read_as_none(bad):
+    from dr_common.payloads import batch_items
+
+    assert batch_items(bad, "commands") is None
