@@ -268,7 +268,8 @@ def main() -> int:
                 gevent.joinall([gevent.spawn(register, todo[k::8]) for k in range(8)], raise_error=True)
                 registered = n
                 print(f"registered {len(todo):,} VENs with dr.vtn in {time.monotonic() - t:.1f} s", flush=True)
-            per: dict[str, list[float]] = {"bridge_bus_hop": [], "bridge_fanout_loop": []}
+            per: dict[str, list[float]] = {"bridge_bus_hop": [], "bridge_fanout_loop": [], "vtn_hand_off": [],
+                                           "vtn_hand_off_cpu": []}
             cpu_used: dict[str, dict[str, float]] = {path: {} for path in paths}
             for path in paths:
                 per.update({path: [], path + "_read": [], path + "_ack": [], path + "_span": []})
@@ -313,6 +314,8 @@ def main() -> int:
                             if path == "bridge" else {})
                     cpu_after = cpu.read()
                     if path == "bridge" and args.with_vtn:  # the restores are not measured
+                        last_round = rpc("health").get("lastRound", {})
+                        hand_off = last_round.get("handOffMs")
                         bus_acks.clear()
                         rpc("stop_event", event["eventId"])
                         pump_until(lambda n=n: len({c for c, _ in bus_acks if ":restore:" in (c or "")}) >= n,
@@ -326,6 +329,9 @@ def main() -> int:
                     for name, value in cpu_after.items():
                         cpu_used[path][name] = cpu_used[path].get(name, 0.0) + value - cpu_before.get(name, 0.0)
                     if path == "bridge":
+                        if args.with_vtn and hand_off is not None:
+                            per["vtn_hand_off"].append(hand_off)
+                            per["vtn_hand_off_cpu"].append(last_round.get("handOffCpuMs") or 0.0)
                         if last.get("messages") == n:
                             per["bridge_bus_hop"].append((last["receivedMonotonic"] - t0) * 1000.0)
                             per["bridge_fanout_loop"].append(last["ms"])
@@ -342,6 +348,8 @@ def main() -> int:
             s = {k: stats(v) for k, v in per.items() if not k.endswith("_span")}
             s["bridge_bus_hop"]["median"] = percentile(per["bridge_bus_hop"], 50)
             s["bridge_fanout_loop"]["median"] = percentile(per["bridge_fanout_loop"], 50)
+            s["vtn_hand_off"]["median"] = percentile(per["vtn_hand_off"], 50)
+            s["vtn_hand_off_cpu"]["median"] = percentile(per["vtn_hand_off_cpu"], 50)
             spans = {k: sorted(v)[len(v) // 2] for k, v in per.items() if k.endswith("_span") and v}
             ratio = (s["bridge"]["p99"] / s["bare"]["p99"]) if s["bridge"]["n"] and s["bare"]["n"] else None
             ratio_c = (s["chunked"]["p99"] / s["bare"]["p99"]) if "chunked" in s and s["chunked"]["n"] else None
@@ -385,7 +393,10 @@ def main() -> int:
                   + (f"{read['p50']:15.1f} {read['p99']:8.1f}" if read["n"] else "no data"))
         hop, loop = s["bridge_bus_hop"].get("median"), s["bridge_fanout_loop"].get("median")
         if hop is not None and loop is not None:
-            print(f"{'':>7} bridge breakdown (medians): t0 -> batch received by dr.mqtt {hop:.1f} ms; "
+            vtn = s["vtn_hand_off"].get("median")
+            inside = (f"dr.vtn activation to batch published {vtn:.1f} ms "
+                      f"({s['vtn_hand_off_cpu']['median']:.1f} ms of it on the CPU); " if vtn is not None else "")
+            print(f"{'':>7} bridge breakdown (medians): {inside}t0 -> batch received by dr.mqtt {hop:.1f} ms; "
                   f"dr.mqtt handing {n:,} commands to paho {loop:.1f} ms")
         for path, used in res["cpuMsPerRound"].items():
             parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))

@@ -102,7 +102,7 @@ class VtnService:
         self._telemetry_buffer: list[TelemetryRow] = []
         self.started = False
         self.last_round: dict[str, Any] = {}  # timings of the latest dispatch round (health)
-        self._activation_started: float | None = None
+        self._activation_started: tuple[float, float] | None = None  # (perf_counter, thread_time)
 
     # ============================================================================ start / stop ====
     def start(self) -> None:
@@ -479,7 +479,7 @@ class VtnService:
         return owner.event_id if owner is not None and owner.status == ACTIVE else None
 
     def _activate(self, event: Event) -> None:
-        self._activation_started = time.perf_counter()
+        self._activation_started = (time.perf_counter(), time.thread_time())
         now = self.clock.now()
         event.status = ACTIVE
         event.updated_at = now
@@ -737,7 +737,7 @@ class VtnService:
 
         Correlation ids are deterministic, so if the process dies between hand-off and write the resend
         after restart is the same command, applied once by the VEN."""
-        began = self._activation_started or time.perf_counter()
+        began, began_cpu = self._activation_started or (time.perf_counter(), time.thread_time())
         self._activation_started = None
         now = self.clock.now()
         local, remote = self.book.render_round(records, now, self._transport)
@@ -756,14 +756,15 @@ class VtnService:
             except Exception:  # a failed hand-off is retried by the retry timer
                 self.counters["sendErrors"] += 1
                 _log.exception("handing a batch of %d commands to the bridge failed", len(remote))
-        handed = time.perf_counter()
+        handed, handed_cpu = time.perf_counter(), time.thread_time()
         events = list(events)
         if events:
             self.store.save(events=events)
         self._stage(commands=records, participants=participants)
         if local or remote:
             self.last_round = {"local": len(local), "remote": len(remote),
-                               "handOffMs": round((handed - began) * 1000, 3)}
+                               "handOffMs": round((handed - began) * 1000, 3),
+                               "handOffCpuMs": round((handed_cpu - began_cpu) * 1000, 3)}
         if local or remote:
             self._arm_retry()
 
