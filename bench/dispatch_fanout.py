@@ -269,7 +269,7 @@ def main() -> int:
                 registered = n
                 print(f"registered {len(todo):,} VENs with dr.vtn in {time.monotonic() - t:.1f} s", flush=True)
             per: dict[str, list[float]] = {"bridge_bus_hop": [], "bridge_fanout_loop": [], "vtn_hand_off": [],
-                                           "vtn_hand_off_cpu": []}
+                                           "vtn_hand_off_cpu": [], "vtn_first_batch": []}
             cpu_used: dict[str, dict[str, float]] = {path: {} for path in paths}
             for path in paths:
                 per.update({path: [], path + "_read": [], path + "_ack": [], path + "_span": []})
@@ -332,6 +332,7 @@ def main() -> int:
                         if args.with_vtn and hand_off is not None:
                             per["vtn_hand_off"].append(hand_off)
                             per["vtn_hand_off_cpu"].append(last_round.get("handOffCpuMs") or 0.0)
+                            per["vtn_first_batch"].append(last_round.get("firstBatchMs") or 0.0)
                         if last.get("messages") == n:
                             per["bridge_bus_hop"].append((last["receivedMonotonic"] - t0) * 1000.0)
                             per["bridge_fanout_loop"].append(last["ms"])
@@ -350,6 +351,7 @@ def main() -> int:
             s["bridge_fanout_loop"]["median"] = percentile(per["bridge_fanout_loop"], 50)
             s["vtn_hand_off"]["median"] = percentile(per["vtn_hand_off"], 50)
             s["vtn_hand_off_cpu"]["median"] = percentile(per["vtn_hand_off_cpu"], 50)
+            s["vtn_first_batch"]["median"] = percentile(per["vtn_first_batch"], 50)
             spans = {k: sorted(v)[len(v) // 2] for k, v in per.items() if k.endswith("_span") and v}
             ratio = (s["bridge"]["p99"] / s["bare"]["p99"]) if s["bridge"]["n"] and s["bare"]["n"] else None
             ratio_c = (s["chunked"]["p99"] / s["bare"]["p99"]) if "chunked" in s and s["chunked"]["n"] else None
@@ -392,12 +394,16 @@ def main() -> int:
                   f"{(f'{span:8.1f}' if span else '     n/a')} | "
                   + (f"{read['p50']:15.1f} {read['p99']:8.1f}" if read["n"] else "no data"))
         hop, loop = s["bridge_bus_hop"].get("median"), s["bridge_fanout_loop"].get("median")
+        parts = []
+        if s["vtn_hand_off"].get("median") is not None:
+            parts.append(f"dr.vtn activation to first batch published {s['vtn_first_batch']['median']:.1f} ms, "
+                         f"to last {s['vtn_hand_off']['median']:.1f} ms ({s['vtn_hand_off_cpu']['median']:.1f} ms "
+                         f"of it on the CPU)")
         if hop is not None and loop is not None:
-            vtn = s["vtn_hand_off"].get("median")
-            inside = (f"dr.vtn activation to batch published {vtn:.1f} ms "
-                      f"({s['vtn_hand_off_cpu']['median']:.1f} ms of it on the CPU); " if vtn is not None else "")
-            print(f"{'':>7} bridge breakdown (medians): {inside}t0 -> batch received by dr.mqtt {hop:.1f} ms; "
-                  f"dr.mqtt handing {n:,} commands to paho {loop:.1f} ms")
+            parts.append(f"t0 -> batch received by dr.mqtt {hop:.1f} ms; dr.mqtt handing {n:,} commands to paho "
+                         f"{loop:.1f} ms")
+        if parts:
+            print(f"{'':>7} bridge breakdown (medians): {'; '.join(parts)}")
         for path, used in res["cpuMsPerRound"].items():
             parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
             print(f"{'':>7} CPU ms per {path} round (until every ack is in): {parts}; "

@@ -344,6 +344,22 @@ def test_local_vens_get_one_bus_command_each_remote_vens_one_batch_per_round(h):
         assert {"correlationId", "eventId", "startTime", "until", "venId", "issuedAt"} <= set(payload)
 
 
+def test_a_large_round_goes_to_the_bridge_in_batches_of_batch_size(tmp_path):
+    h = Harness(tmp_path, {"batchSize": 3})
+    h.register("loc1")
+    for i in range(7):
+        h.register(f"rem{i}", transport="mqtt")
+    h.event(0, 600, requestedReductionKw=8.0)
+    assert [len(batch) for _, batch in h.sender.batches] == [3, 3, 1]
+    sent = [p["venId"] for _, batch in h.sender.batches for p in batch]
+    assert sorted(sent) == [f"rem{i}" for i in range(7)] and len(h.sender.local) == 1
+    assert len({p["correlationId"] for p in h.commands()}) == 8
+    last = h.svc.health()["lastRound"]
+    assert last["remote"] == 7 and last["local"] == 1
+    assert 0 <= last["firstBatchMs"] <= last["handOffMs"]
+    assert h.svc.counters["batchesSent"] == 3 and h.svc.counters["remoteCommandsSent"] == 7
+
+
 def test_retries_use_the_same_correlation_id_with_backoff_until_acked(h):
     h.register("a")
     h.register("b")

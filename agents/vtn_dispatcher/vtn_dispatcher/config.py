@@ -14,6 +14,9 @@ Keys (camelCase; snake_case variants accepted):
   restoreRetryWindowS  how long restore commands are retried after an event ends.
   randomizeGranularityS  randomized start offsets are multiples of this (VENs sharing an instant share a round).
   flushIntervalS       how often telemetry, acks, last-seen times and command states are written to the store.
+  batchSize            most commands per batch handed to the bridge (default 2000): a round of 10,000 goes out as
+                       five bus messages, rendered and sent one after another, so the bridge and the broker
+                       start on the first while the rest are rendered.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class VtnConfig:
     restore_retry_window_s: float = 600.0
     randomize_granularity_s: float = 0.1
     flush_interval_s: float = 1.0
+    batch_size: int = 2000
 
     def program(self, program_id: str | None) -> ProgramConfig:
         if program_id is not None and program_id in self.programs:
@@ -85,6 +89,7 @@ _FIELDS = (
     Field("restoreRetryWindowS", "float", minimum=0.0, maximum=7 * 86400.0),
     Field("randomizeGranularityS", "float", minimum=0.001, maximum=60.0),
     Field("flushIntervalS", "float", minimum=0.05, maximum=60.0),
+    Field("batchSize", "int", minimum=1, maximum=1_000_000),
 )
 _PROGRAM_FIELDS = (
     Field("allocation", "str", choices=ALLOCATION_RULES),
@@ -144,4 +149,5 @@ def parse_config(raw: Mapping[str, Any] | None) -> VtnConfig:
                      retry_initial_s=retry_initial, retry_factor=values.get("retryFactor", 2.0),
                      retry_max_s=retry_max, restore_retry_window_s=values.get("restoreRetryWindowS", 600.0),
                      randomize_granularity_s=values.get("randomizeGranularityS", 0.1),
-                     flush_interval_s=values.get("flushIntervalS", 1.0))
+                     flush_interval_s=values.get("flushIntervalS", 1.0),
+                     batch_size=values.get("batchSize", 2000))

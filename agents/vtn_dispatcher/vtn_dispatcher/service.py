@@ -25,6 +25,7 @@ from typing import Any
 from dr_common.payloads import (
     EVENT_FIELDS,
     SIGNAL_LOAD_DISPATCH,
+    TRANSPORT_BUS,
     VEN_FIELDS,
     Ack,
     EventRequest,
@@ -731,7 +732,8 @@ class VtnService:
 
     def _send(self, records: list[CommandRecord], participants: Iterable[Participant] = (),
               events: Iterable[Event] = ()) -> None:
-        """Hand a round of commands over (bus per local VEN, one batch for the bridge); the events are written
+        """Hand a round of commands over (bus per local VEN, batches of at most `batchSize` for the bridge, each
+        rendered just before it is sent); the events are written
         at once, the commands and participants with the next flush (`flushIntervalS`), so no database work
         competes with the fan-out.
 
@@ -740,32 +742,45 @@ class VtnService:
         began, began_cpu = self._activation_started or (time.perf_counter(), time.thread_time())
         self._activation_started = None
         now = self.clock.now()
-        local, remote = self.book.render_round(records, now, self._transport)
-        for ven_id, payload in local:
-            try:
-                self.sender.send_local(ven_id, payload)
-                self.counters["localCommandsSent"] += 1
-            except Exception:  # a failed hand-off is retried by the retry timer
-                self.counters["sendErrors"] += 1
-                _log.exception("sending command %s to local VEN %s failed", payload.get("correlationId"), ven_id)
-        if remote:
-            try:
-                self.sender.send_batch(remote)
-                self.counters["batchesSent"] += 1
-                self.counters["remoteCommandsSent"] += len(remote)
-            except Exception:  # a failed hand-off is retried by the retry timer
-                self.counters["sendErrors"] += 1
-                _log.exception("handing a batch of %d commands to the bridge failed", len(remote))
+        size = self.config.batch_size
+        first_batch: float | None = None
+        local_count = remote_count = 0
+        on_bus = [r for r in records if self._transport(r.ven_id) == TRANSPORT_BUS]
+        bridged = [r for r in records if self._transport(r.ven_id) != TRANSPORT_BUS] if on_bus else records
+        groups = ([on_bus] if on_bus else []) + [bridged[i:i + size] for i in range(0, len(bridged), size)]
+        for group in groups:
+            local, remote = self.book.render_round(group, now, self._transport)
+            for ven_id, payload in local:
+                try:
+                    self.sender.send_local(ven_id, payload)
+                    self.counters["localCommandsSent"] += 1
+                except Exception:  # a failed hand-off is retried by the retry timer
+                    self.counters["sendErrors"] += 1
+                    _log.exception("sending command %s to local VEN %s failed", payload.get("correlationId"),
+                                   ven_id)
+            if remote:
+                try:
+                    self.sender.send_batch(remote)
+                    self.counters["batchesSent"] += 1
+                    self.counters["remoteCommandsSent"] += len(remote)
+                except Exception:  # a failed hand-off is retried by the retry timer
+                    self.counters["sendErrors"] += 1
+                    _log.exception("handing a batch of %d commands to the bridge failed", len(remote))
+                if first_batch is None:
+                    first_batch = time.perf_counter()
+            local_count += len(local)
+            remote_count += len(remote)
         handed, handed_cpu = time.perf_counter(), time.thread_time()
         events = list(events)
         if events:
             self.store.save(events=events)
         self._stage(commands=records, participants=participants)
-        if local or remote:
-            self.last_round = {"local": len(local), "remote": len(remote),
+        if local_count or remote_count:
+            self.last_round = {"local": local_count, "remote": remote_count,
                                "handOffMs": round((handed - began) * 1000, 3),
-                               "handOffCpuMs": round((handed_cpu - began_cpu) * 1000, 3)}
-        if local or remote:
+                               "handOffCpuMs": round((handed_cpu - began_cpu) * 1000, 3),
+                               "firstBatchMs": (None if first_batch is None
+                                                else round((first_batch - began) * 1000, 3))}
             self._arm_retry()
 
     def _arm_retry(self) -> None:
