@@ -356,6 +356,8 @@ def main() -> int:
             ratio = (s["bridge"]["p99"] / s["bare"]["p99"]) if s["bridge"]["n"] and s["bare"]["n"] else None
             ratio_c = (s["chunked"]["p99"] / s["bare"]["p99"]) if "chunked" in s and s["chunked"]["n"] else None
             results["sizes"][n] = {"stats": s, "medianMakespanMs": spans, "p99Ratio": ratio,
+                                   "makespansMs": {k[:-5]: [round(x, 1) for x in v] for k, v in per.items()
+                                                   if k.endswith("_span")},
                                    "p99RatioChunked": ratio_c,
                                    "cpuMsPerRound": {path: {k: round(v * 1000 / args.rounds, 1)
                                                             for k, v in used.items()}
@@ -404,6 +406,8 @@ def main() -> int:
                          f"{loop:.1f} ms")
         if parts:
             print(f"{'':>7} bridge breakdown (medians): {'; '.join(parts)}")
+        print(f"{'':>7} makespan of each round (ms): " + "; ".join(
+            f"{path} {', '.join(f'{x:.0f}' for x in spans)}" for path, spans in res["makespansMs"].items()))
         for path, used in res["cpuMsPerRound"].items():
             parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
             print(f"{'':>7} CPU ms per {path} round (until every ack is in): {parts}; "
