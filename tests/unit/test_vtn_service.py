@@ -360,6 +360,34 @@ def test_a_large_round_goes_to_the_bridge_in_batches_of_batch_size(tmp_path):
     assert h.svc.counters["batchesSent"] == 3 and h.svc.counters["remoteCommandsSent"] == 7
 
 
+def test_the_flush_write_runs_through_offload_and_a_failed_write_is_kept_for_the_next(tmp_path):
+    calls: list[str] = []
+    fail = {"on": False}
+
+    def offload(fn):
+        calls.append("write")
+        if fail["on"]:
+            raise OSError("disk gone")
+        return fn()
+
+    h = Harness(tmp_path)
+    h.svc.stop()
+    h.svc = VtnService(h.store, h.clock, h.sender, h.config, rng=random.Random(1), offload=offload)
+    h.svc.start()
+    h.register("r1", transport="mqtt")
+    h.event(0, 600, requestedReductionKw=1.0)
+    calls.clear()
+    fail["on"] = True
+    h.clock.advance(h.config.flush_interval_s)
+    assert calls == ["write"] and h.svc.counters["storeErrors"] == 1
+    assert h.store.load_commands([h.sender.commands()[0]["eventId"]]) == []  # nothing written yet
+    fail["on"] = False
+    h.clock.advance(h.config.flush_interval_s)
+    assert calls == ["write", "write"]
+    [stored] = h.store.load_commands([h.sender.commands()[0]["eventId"]])
+    assert stored.correlation_id == h.sender.commands()[0]["correlationId"]
+
+
 def test_retries_use_the_same_correlation_id_with_backoff_until_acked(h):
     h.register("a")
     h.register("b")

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import gevent
+from gevent.threadpool import ThreadPool
 from volttron.client.vip.agent import RPC, Agent, Core
 from volttron.utils import load_config
 from volttron.utils.commands import vip_main
@@ -95,6 +96,7 @@ class VtnAgent(Agent):
         self.config_error: str | None = None
         self.config: VtnConfig | None = None
         self.store: Store | None = None
+        self._writer: ThreadPool | None = None
         self.service: VtnService | None = None
         self.dropped = 0
         self._running = False
@@ -129,7 +131,11 @@ class VtnAgent(Agent):
         assert self.config is not None
         try:
             self.store = Store(self._database_url(self.config))
-            self.service = VtnService(self.store, CoreScheduler(self.core), BusSender(self), self.config)
+            # the flush's writes run in a thread of their own, one after another (the drivers release the GIL
+            # while the database works): the event loop dispatches and takes acks meanwhile
+            self._writer = ThreadPool(1)
+            self.service = VtnService(self.store, CoreScheduler(self.core), BusSender(self), self.config,
+                                      offload=self._writer.apply)
             self.service.start()
         except Exception as exc:  # e.g. an unreachable database: reported by health, retried on reconfig
             self.config_error = f"cannot start: {exc.__class__.__name__}: {exc}"
@@ -145,6 +151,9 @@ class VtnAgent(Agent):
             except Exception:  # the store may be gone; stopping must still release it
                 _log.exception("dr.vtn: stopping the VTN failed")
             self.service = None
+        if self._writer is not None:
+            self._writer.kill()
+            self._writer = None
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -76,10 +76,18 @@ _UPDATE_FIELDS = tuple(dataclasses.replace(f, required=False) for f in EVENT_FIE
 _VEN_UPDATE_FIELDS = tuple(dataclasses.replace(f, required=False) for f in VEN_FIELDS)
 
 
+def _in_line(fn: Callable[[], None]) -> None:
+    fn()
+
+
 class VtnService:
     def __init__(self, store: Store, scheduler: Scheduler, sender: Sender, config: VtnConfig,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 offload: Callable[[Callable[[], None]], Any] | None = None) -> None:
+        """`offload(fn)` runs the flush's database write and returns when it is done; the agent runs it in a
+        thread of its own (one, so writes stay in order) so the event loop goes on meanwhile. Default: in line."""
         self.store = store
+        self._offload = offload or _in_line
         self.clock = scheduler
         self.sender = sender
         self.config = config
@@ -172,6 +180,7 @@ class VtnService:
         self._apply_status_field(ven, values.get("status"), now)
         self.store.save(vens=[ven])
         self.vens[ven.ven_id] = ven
+        self._dirty_vens[ven.ven_id] = ven  # written again by the next flush, after any flush in flight
         return {**ven.to_dict(now, self.config.offline_timeout_s), "created": known is None}
 
     def update_ven(self, ven_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,6 +201,7 @@ class VtnService:
         ven.updated_at = now
         self.store.save(vens=[ven])
         self.vens[ven_id] = ven
+        self._dirty_vens[ven_id] = ven  # written again by the next flush, after any flush in flight
         return ven.to_dict(now, self.config.offline_timeout_s)
 
     @staticmethod
@@ -828,6 +838,7 @@ class VtnService:
         self.counters["retries"] += len(resend)
         if given_up:
             self.store.save(commands=given_up)
+            self._stage(commands=given_up)  # written again by the next flush, after any flush in flight
         if resend:
             _log.info("retrying %d unacked commands", len(resend))
             self._send(resend)
@@ -977,8 +988,9 @@ class VtnService:
         self._telemetry_buffer, self._dirty_vens, self._dirty_participants = [], {}, {}
         self._dirty_commands, self._ack_buffer = {}, []
         try:
-            self.store.save(vens=list(vens.values()), participants=list(parts.values()),
-                            commands=list(commands.values()), acks=acks, telemetry=telemetry)
+            writes = self.store.prepare(vens=list(vens.values()), participants=list(parts.values()),
+                                        commands=list(commands.values()), acks=acks, telemetry=telemetry)
+            self._offload(lambda: self.store.write(writes))
         except Exception:
             self._telemetry_buffer = telemetry + self._telemetry_buffer
             self._ack_buffer = acks + self._ack_buffer

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy import event as sa_event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from vtn_dispatcher.model import OPEN_STATUSES, CommandRecord, Event, Participant, Ven
@@ -136,6 +136,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@dataclass(frozen=True)
+class Write:
+    """One prepared INSERT and the parameter tuples of its rows."""
+
+    sql: str
+    values: list[tuple[Any, ...]]
+
+
 def _driver_error(dialect: str) -> type[Exception]:
     """The DB-API driver's base error class."""
     if dialect == "postgresql":
@@ -171,60 +179,69 @@ class Store:
         self.engine.dispose()
 
     # --- writing ---------------------------------------------------------------------------------
-    def _upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self._write(conn, table, rows, [column.name for column in table.primary_key.columns])
-
-    def _write(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] = ()) -> None:
-        """INSERT `rows` (all with the same keys) into `table`, as upserts on `keys` when given, in the connection's
-        transaction, straight through the DB-API driver: SQLAlchemy's executemany builds the parameters of every
+    def _statement(self, table: Table, rows: Sequence[dict[str, Any]], upsert: bool) -> Write:
+        """INSERT of `rows` (all with the same keys) into `table`, as upserts on its primary key when `upsert`,
+        with the parameter tuples for the DB-API driver: SQLAlchemy's executemany builds the parameters of every
         row in Python and takes about four times as long (every column is a number, text or boolean, which both
-        drivers store as SQLAlchemy does). PostgreSQL: multi-row statements in pages (psycopg2's execute_values;
-        its executemany sends a statement per row). SQLite: the sqlite3 module's executemany. Errors are raised
-        as SQLAlchemy raises them (IntegrityError, OperationalError ...)."""
+        drivers store as SQLAlchemy does)."""
         columns = list(rows[0])
         names = ", ".join(f'"{name}"' for name in columns)
         pg = self.dialect == "postgresql"
         placeholders = "%s" if pg else "(" + ", ".join("?" * len(columns)) + ")"
         sql = f'INSERT INTO "{table.name}" ({names}) VALUES {placeholders}'
-        if keys:
+        if upsert:
+            keys = [column.name for column in table.primary_key.columns]
             conflict = ", ".join(f'"{key}"' for key in keys)
             updates = ", ".join(f'"{name}" = excluded."{name}"' for name in columns if name not in keys)
             sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-        values = [tuple(row[name] for name in columns) for row in rows]
-        dbapi = conn.connection.dbapi_connection
+        return Write(sql, [tuple(row[name] for name in columns) for row in rows])
+
+    def prepare(self, *, vens: Iterable[Ven] = (), events: Iterable[Event] = (),
+                participants: Iterable[Participant] = (), commands: Iterable[CommandRecord] = (),
+                acks: Iterable[AckRow] = (), telemetry: Iterable[TelemetryRow] = ()) -> list[Write]:
+        """The statements that `write` runs for these records (upserts for records, inserts for the ack and
+        telemetry logs): rows are taken from the records now, so the records may change afterwards."""
+        out = []
+        for table, rows, upsert in (
+                (vens_table, [_ven_row(v) for v in vens], True),
+                (events_table, [_event_row(e) for e in events], True),
+                (participants_table, [_participant_row(p) for p in participants], True),
+                (commands_table, [_command_row(c) for c in commands], True),
+                (acks_table, [a.__dict__ for a in acks], False),
+                (telemetry_table, [t.__dict__ for t in telemetry], False)):
+            if rows:
+                out.append(self._statement(table, rows, upsert))
+        return out
+
+    def write(self, writes: Sequence[Write]) -> None:
+        """Run prepared statements in one transaction, straight through the DB-API driver (PostgreSQL:
+        multi-row statements in pages through psycopg2's execute_values, whose executemany sends a statement per
+        row; SQLite: the sqlite3 module's executemany). Errors are raised as SQLAlchemy raises them
+        (IntegrityError, OperationalError ...). Safe to call from another thread than the caller of `prepare`."""
+        if not writes:
+            return
+        pg = self.dialect == "postgresql"
         error_class = _driver_error(self.dialect)
-        cursor = dbapi.cursor()
-        try:
-            if pg:
-                from psycopg2.extras import execute_values
-
-                execute_values(cursor, sql, values, page_size=1000)
-            else:
-                cursor.executemany(sql, values)
-        except error_class as exc:
-            raise DBAPIError.instance(sql, None, exc, error_class, dialect=conn.dialect) from exc
-        finally:
-            cursor.close()
-
-    def save(self, *, vens: Iterable[Ven] = (), events: Iterable[Event] = (),
-             participants: Iterable[Participant] = (), commands: Iterable[CommandRecord] = (),
-             acks: Iterable[AckRow] = (), telemetry: Iterable[TelemetryRow] = ()) -> None:
-        """Write everything given in one transaction (upserts for records, inserts for ack/telemetry logs)."""
-        ven_rows = [_ven_row(v) for v in vens]
-        event_rows = [_event_row(e) for e in events]
-        participant_rows = [_participant_row(p) for p in participants]
-        command_rows = [_command_row(c) for c in commands]
-        ack_rows = [a.__dict__ for a in acks]
-        telemetry_rows = [t.__dict__ for t in telemetry]
         with self.engine.begin() as conn:
-            self._upsert(conn, vens_table, ven_rows)
-            self._upsert(conn, events_table, event_rows)
-            self._upsert(conn, participants_table, participant_rows)
-            self._upsert(conn, commands_table, command_rows)
-            for table, rows in ((acks_table, ack_rows), (telemetry_table, telemetry_rows)):
-                if rows:
-                    self._write(conn, table, rows)
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                for statement in writes:
+                    try:
+                        if pg:
+                            from psycopg2.extras import execute_values
+
+                            execute_values(cursor, statement.sql, statement.values, page_size=1000)
+                        else:
+                            cursor.executemany(statement.sql, statement.values)
+                    except error_class as exc:
+                        raise DBAPIError.instance(statement.sql, None, exc, error_class,
+                                                  dialect=conn.dialect) from exc
+            finally:
+                cursor.close()
+
+    def save(self, **records: Any) -> None:
+        """Write the records given (as `prepare` takes them) in one transaction."""
+        self.write(self.prepare(**records))
 
     # --- reading ---------------------------------------------------------------------------------
     def load_vens(self) -> list[Ven]:
