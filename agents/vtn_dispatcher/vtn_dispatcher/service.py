@@ -755,8 +755,10 @@ class VtnService:
         size = self.config.batch_size
         first_batch: float | None = None
         local_count = remote_count = 0
-        on_bus = [r for r in records if self._transport(r.ven_id) == TRANSPORT_BUS]
-        bridged = [r for r in records if self._transport(r.ven_id) != TRANSPORT_BUS] if on_bus else records
+        on_bus: list[CommandRecord] = []
+        bridged: list[CommandRecord] = []
+        for record in records:
+            (on_bus if self._transport(record.ven_id) == TRANSPORT_BUS else bridged).append(record)
         groups = ([on_bus] if on_bus else []) + [bridged[i:i + size] for i in range(0, len(bridged), size)]
         for group in groups:
             local, remote = self.book.render_round(group, now, self._transport)
