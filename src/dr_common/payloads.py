@@ -6,13 +6,12 @@ or without zone) and renders the canonical camelCase form with `to_payload`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dr_common.schema import Field, PayloadError, iso_or_none, parse_fields
+from dr_common.schema import ID_RE, Field, PayloadError, check_id, iso_or_none, parse_fields
 from dr_common.timeutil import to_iso, utcnow
 
 OP_EVENT = "event"
@@ -23,7 +22,7 @@ OPS = (OP_EVENT, OP_SHED_PANEL, OP_RESTORE, OP_PING)
 _OP_WORDS = {"stop": OP_RESTORE, "end": OP_RESTORE, "cancel": OP_RESTORE, "shed": OP_SHED_PANEL,
              "shedpanel": OP_SHED_PANEL, "event": OP_EVENT, "restore": OP_RESTORE, "ping": OP_PING}
 
-VEN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+VEN_ID_RE = ID_RE  # one rule for every identifier (dr_common.schema.ID_RE); ID_PATTERN for JSON Schema
 
 KW_MAX = 1_000_000.0  # a sanity bound for any power figure (kW)
 
@@ -33,18 +32,15 @@ def _kw(name: str, *aliases: str, required: bool = False, minimum: float | None 
 
 
 def check_ven_id(value: str, field_name: str = "venId") -> str:
-    if not VEN_ID_RE.match(value):
-        raise PayloadError(field_name, "must be 1-64 letters, digits or _ . : - (starting with a letter or digit)"
-                                       f"; got {value!r}")
-    return value
+    return check_id(value, field_name)
 
 
 # --- commands: ven/cmd/<venId> and dr/cmd/<venId> -------------------------------------------------
 COMMAND_FIELDS = (
     Field("op", "str", required=True, aliases=("operation", "command", "cmd", "type", "action")),
     Field("correlationId", "str", aliases=("correlation", "cid", "requestId", "msgId", "commandId")),
-    Field("venId", "str", aliases=("ven",)),
-    Field("eventId", "str", aliases=("event",)),
+    Field("venId", "id", aliases=("ven",)),
+    Field("eventId", "id", aliases=("event",)),
     _kw("requestedReductionKw", "requestedReduction", "reductionKw", "reduceKw", "shedKw", "targetKw", "kw"),
     Field("startTime", "time", aliases=("start", "startAt", "dtstart")),
     Field("until", "time", aliases=("endTime", "end", "endAt", "untilTime", "stopTime")),
@@ -146,8 +142,8 @@ ACK_FIELDS = (
     Field("ok", "bool", required=True, aliases=("success", "accepted")),
     Field("data", "dict"),
     Field("error", "str", aliases=("message", "reason"), max_length=2000),
-    Field("venId", "str", aliases=("ven",)),
-    Field("eventId", "str", aliases=("event",)),
+    Field("venId", "id", aliases=("ven",)),
+    Field("eventId", "id", aliases=("event",)),
     Field("ts", "time", aliases=("timestamp", "time")),
 )
 ACK_DATA_FIELDS = (
@@ -219,12 +215,12 @@ class Ack:
 
 # --- telemetry: ven/telemetry/<venId>, oadr/meter/<venId>, dr/telemetry/<venId> -------------------
 TELEMETRY_FIELDS = (
-    Field("venId", "str", required=True, aliases=("ven",)),
+    Field("venId", "id", required=True, aliases=("ven",)),
     Field("ts", "time", aliases=("timestamp", "time")),
     _kw("usedPowerKw", "usedKw", "powerKw", "loadKw", "meterKw", required=True, minimum=-KW_MAX),
     _kw("shedPowerKw", "shedKw", "reductionKw", minimum=-KW_MAX),
     _kw("requestedReductionKw", "requestedKw", "targetKw"),
-    Field("eventId", "str", aliases=("event",)),
+    Field("eventId", "id", aliases=("event",)),
     _kw("baselinePowerKw", "baselineKw", "baseline", minimum=-KW_MAX),
     _kw("availableShedKw", "availableKw", "capacityKw"),
     Field("loads", "dict"),
@@ -271,7 +267,7 @@ class Telemetry:
 
 # --- VEN status (MQTT last will / birth) ----------------------------------------------------------
 STATUS_FIELDS = (
-    Field("venId", "str", required=True, aliases=("ven",)),
+    Field("venId", "id", required=True, aliases=("ven",)),
     Field("online", "bool", required=True, aliases=("connected", "up")),
     Field("ts", "time", aliases=("timestamp", "time")),
 )
@@ -298,10 +294,10 @@ TRANSPORT_BUS = "bus"
 TRANSPORT_MQTT = "mqtt"
 
 VEN_FIELDS = (
-    Field("venId", "str", required=True, aliases=("id", "ven", "thingName"), max_length=64),
+    Field("venId", "id", required=True, aliases=("id", "ven", "thingName")),
     Field("name", "str", max_length=200),
     Field("site", "str", max_length=200),
-    Field("group", "str", aliases=("groupId",), max_length=200),
+    Field("group", "id", aliases=("groupId",)),
     _kw("maxShedKw", "maximumShedKw", "maxShedCapacityKw", "capacityKw", "maxCapacityKw"),
     Field("transport", "str", choices=(TRANSPORT_BUS, TRANSPORT_MQTT)),
     Field("status", "str", choices=("online", "offline")),
@@ -335,16 +331,16 @@ SIGNAL_LOAD_DISPATCH = "LOAD_DISPATCH"
 SIGNAL_SIMPLE = "SIMPLE"
 
 EVENT_FIELDS = (
-    Field("eventId", "str", aliases=("id", "event")),
-    Field("programId", "str", aliases=("program",)),
+    Field("eventId", "id", aliases=("id", "event")),
+    Field("programId", "id", aliases=("program",)),
     Field("name", "str", max_length=200),
     Field("startTime", "time", required=True, aliases=("start", "dtstart", "startAt")),
     Field("endTime", "time", aliases=("end", "until", "endAt")),
     Field("durationS", "float", aliases=("duration", "durationSeconds"), minimum=1.0, maximum=7 * 86400.0),
     _kw("requestedReductionKw", "requestedReduction", "reductionKw", "targetKw", "kw"),
     Field("level", "int", aliases=("simpleLevel", "signalLevel"), minimum=0, maximum=3),
-    Field("venIds", "strlist", aliases=("vens", "targetVens", "targetVenIds")),
-    Field("groups", "strlist", aliases=("targetGroups", "groupIds")),
+    Field("venIds", "idlist", aliases=("vens", "targetVens", "targetVenIds")),
+    Field("groups", "idlist", aliases=("targetGroups", "groupIds")),
     Field("allVens", "bool", aliases=("all", "targetAll")),
     Field("rampUpS", "float", aliases=("rampUp", "rampUpSeconds", "nearS"), minimum=0.0, maximum=86400.0),
     Field("randomizeStartS", "float", aliases=("randomizeStart", "randomization"), minimum=0.0, maximum=3600.0),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,15 +31,50 @@ class PayloadError(ValueError):
 
 _KEY_NOISE = str.maketrans("", "", "_- ")
 
+# One rule for every identifier (venId, eventId, programId, group, ...): 1-64 ASCII letters, digits or
+# _ . : - starting with a letter or digit. No '/', no control or bidi characters, no trailing newline.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+ID_RULE = "must be 1-64 letters, digits or _ . : - (starting with a letter or digit)"
+
+# Keys longer than this are never a field name: they are normalised without the cache, so a flood of
+# long made-up keys cannot hold memory.
+CACHED_KEY_MAX = 64
+# Keys longer than this are refused outright.
+KEY_MAX = 256
+# Decimal digits accepted in a JSON integer (1e308 has 309): more is refused before Python parses it.
+INT_DIGITS_MAX = 309
+
+
+def is_valid_id(value: object) -> bool:
+    """True when `value` is a string that follows the identifier rule."""
+    return isinstance(value, str) and ID_RE.match(value) is not None
+
+
+def check_id(value: object, field_name: str) -> str:
+    """`value` when it follows the identifier rule, else PayloadError naming `field_name`."""
+    if not is_valid_id(value):
+        shown = value[:80] if isinstance(value, str) else value
+        raise PayloadError(field_name, f"{ID_RULE}; got {shown!r}")
+    return value  # type: ignore[return-value]
+
 
 @functools.lru_cache(maxsize=4096)
+def _normalize_cached(key: str) -> str:
+    return key.lower().translate(_KEY_NOISE)
+
+
 def normalize_key(key: str) -> str:
+    """A key with case, '_', '-' and spaces ignored (short keys cached, long ones not)."""
+    if len(key) <= CACHED_KEY_MAX:
+        return _normalize_cached(key)
     return key.lower().translate(_KEY_NOISE)
 
 
 @dataclass(frozen=True)
 class Field:
-    """One field of a schema. `kind` is one of str, float, int, bool, time, dict, list, strlist."""
+    """One field of a schema. `kind` is one of str, id, float, int, bool, time, dict, list, strlist, idlist
+    (`id` and `idlist` follow the identifier rule, ID_RE)."""
 
     name: str
     kind: str
@@ -53,12 +89,38 @@ class Field:
         return {normalize_key(self.name), *(normalize_key(a) for a in self.aliases)}
 
 
+def _no_constant(name: str) -> Any:
+    raise PayloadError("<payload>", f"not valid JSON ({name} is not a number JSON allows)")
+
+
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError("<payload>", f"not valid JSON (number {text[:40]} is out of range)")
+    return value
+
+
+def _strict_int(text: str) -> int:
+    if len(text.lstrip("-")) > INT_DIGITS_MAX:
+        raise PayloadError("<payload>", f"not valid JSON (an integer of {len(text)} digits is out of range)")
+    return int(text)
+
+
+def loads_strict(text: str | bytes | bytearray) -> Any:
+    """json.loads that refuses NaN, Infinity, numbers beyond float range and integers of more than
+    INT_DIGITS_MAX digits (raising PayloadError); other JSON errors raise as json.loads raises them."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_strict_float, parse_int=_strict_int)
+
+
 def decode_json(raw: bytes | str) -> dict[str, Any]:
-    """Decode a JSON object from bytes or text; anything else raises PayloadError('<payload>')."""
+    """Decode a JSON object from bytes or text; anything else (including NaN, Infinity and numbers out of
+    range) raises PayloadError('<payload>')."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
-        value = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        value = loads_strict(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        if isinstance(exc, PayloadError):
+            raise
         raise PayloadError("<payload>", f"not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(value, dict):
         raise PayloadError("<payload>", f"expected a JSON object, got {type(value).__name__}")
@@ -76,6 +138,8 @@ def parse_fields(fields: Iterable[Field], raw: object) -> tuple[dict[str, Any], 
     for key, value in raw.items():
         if not isinstance(key, str):
             raise PayloadError("<payload>", f"keys must be strings, got {key!r}")
+        if len(key) > KEY_MAX:
+            raise PayloadError("<payload>", f"a key is longer than {KEY_MAX} characters")
         field = index.get(normalize_key(key))
         if field is None:
             extra[key] = value
@@ -90,6 +154,8 @@ def parse_fields(fields: Iterable[Field], raw: object) -> tuple[dict[str, Any], 
             raise PayloadError(field.name, "is required")
     return values, extra
 
+
+LIST_MAX = 100_000  # items in one list field
 
 _INDEXES: dict[int, tuple[tuple[Field, ...], dict[str, Field], tuple[Field, ...]]] = {}
 
@@ -123,6 +189,15 @@ def coerce(field: Field, value: Any) -> Any:
         if field.choices:
             return _choice(field, text)
         return text
+    if kind == "id":
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise PayloadError(field.name, f"expected a string, got {type(value).__name__}")
+        text = str(value).strip()
+        if not text:
+            raise PayloadError(field.name, "must not be empty")
+        if len(text) > 64:
+            raise PayloadError(field.name, "longer than 64 characters")
+        return check_id(text, field.name)
     if kind in ("float", "int"):
         number = _number(field, value)
         if kind == "int":
@@ -144,12 +219,14 @@ def coerce(field: Field, value: Any) -> Any:
     if kind == "dict":
         if not isinstance(value, Mapping):
             raise PayloadError(field.name, f"expected an object, got {type(value).__name__}")
+        check_tree(value, field.name)
         return dict(value)
     if kind == "list":
         if not isinstance(value, list):
             raise PayloadError(field.name, f"expected a list, got {type(value).__name__}")
+        check_tree(value, field.name)
         return list(value)
-    if kind == "strlist":
+    if kind in ("strlist", "idlist"):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list):
             raise PayloadError(field.name, f"expected a list of strings, got {type(value).__name__}")
@@ -157,7 +234,14 @@ def coerce(field: Field, value: Any) -> Any:
         for item in items:
             if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
                 raise PayloadError(field.name, f"expected a list of strings, got item {item!r}")
-            out.append(str(item).strip())
+            text = str(item).strip()
+            if kind == "idlist":
+                check_id(text, field.name)
+            elif len(text) > field.max_length:
+                raise PayloadError(field.name, f"has an item longer than {field.max_length} characters")
+            out.append(text)
+        if len(out) > LIST_MAX:
+            raise PayloadError(field.name, f"has more than {LIST_MAX} items")
         return out
     raise PayloadError(field.name, f"unknown field kind {kind}")
 
@@ -166,10 +250,13 @@ def _number(field: Field, value: Any) -> float:
     if isinstance(value, bool):
         raise PayloadError(field.name, f"expected a number, got {value!r}")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise PayloadError(field.name, "expected a finite number, got an integer out of range") from None
     elif isinstance(value, str):
         try:
-            number = float(value.strip())
+            number = float(value.strip()) if len(value) <= 64 else float("nan")
         except ValueError:
             raise PayloadError(field.name, f"expected a number, got {value!r}") from None
     else:
@@ -177,6 +264,44 @@ def _number(field: Field, value: Any) -> float:
     if not math.isfinite(number):
         raise PayloadError(field.name, f"expected a finite number, got {value!r}")
     return number
+
+
+TREE_DEPTH_MAX = 16
+TREE_NODES_MAX = 10_000
+TREE_STR_MAX = 4096
+
+
+def check_tree(value: object, field_name: str) -> None:
+    """Refuse a nested value that JSON cannot carry faithfully or that is too large to hold: non-finite
+    floats, integers beyond float range, non-string keys, over TREE_DEPTH_MAX levels, over TREE_NODES_MAX
+    items, keys or strings over TREE_STR_MAX characters. Raises PayloadError naming `field_name`."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > TREE_NODES_MAX:
+            raise PayloadError(field_name, f"holds more than {TREE_NODES_MAX} values")
+        if depth > TREE_DEPTH_MAX:
+            raise PayloadError(field_name, f"is nested deeper than {TREE_DEPTH_MAX} levels")
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise PayloadError(field_name, f"holds a non-finite number ({item!r})")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not -1e308 <= item <= 1e308:
+                raise PayloadError(field_name, "holds an integer out of range")
+        elif isinstance(item, str):
+            if len(item) > TREE_STR_MAX:
+                raise PayloadError(field_name, f"holds a string longer than {TREE_STR_MAX} characters")
+        elif isinstance(item, Mapping):
+            for key, sub in item.items():
+                if not isinstance(key, str) or len(key) > KEY_MAX:
+                    raise PayloadError(field_name, f"has a key that is not a string of at most {KEY_MAX} characters")
+                stack.append((sub, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((sub, depth + 1) for sub in item)
+        elif item is not None and not isinstance(item, bool):
+            raise PayloadError(field_name, f"holds a {type(item).__name__}, which JSON cannot carry")
 
 
 _TRUE = {"true", "1", "yes", "on"}

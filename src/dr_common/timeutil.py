@@ -71,9 +71,10 @@ def _from_epoch(seconds: float) -> datetime:
     if seconds > 1e11:  # milliseconds since the epoch
         seconds /= 1000.0
     try:
-        return datetime.fromtimestamp(seconds, UTC)
+        parsed = datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         raise ValueError(f"expected a time, got {seconds!r} (out of range)") from None
+    return _bounded(parsed)
 
 
 def seconds_until(when: datetime, now: datetime | None = None) -> float:

@@ -51,6 +51,12 @@ def _is_time(text: str) -> bool:
 def bad_values(f: Field) -> st.SearchStrategy:
     """Values that no parser may accept for this field."""
     containers = st.lists(json_scalars, max_size=3) | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3)
+    if f.kind == "id":
+        blanks = st.sampled_from(["", " ", "\t\n"])
+        too_long = st.integers(65, 120).map(lambda n: "x" * n)
+        bad_chars = st.text(alphabet=" /!@#$%^&*()[]{}é\u2603\u202e\x00", min_size=1, max_size=10).filter(
+            lambda t: t.strip() != "")
+        return st.booleans() | containers | blanks | too_long | bad_chars.map(lambda t: "a" + t + "b")
     if f.kind == "str":
         blanks = st.sampled_from(["", " ", "\t\n"])
         too_long = st.integers(f.max_length + 1, f.max_length + 50).map(lambda n: "x" * n)
@@ -83,6 +89,10 @@ def bad_values(f: Field) -> st.SearchStrategy:
         return (st.booleans() | containers | st.text(max_size=30).filter(lambda t: not _is_time(t))
                 | st.floats(min_value=1e15, max_value=1e300) | st.floats(min_value=-1e300, max_value=-1e15)
                 | st.sampled_from(["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", "10000-01-01", "1e400"]))
+    if f.kind == "idlist":
+        return (st.booleans() | st.integers() | st.dictionaries(st.text(max_size=5), json_scalars, max_size=2)
+                | st.lists(st.booleans() | st.none() | st.just("") | st.just("a/b") | st.just("x\u202ey")
+                           | st.floats() | st.lists(st.text(max_size=3), max_size=2), min_size=1, max_size=3))
     if f.kind == "strlist":
         return (st.booleans() | st.integers() | st.dictionaries(st.text(max_size=5), json_scalars, max_size=2)
                 | st.lists(st.booleans() | st.none() | st.just("") | st.just("  ") | st.floats()

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from dr_common.payloads import EVENT_FIELDS, VEN_FIELDS, VEN_ID_RE
-from dr_common.schema import Field
+from dr_common.payloads import EVENT_FIELDS, VEN_FIELDS
+from dr_common.schema import ID_PATTERN, Field
 
 from dr_web import __version__
 
 _KIND = {"str": {"type": "string"}, "float": {"type": "number"}, "int": {"type": "integer"},
          "bool": {"type": "boolean"}, "dict": {"type": "object"}, "list": {"type": "array"},
          "time": {"type": "string", "format": "date-time"},
-         "strlist": {"type": "array", "items": {"type": "string", "minLength": 1}}}
+         "strlist": {"type": "array", "items": {"type": "string", "minLength": 1}},
+         "id": {"type": "string", "pattern": ID_PATTERN},
+         "idlist": {"type": "array", "items": {"type": "string", "pattern": ID_PATTERN}}}
 
 _NOTES = {"time": "ISO 8601 (a time without zone is UTC) or epoch seconds / milliseconds",
-          "strlist": "a single string is taken as a list of one"}
+          "strlist": "a single string is taken as a list of one",
+          "idlist": "a single string is taken as a list of one"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -84,7 +87,7 @@ SCHEMAS: dict[str, Any] = {
         "internal 500, upstream 502 (a peer failed), unavailable 503 (a peer did not answer)."),
     "VenRegistration": request_schema(VEN_FIELDS, "Register a VEN, or update it when its venId is known. Field "
                                                   "names are matched ignoring case, '_' and '-'."),
-    "Ven": _obj({"venId": {"type": "string", "pattern": VEN_ID_RE.pattern}, "name": n(S), "site": n(S),
+    "Ven": _obj({"venId": {"type": "string", "pattern": ID_PATTERN}, "name": n(S), "site": n(S),
                  "group": n(S), "maxShedKw": n(N), "transport": {"type": "string", "enum": ["bus", "mqtt"]},
                  "status": VEN_STATUS, "online": B, "lastSeen": n(T), "availableShedKw": n(N),
                  "usedPowerKw": n(N), "shedPowerKw": n(N), "registeredAt": n(T), "updatedAt": n(T),
