@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "src", ROOT / "drivers", ROOT / "agents" / "ven_load_control"):
     sys.path.insert(0, str(_p))
 
-from ven_load_control.config import parse_config  # noqa: E402
-from ven_load_control.engine import VenEngine  # noqa: E402
-from ven_load_control.latency import percentile  # noqa: E402
-from ven_load_control.planner import Candidate, plan  # noqa: E402
-from ven_load_control.store import StateStore  # noqa: E402
+from dr_ven_load_control.config import parse_config  # noqa: E402
+from dr_ven_load_control.engine import VenEngine  # noqa: E402
+from dr_ven_load_control.latency import percentile  # noqa: E402
+from dr_ven_load_control.planner import Candidate, plan  # noqa: E402
+from dr_ven_load_control.store import StateStore  # noqa: E402
 
 from dr_common.payloads import Command  # noqa: E402
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from ven_load_control.baseline import PowerHistory
+from dr_ven_load_control.baseline import PowerHistory
 
 
 def test_baseline_is_the_mean_of_the_pre_event_window_only():

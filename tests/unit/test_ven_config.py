@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ven_load_control.config import ConfigError, parse_config
+from dr_ven_load_control.config import ConfigError, parse_config
 
 SITES = Path(__file__).resolve().parents[2] / "platform-config" / "sites"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ven_load_control.controller import step
-from ven_load_control.loads import LoadView
+from dr_ven_load_control.controller import step
+from dr_ven_load_control.loads import LoadView
 
 
 def view(lid, priority, capacity, continuous=True, blocked=None, critical=False, known=True):

@@ -8,7 +8,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from ven_load_control.engine import REVERT
+from dr_ven_load_control.engine import REVERT
 
 from tests.unit.test_ven_harness import SiteHarness, ven_config
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from dr_devices import PointError, SiteModel, build_device
-from ven_load_control.config import VenConfig, parse_config
-from ven_load_control.engine import REVERT, Op, VenEngine
-from ven_load_control.store import StateStore
+from dr_ven_load_control.config import VenConfig, parse_config
+from dr_ven_load_control.engine import REVERT, Op, VenEngine
+from dr_ven_load_control.store import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = REPO / "platform-config" / "sites"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ven_load_control.config import parse_config
-from ven_load_control.loads import Action, build_model
+from dr_ven_load_control.config import parse_config
+from dr_ven_load_control.loads import Action, build_model
 
 CONFIG = parse_config({
     "venId": "v1", "meter": {"path": "s/meter"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ven_load_control.planner import Candidate, plan
+from dr_ven_load_control.planner import Candidate, plan
 
 EV = Candidate("ev", 10, 7.2, True)
 WH = Candidate("wh", 20, 4.5, False)

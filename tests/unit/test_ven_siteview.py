@@ -4,7 +4,7 @@ the meter now from the last reading plus the writes it does not show, shed perio
 from __future__ import annotations
 
 import pytest
-from ven_load_control.siteview import AMBIGUITY_S, SiteView
+from dr_ven_load_control.siteview import AMBIGUITY_S, SiteView
 
 
 def view() -> SiteView:

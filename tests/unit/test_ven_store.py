@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ven_load_control.store import StateError, StateStore
+from dr_ven_load_control.store import StateError, StateStore
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -25,11 +25,11 @@ from typing import Any
 from dr_common.payloads import COMMAND_FIELDS, OP_PING, OP_RESTORE, Ack, Command, Telemetry
 from dr_common.schema import PayloadError, decode_json, normalize_key
 from dr_common.timeutil import UTC
-from ven_load_control.config import RESTORE_REVERT, VenConfig
-from ven_load_control.controller import StepResult, step
-from ven_load_control.loads import Action, LoadModel, LoadView, as_float, build_model
-from ven_load_control.siteview import SiteView
-from ven_load_control.store import StateError, StateStore
+from dr_ven_load_control.config import RESTORE_REVERT, VenConfig
+from dr_ven_load_control.controller import StepResult, step
+from dr_ven_load_control.loads import Action, LoadModel, LoadView, as_float, build_model
+from dr_ven_load_control.siteview import SiteView
+from dr_ven_load_control.store import StateError, StateStore
 
 _log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from ven_load_control.loads import LoadView
-from ven_load_control.planner import Candidate, plan
+from dr_ven_load_control.loads import LoadView
+from dr_ven_load_control.planner import Candidate, plan
 
 EPS_KW = 1e-4
 

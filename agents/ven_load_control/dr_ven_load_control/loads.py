@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ven_load_control.config import KIND_BATTERY, KIND_CIRCUIT, KIND_EV, KIND_HVAC, KIND_WATER_HEATER, LoadConfig
+from dr_ven_load_control.config import KIND_BATTERY, KIND_CIRCUIT, KIND_EV, KIND_HVAC, KIND_WATER_HEATER, LoadConfig
 
 EPS_KW = 1e-6
 

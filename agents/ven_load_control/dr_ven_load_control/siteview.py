@@ -15,7 +15,7 @@ import math
 from collections import deque
 from typing import Any
 
-from ven_load_control.baseline import Baseline, PowerHistory
+from dr_ven_load_control.baseline import Baseline, PowerHistory
 
 AMBIGUITY_S = 0.25  # how precisely the instant a publish shows is known (the driver's poll jitter)
 EPS_KW = 1e-4

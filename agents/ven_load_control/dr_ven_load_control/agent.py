@@ -27,11 +27,11 @@ from dr_common import topics
 from dr_common.payloads import Ack
 from dr_common.topics import DRIVER_IDENTITY, DriverRpc
 from dr_common.vip_repr import bound_message_repr
-from ven_load_control import __version__
-from ven_load_control.config import ConfigError, VenConfig, parse_config
-from ven_load_control.engine import REVERT, Op, VenEngine, raw_correlation, raw_op
-from ven_load_control.latency import LatencyLog
-from ven_load_control.store import StateStore
+from dr_ven_load_control import __version__
+from dr_ven_load_control.config import ConfigError, VenConfig, parse_config
+from dr_ven_load_control.engine import REVERT, Op, VenEngine, raw_correlation, raw_op
+from dr_ven_load_control.latency import LatencyLog
+from dr_ven_load_control.store import StateStore
 
 _log = logging.getLogger(__name__)
 
