@@ -37,5 +37,5 @@ def build_device(kind: str, params: Mapping[str, Any], *, time_scale: float = 1.
     try:
         make = DEVICE_TYPES[kind]
     except KeyError:
-        raise ConfigError(f"unknown device type {kind!r}; known: {', '.join(sorted(DEVICE_TYPES))}") from None
+        raise ConfigError("type", f"unknown device type {kind!r}; known: {', '.join(sorted(DEVICE_TYPES))}") from None
     return make(params, time_scale=time_scale, start_hour=start_hour, seed=seed)

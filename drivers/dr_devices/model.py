@@ -24,12 +24,12 @@ class DeviceModel(abc.ABC):
 
     def __init__(self, *, time_scale: float = 1.0, start_hour: float | None = None, seed: int | None = None) -> None:
         if not time_scale > 0:
-            raise ConfigError(f"{self.kind}: time_scale must be > 0, got {time_scale!r}")
+            raise ConfigError(f"{self.kind}.time_scale", f"time_scale must be > 0, got {time_scale!r}")
         if start_hour is None:
             now = time.localtime()
             start_hour = now.tm_hour + now.tm_min / 60 + now.tm_sec / 3600
         if not 0 <= start_hour < 24:
-            raise ConfigError(f"{self.kind}: start_hour must be in [0, 24), got {start_hour!r}")
+            raise ConfigError(f"{self.kind}.start_hour", f"start_hour must be in [0, 24), got {start_hour!r}")
         self.time_scale = float(time_scale)
         self.start_hour = float(start_hour)
         self.sim_seconds = 0.0

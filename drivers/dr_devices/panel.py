@@ -41,14 +41,14 @@ def panel_params(data: Mapping[str, Any]) -> PanelParams:
     """PanelParams from a config mapping whose `circuits` is a list of {name, nominal_kw, critical, enabled}."""
     unknown = sorted(set(data) - {"circuits"})
     if unknown:
-        raise ConfigError(f"panel: unknown parameter(s) {', '.join(unknown)}; known: circuits")
+        raise ConfigError("panel", f"unknown parameter(s) {', '.join(unknown)}; known: circuits")
     raw = data.get("circuits", ())
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
-        raise ConfigError(f"panel.circuits: expected a list of circuits, got {raw!r}")
+        raise ConfigError("panel.circuits", f"expected a list of circuits, got {raw!r}")
     circuits = []
     for index, item in enumerate(raw):
         if not isinstance(item, Mapping):
-            raise ConfigError(f"panel.circuits[{index}]: expected an object, got {item!r}")
+            raise ConfigError(f"panel.circuits[{index}]", f"expected an object, got {item!r}")
         circuits.append(build_params(Circuit, item, f"panel.circuits[{index}]"))
     return PanelParams(circuits=tuple(circuits))
 

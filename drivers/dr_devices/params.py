@@ -20,7 +20,7 @@ def build_params(cls: type[P], data: Mapping[str, Any], what: str) -> P:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{what}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        raise ConfigError(what, f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, raw in data.items():
@@ -28,7 +28,7 @@ def build_params(cls: type[P], data: Mapping[str, Any], what: str) -> P:
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"{what}: {exc}") from None
+        raise ConfigError(what, str(exc)) from None
 
 
 def _convert(name: str, hint: Any, raw: Any) -> Any:
@@ -42,27 +42,29 @@ def _convert(name: str, hint: Any, raw: Any) -> Any:
     if hint is bool:
         if isinstance(raw, bool):
             return raw
-        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+        raise ConfigError(name, f"expected true or false, got {raw!r}")
     if hint is float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-            raise ConfigError(f"{name}: expected a finite number, got {raw!r}")
+            raise ConfigError(name, f"expected a finite number, got {raw!r}")
         return float(raw)
     if hint is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(f"{name}: expected an integer, got {raw!r}")
+            raise ConfigError(name, f"expected an integer, got {raw!r}")
         return raw
     if hint is str:
         if not isinstance(raw, str):
-            raise ConfigError(f"{name}: expected a string, got {raw!r}")
+            raise ConfigError(name, f"expected a string, got {raw!r}")
         return raw
     if origin in (list, tuple) or hint in (list, tuple):
         if not isinstance(raw, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {raw!r}")
+            raise ConfigError(name, f"expected a list, got {raw!r}")
         return tuple(raw)
     return raw
 
 
 def require(condition: bool, message: str) -> None:
-    """Raise ConfigError(message) unless condition holds; used by parameter __post_init__ checks."""
+    """Raise ConfigError unless condition holds; used by parameter __post_init__ checks. The message starts
+    with the parameter's name ("<name> must ..."), which becomes the error's key."""
     if not condition:
-        raise ConfigError(message)
+        key = message.split(" ", 1)[0].rstrip(":")
+        raise ConfigError(key, message)

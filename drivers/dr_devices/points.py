@@ -6,14 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
+from dr_common.config import ConfigError
+
 Value = Union[float, bool]
 
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
 
 
-class ConfigError(ValueError):
-    """A device configuration (physics parameters, registry) is invalid."""
+__all__ = ["ConfigError", "PointError", "PointSpec", "Value", "check_range", "coerce"]
 
 
 class PointError(ValueError):

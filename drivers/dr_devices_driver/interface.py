@@ -92,23 +92,23 @@ class SimDevice:
         kind = self.DEVICE_KIND
         spec = self.model.points.get(name)
         if spec is None:
-            raise ConfigError(f"{kind} registry: {name!r} is not a point of this device;"
+            raise ConfigError(f"{kind} registry", f"{name!r} is not a point of this device;"
                               f" points: {', '.join(self.model.points)}")
         if register_definition.writable and not spec.writable:
-            raise ConfigError(f"{kind} registry: {name} is read only on this device; set Writable to FALSE")
+            raise ConfigError(f"{kind} registry", f"{name} is read only on this device; set Writable to FALSE")
         minimum, maximum = register_definition.minimum, register_definition.maximum
         if spec.kind == "bool" and (minimum is not None or maximum is not None):
-            raise ConfigError(f"{kind} registry: {name} is a boolean; Min and Max apply to numeric points only")
+            raise ConfigError(f"{kind} registry", f"{name} is a boolean; Min and Max apply to numeric points only")
         minimum = _tighter(minimum, spec.minimum, max)
         maximum = _tighter(maximum, spec.maximum, min)
         if minimum is not None and maximum is not None and minimum > maximum:
-            raise ConfigError(f"{kind} registry: {name} has Min {minimum:g} above Max {maximum:g}")
+            raise ConfigError(f"{kind} registry", f"{name} has Min {minimum:g} above Max {maximum:g}")
         if register_definition.writable and spec.kind == "float":
             default = float(self.model.defaults()[name])
             try:
                 check_range(name, default, minimum, maximum, spec.units)
             except PointError as exc:
-                raise ConfigError(f"{kind} registry: the configured value is outside the registry limits: {exc}"
+                raise ConfigError(f"{kind} registry", f"the configured value is outside the registry limits: {exc}"
                                   ) from None
         return SimRegister(spec, not register_definition.writable, register_definition.units or spec.units,
                            register_definition.notes, minimum, maximum)

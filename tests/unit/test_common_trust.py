@@ -145,3 +145,13 @@ def test_reject_counter_is_bounded() -> None:
     snap = c.snapshot()
     assert snap["total"] == 1000
     assert len(snap["byReason"]) <= 257 and snap["byReason"]["other"] == 1000 - 256
+
+
+def test_device_models_raise_the_one_config_error() -> None:
+    from dr_devices import ConfigError as DeviceConfigError
+    from dr_devices import build_device
+
+    assert DeviceConfigError is ConfigError
+    with pytest.raises(ConfigError) as err:
+        build_device("toaster", {})
+    assert err.value.key == "type"
