@@ -34,10 +34,10 @@ for _p in (REPO / "src", REPO / "agents" / "vtn_dispatcher"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from vtn_dispatcher.config import parse_config  # noqa: E402
-from vtn_dispatcher.lifecycle import ManualScheduler  # noqa: E402
-from vtn_dispatcher.service import VtnService  # noqa: E402
-from vtn_dispatcher.store import Store, sqlite_url  # noqa: E402
+from dr_vtn_dispatcher.config import parse_config  # noqa: E402
+from dr_vtn_dispatcher.lifecycle import ManualScheduler  # noqa: E402
+from dr_vtn_dispatcher.service import VtnService  # noqa: E402
+from dr_vtn_dispatcher.store import Store, sqlite_url  # noqa: E402
 
 from dr_common.payloads import Ack, Command, batch_items  # noqa: E402
 

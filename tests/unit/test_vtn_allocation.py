@@ -4,7 +4,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vtn_dispatcher.allocation import Candidate, allocate, reallocate, water_fill
+from dr_vtn_dispatcher.allocation import Candidate, allocate, reallocate, water_fill
 
 
 def test_equal_split_without_capacities():

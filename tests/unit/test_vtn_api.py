@@ -2,8 +2,8 @@
 its configuration model."""
 
 import pytest
-from vtn_dispatcher.config import ConfigError, parse_config
-from vtn_dispatcher.errors import api_call
+from dr_vtn_dispatcher.config import ConfigError, parse_config
+from dr_vtn_dispatcher.errors import api_call
 
 from tests.unit.test_vtn_service import T0, Harness, iso
 

@@ -9,11 +9,11 @@ import random
 from datetime import datetime, timezone
 
 import pytest
-from vtn_dispatcher.config import parse_config
-from vtn_dispatcher.dispatch import MemorySender
-from vtn_dispatcher.lifecycle import ManualScheduler
-from vtn_dispatcher.service import VtnService
-from vtn_dispatcher.store import Store, sqlite_url
+from dr_vtn_dispatcher.config import parse_config
+from dr_vtn_dispatcher.dispatch import MemorySender
+from dr_vtn_dispatcher.lifecycle import ManualScheduler
+from dr_vtn_dispatcher.service import VtnService
+from dr_vtn_dispatcher.store import Store, sqlite_url
 
 from dr_common.payloads import Ack, Telemetry
 from dr_common.timeutil import parse_time
@@ -249,7 +249,7 @@ def test_randomized_start_offsets_stay_within_bounds_and_commands_go_out_at_each
 
 
 def test_randomization_bounds_over_many_seeds(tmp_path):
-    from vtn_dispatcher.lifecycle import randomized_offset
+    from dr_vtn_dispatcher.lifecycle import randomized_offset
 
     rng = random.Random(1)
     values = [randomized_offset(rng, 2.5, 0.1) for _ in range(5000)]

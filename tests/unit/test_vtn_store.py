@@ -8,8 +8,8 @@ skipped on a laptop and fails with CI=true.
 import pytest
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
-from vtn_dispatcher.model import CommandRecord, Event, Participant, Ven
-from vtn_dispatcher.store import AckRow, Store, TelemetryRow, sqlite_url
+from dr_vtn_dispatcher.model import CommandRecord, Event, Participant, Ven
+from dr_vtn_dispatcher.store import AckRow, Store, TelemetryRow, sqlite_url
 
 from tests.support.services import postgres_url, throwaway_postgres_db
 from tests.unit.test_vtn_service import T0, Harness

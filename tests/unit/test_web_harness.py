@@ -18,12 +18,12 @@ from dr_web.app import create_app
 from dr_web.config import WebConfig
 from dr_web.gateway import PeerFailed, PeerUnavailable
 from dr_web.livestate import LiveState
-from vtn_dispatcher.config import parse_config
-from vtn_dispatcher.dispatch import MemorySender
-from vtn_dispatcher.errors import api_call
-from vtn_dispatcher.lifecycle import ManualScheduler
-from vtn_dispatcher.service import VtnService
-from vtn_dispatcher.store import Store, sqlite_url
+from dr_vtn_dispatcher.config import parse_config
+from dr_vtn_dispatcher.dispatch import MemorySender
+from dr_vtn_dispatcher.errors import api_call
+from dr_vtn_dispatcher.lifecycle import ManualScheduler
+from dr_vtn_dispatcher.service import VtnService
+from dr_vtn_dispatcher.store import Store, sqlite_url
 
 TOKEN = "unit-test-token-1"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vtn_dispatcher.model import (
+from dr_vtn_dispatcher.model import (
     OP_EVENT,
     P_DROPPED,
     P_PLANNED,

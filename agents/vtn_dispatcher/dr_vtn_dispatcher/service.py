@@ -35,13 +35,13 @@ from dr_common.payloads import (
     check_ven_id,
 )
 from dr_common.schema import PayloadError, parse_fields
-from vtn_dispatcher import allocation, inbound
-from vtn_dispatcher.config import VtnConfig
-from vtn_dispatcher.dispatch import CommandBook, Sender
-from vtn_dispatcher.errors import ApiError, conflict, invalid, not_found
-from vtn_dispatcher.lifecycle import Scheduler, TimerHandle, next_instant, randomized_offset, status_at, transitions
-from vtn_dispatcher.metrics import event_metrics
-from vtn_dispatcher.model import (
+from dr_vtn_dispatcher import allocation, inbound
+from dr_vtn_dispatcher.config import VtnConfig
+from dr_vtn_dispatcher.dispatch import CommandBook, Sender
+from dr_vtn_dispatcher.errors import ApiError, conflict, invalid, not_found
+from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle, next_instant, randomized_offset, status_at, transitions
+from dr_vtn_dispatcher.metrics import event_metrics
+from dr_vtn_dispatcher.model import (
     ACTIVE,
     CANCELLED,
     COMPLETED,
@@ -66,7 +66,7 @@ from vtn_dispatcher.model import (
     correlation_id,
     epoch,
 )
-from vtn_dispatcher.store import AckRow, Store, TelemetryRow
+from dr_vtn_dispatcher.store import AckRow, Store, TelemetryRow
 
 _log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vtn_dispatcher.config import ALLOCATION_EQUAL, ALLOCATION_WEIGHTED
+from dr_vtn_dispatcher.config import ALLOCATION_EQUAL, ALLOCATION_WEIGHTED
 
 EPS = 1e-9
 

@@ -26,11 +26,11 @@ from dr_common import topics
 from dr_common.payloads import compact_batch
 from dr_common.timeutil import UTC
 from dr_common.vip_repr import bound_message_repr
-from vtn_dispatcher import __version__
-from vtn_dispatcher.config import ConfigError, VtnConfig, parse_config
-from vtn_dispatcher.errors import INTERNAL, api_call
-from vtn_dispatcher.service import VtnService
-from vtn_dispatcher.store import Store, sqlite_url
+from dr_vtn_dispatcher import __version__
+from dr_vtn_dispatcher.config import ConfigError, VtnConfig, parse_config
+from dr_vtn_dispatcher.errors import INTERNAL, api_call
+from dr_vtn_dispatcher.service import VtnService
+from dr_vtn_dispatcher.store import Store, sqlite_url
 
 _log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from vtn_dispatcher.model import OPEN_STATUSES, CommandRecord, Event, Participant, Ven
+from dr_vtn_dispatcher.model import OPEN_STATUSES, CommandRecord, Event, Participant, Ven
 
 _log = logging.getLogger(__name__)
 

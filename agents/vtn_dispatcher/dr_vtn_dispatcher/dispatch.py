@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from dr_common.payloads import TRANSPORT_BUS, Command
 from dr_common.timeutil import UTC
-from vtn_dispatcher.model import CommandRecord
+from dr_vtn_dispatcher.model import CommandRecord
 
 
 class Sender(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vtn_dispatcher.model import ACTIVE, CANCELLED, COMPLETED, FAR, NEAR, Event
+from dr_vtn_dispatcher.model import ACTIVE, CANCELLED, COMPLETED, FAR, NEAR, Event
 
 
 class TimerHandle(Protocol):
