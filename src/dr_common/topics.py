@@ -124,6 +124,13 @@ class HistorianRpc:
     HEALTH = "health"
 
 
+class WebRpc:
+    """RPCs exported by dr.web."""
+
+    HEALTH = "health"
+    LATEST_TELEMETRY = "latest_telemetry"
+
+
 class DriverRpc:
     """The legacy platform.driver RPC API, used to shed and restore device points."""
 
