@@ -53,6 +53,27 @@ def bus_telemetry(ven_id: str) -> str:
     return BUS_TELEMETRY.format(venId=ven_id)
 
 
+# Topics the historian stores (not published on the bus): one per field of a per-VEN message, and the
+# bridge's status items per VEN.
+HIST_STATUS = "dr/status/{venId}"        # an item of dr/batch/status, stored per VEN
+HIST_STATUS_PREFIX = "dr/status/"
+
+
+def hist_status(ven_id: str) -> str:
+    """`dr/status/<venId>`: where the historian stores a VEN's status items."""
+    return HIST_STATUS.format(venId=ven_id)
+
+
+def field_topic(base: str, field: str) -> str:
+    """`<base>/<field>`: the stored topic of one field of a per-VEN message (e.g. of `dr/ack/<venId>`)."""
+    return f"{base}/{field}"
+
+
+def telemetry_field(ven_id: str, field: str) -> str:
+    """`dr/telemetry/<venId>/<field>` (e.g. usedPowerKw): the stored topic of one telemetry field."""
+    return field_topic(bus_telemetry(ven_id), field)
+
+
 def device_all_topic(device_path: str) -> str:
     """`devices/<site>/<device>/all`, the platform driver's publish of every point of a device."""
     return f"{DEVICES_PREFIX}{device_path.strip('/')}/all"
@@ -119,6 +140,8 @@ class HistorianRpc:
 
     QUERY = "query"
     GET_TOPIC_LIST = "get_topic_list"
+    GET_TOPICS_BY_PATTERN = "get_topics_by_pattern"
+    GET_TOPICS_METADATA = "get_topics_metadata"
     EVENT_PERFORMANCE = "event_performance"
     BASELINE = "baseline"
     HEALTH = "health"
