@@ -1,7 +1,12 @@
 """dr.web: serves the Flask status page and REST API on gevent's WSGI server inside a VOLTTRON agent.
 
-Thin: configuration, the HTTP server's lifecycle, the telemetry subscriptions and two RPCs. The Flask
-handlers run as greenlets of this agent and reach dr.vtn and the historian through VipGateway.
+Thin: configuration, the HTTP server's lifecycle, the telemetry subscriptions, the registry refresh and two
+RPCs. The Flask handlers run as greenlets of this agent and reach dr.vtn and the historian through
+VipGateway.
+
+A configuration that cannot be used (a bad value, or a placeholder `apiToken` on an address beyond loopback)
+is logged and reported by `health` (`configError`, `ok: false`); the previous configuration stays in force,
+and at start, when there is none, the agent keeps running without serving HTTP.
 """
 
 from __future__ import annotations
@@ -10,52 +15,66 @@ import logging
 import sys
 from typing import Any
 
+import gevent
 from gevent.pywsgi import WSGIServer
 from volttron.client.vip.agent import RPC, Agent, Core
 from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common import topics
+from dr_common.rejects import RateLimitedLog, RejectCounter
+from dr_common.topics import WebRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_web import __version__
 from dr_web.app import create_app
-from dr_web.config import ConfigError, WebConfig
+from dr_web.config import ConfigError, WebConfig, parse_config
 from dr_web.livestate import LiveState
+from dr_web.problems import ApiProblem
+from dr_web.upstream import Upstream
 from dr_web.vipgateway import VipGateway
 
 _log = logging.getLogger(__name__)
+_rlog = RateLimitedLog(_log)
 
 
 class WebAgent(Agent):
+    """The dr.web agent."""
+
     def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         install_config = load_config(config_path) if config_path else {}
         self.config_error: str | None = None
         self.web_config = WebConfig()
+        self.dropped = RejectCounter()
         self.live = LiveState()
         self.gateway = VipGateway(self)
         self.server: WSGIServer | None = None
         self._bound: tuple[str, int] | None = None
         self._subscribed = False
+        self._registry_loop: gevent.Greenlet | None = None
         self.vip.config.set_default("config", install_config)
         self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern="config")
 
     def _on_config(self, config_name: str, action: str, contents: Any) -> None:
         try:
-            config = WebConfig.from_mapping(contents)
+            config = parse_config(contents)
         except ConfigError as exc:
             self.config_error = str(exc)
-            _log.error("dr.web: bad configuration, keeping the previous one: %s", exc)
+            serving = "keeping the previous one" if self.server is not None else "not serving HTTP"
+            _log.error("dr.web: bad configuration, %s: %s", serving, exc)
             return
         self.config_error = None
         if config.telemetry_history != self.web_config.telemetry_history \
                 or config.ven_history != self.web_config.ven_history or not self.live.received:
-            self.live = LiveState(history_len=config.telemetry_history, ven_history_len=config.ven_history)
+            self.live = LiveState(history_len=config.telemetry_history, ven_history_len=config.ven_history,
+                                  registered=self.live.registered)
+        self.live.max_vens = config.max_vens
+        self.live.evict_s = config.ven_evict_s
         self.web_config = config
         self._serve()
 
     def _serve(self) -> None:
-        app = create_app(self.web_config, self.live, self.gateway, self.health)
+        app = create_app(self.web_config, self.live, self.gateway, self.health, self.dropped)
         if self.server is not None:
             if self._bound == (self.web_config.host, self.web_config.port):
                 self.server.application = app  # same address: keep the socket (and an ephemeral port)
@@ -76,34 +95,64 @@ class WebAgent(Agent):
 
     @Core.receiver("onstart")
     def onstart(self, sender: Any, **kwargs: Any) -> None:
+        """Subscribe to telemetry and start reading dr.vtn's registry."""
         if not self._subscribed:
             for prefix in (topics.BUS_TELEMETRY_PREFIX, topics.BUS_TELEMETRY_BATCH):
                 self.vip.pubsub.subscribe("pubsub", prefix, self._on_telemetry)
             self._subscribed = True
+        if self._registry_loop is None:
+            self._registry_loop = gevent.spawn(self._refresh_registry_forever)
 
     @Core.receiver("onstop")
     def onstop(self, sender: Any, **kwargs: Any) -> None:
+        """Stop the HTTP server and the registry refresh."""
+        if self._registry_loop is not None:
+            self._registry_loop.kill(block=False)
+            self._registry_loop = None
         if self.server is not None:
             self.server.stop(timeout=2)
             self.server = None
 
+    def _refresh_registry_forever(self) -> None:
+        while True:
+            self.refresh_registry()
+            gevent.sleep(self.web_config.registry_refresh_s)
+
+    def refresh_registry(self) -> None:
+        """Read dr.vtn's registered venIds into the live state; on failure the last known registry stays."""
+        cfg = self.web_config
+        upstream = Upstream(self.gateway, cfg.vtn_identity, cfg.historian_identity, cfg.rpc_timeout_s, self.dropped)
+        try:
+            ids = upstream.registered_ven_ids(timeout=min(cfg.rpc_timeout_s, cfg.registry_refresh_s))
+        except ApiProblem as exc:
+            _rlog.warning("registry", "dr.web: cannot read the VEN registry from %s: %s", cfg.vtn_identity,
+                          exc.message)
+            return
+        dropped = self.live.set_registered(ids)
+        if dropped:
+            _log.info("dr.web: dropped the live state of %d VEN(s) not registered with %s", dropped, cfg.vtn_identity)
+
     def _on_telemetry(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
         if self.live.on_message(topic, message):
-            _log.warning("dr.web: refused telemetry on %s: %s", topic, self.live.last_error)
+            _rlog.warning(self.live.last_reason or "telemetry", "dr.web: refused telemetry on %s: %s", topic[:200],
+                          self.live.last_error)
 
-    @RPC.export
+    @RPC.export(WebRpc.HEALTH)
     def health(self) -> dict[str, Any]:
+        """Whether dr.web serves, its config error, and the live state's counters."""
         port = self.server.server_port if self.server is not None else None
         return {"identity": self.core.identity, "ok": self.config_error is None and self.server is not None,
                 "configError": self.config_error, "url": f"http://{self.web_config.host}:{port}/" if port else None,
-                "version": __version__, **self.live.counters()}
+                "version": __version__, "valuesDropped": self.dropped.total, **self.live.counters()}
 
-    @RPC.export
+    @RPC.export(WebRpc.LATEST_TELEMETRY)
     def latest_telemetry(self) -> dict[str, Any]:
+        """The latest telemetry of every VEN held."""
         return dict(self.live.latest)
 
 
 def main() -> None:
+    """Entry point of the installed agent."""
     bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(WebAgent, version=__version__)
 

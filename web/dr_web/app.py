@@ -8,13 +8,16 @@ from typing import Any, Callable
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from dr_common.rejects import RejectCounter
+
 from dr_web.blueprints.api import api
 from dr_web.blueprints.pages import pages
 from dr_web.config import WebConfig
 from dr_web.context import EXTENSION, WebContext
 from dr_web.gateway import Gateway
+from dr_web.jsonsafe import StrictJSONProvider
 from dr_web.livestate import LiveState
-from dr_web.problems import INTERNAL, INVALID, NOT_FOUND, TOO_LARGE, ApiProblem
+from dr_web.problems import INTERNAL, INVALID, NOT_FOUND, TOO_LARGE, ApiProblem, error_id
 from dr_web.upstream import Upstream
 from dr_web.validation import MAX_BODY_BYTES
 
@@ -23,13 +26,21 @@ _log = logging.getLogger(__name__)
 _HTTP_CODES = {400: INVALID, 404: NOT_FOUND, 413: TOO_LARGE}
 
 
-def create_app(config: WebConfig, live: LiveState, gateway: Gateway,
-               health: Callable[[], dict[str, Any]]) -> Flask:
-    app = Flask(__name__)
+class _App(Flask):
+    json_provider_class = StrictJSONProvider
+
+
+def create_app(config: WebConfig, live: LiveState, gateway: Gateway, health: Callable[[], dict[str, Any]],
+               dropped: RejectCounter | None = None) -> Flask:
+    """The Flask app of the status page and REST API; `dropped` counts values JSON could not carry."""
+    dropped = dropped if dropped is not None else RejectCounter()
+    app = _App(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
-    upstream = Upstream(gateway, config.vtn_identity, config.historian_identity, config.rpc_timeout_s)
-    app.extensions[EXTENSION] = WebContext(config=config, live=live, upstream=upstream, health=health)
+    app.json.counter = dropped  # type: ignore[attr-defined]
+    upstream = Upstream(gateway, config.vtn_identity, config.historian_identity, config.rpc_timeout_s, dropped)
+    app.extensions[EXTENSION] = WebContext(config=config, live=live, upstream=upstream, health=health,
+                                           dropped=dropped)
     app.register_blueprint(api, url_prefix="/api")
     app.register_blueprint(pages)
 
@@ -54,10 +65,11 @@ def create_app(config: WebConfig, live: LiveState, gateway: Gateway,
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        _log.exception("dr.web: %s %s failed", request.method, request.path)
+        ref = error_id()
+        _log.exception("dr.web: %s %s failed (error id %s)", request.method, request.path, ref)
+        message = f"internal error (error id {ref}; the detail is in dr.web's log)"
         if not request.path.startswith("/api/"):
-            return "internal error; see the agent's log", 500
-        return jsonify({"error": f"<internal>: {exc.__class__.__name__}: {exc}", "field": "<internal>",
-                        "code": INTERNAL}), 500
+            return message, 500
+        return jsonify({"error": f"<internal>: {message}", "field": "<internal>", "code": INTERNAL}), 500
 
     return app

@@ -1,75 +1,96 @@
-"""Configuration of dr.web, validated once into a typed model."""
+"""Configuration of dr.web, validated once into a typed model (`dr_common.config`).
+
+Keys are camelCase (`apiToken`, `rpcTimeoutS`); the snake_case spelling of the site files (`api_token`) is
+accepted. A bad value raises `dr_common.config.ConfigError` naming the key, never the value.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
 
 from dr_common import topics
+from dr_common.config import ConfigError, ConfigModel, check_secret_binding, load_model
 
-_IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-KEYS = ("host", "port", "api_token", "telemetry_history", "ven_history", "rpc_timeout_s", "refresh_s",
-        "vtn_identity", "historian_identity")
+_IDENTITY_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
+__all__ = ["ConfigError", "WebConfig", "parse_config"]
 
 
-@dataclass(frozen=True)
-class WebConfig:
+class WebConfig(ConfigModel):
+    """dr.web's configuration (config store entry `config`)."""
+
     host: str = "127.0.0.1"
-    port: int = 8080
-    api_token: str | None = None       # bearer token for writes; without one every write is refused
-    telemetry_history: int = 720       # points of the site power series kept for the live chart
-    ven_history: int = 180             # points kept per VEN
-    rpc_timeout_s: float = 10.0        # how long a request waits for dr.vtn or the historian
-    refresh_s: float = 2.0             # how often the status page polls
+    port: int = Field(8080, ge=0, le=65535, strict=True)
+    api_token: SecretStr | None = None                  # bearer token for writes; without one writes are refused
+    telemetry_history: int = Field(720, ge=1, le=100_000, strict=True)  # site points kept for the live chart
+    ven_history: int = Field(180, ge=1, le=10_000, strict=True)        # points kept per VEN
+    rpc_timeout_s: float = Field(10.0, ge=0.1, le=300.0)  # how long a request waits for dr.vtn or the historian
+    refresh_s: float = Field(2.0, ge=0.5, le=60.0)        # how often the status page polls
     vtn_identity: str = topics.VTN_IDENTITY
     historian_identity: str = topics.HISTORIAN_IDENTITY
+    max_vens: int = Field(10_000, ge=1, le=1_000_000, strict=True)     # VENs the live state holds at most
+    ven_evict_s: float = Field(3600.0, ge=10.0, le=30 * 86400.0)      # a VEN not heard from this long is dropped
+    registry_refresh_s: float = Field(10.0, ge=1.0, le=3600.0)         # how often the VEN registry is re-read
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if value != "localhost":
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError("expected an IP address or 'localhost'") from None
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if len(text) < 8 or text != text.strip():
+                raise ValueError("expected a string of at least 8 characters without surrounding spaces")
+        return value
+
+    @field_validator("vtn_identity", "historian_identity")
+    @classmethod
+    def _identity(cls, value: str) -> str:
+        if not _IDENTITY_RE.match(value):
+            raise ValueError("expected a VIP identity")
+        return value
+
+    @field_validator("rpc_timeout_s", "refresh_s", "ven_evict_s", "registry_refresh_s", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected a number")
+        return value
+
+    def token(self) -> str | None:
+        """The bearer token's value, or None when writes are disabled."""
+        return self.api_token.get_secret_value() if self.api_token is not None else None
+
+    @property
+    def writes_enabled(self) -> bool:
+        """True when a bearer token is configured."""
+        return self.api_token is not None
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> "WebConfig":
-        if raw is not None and not isinstance(raw, Mapping):
-            raise ConfigError(f"expected a JSON object, got {type(raw).__name__}")
-        raw = dict(raw or {})
-        unknown = set(raw) - set(KEYS)
-        if unknown:
-            raise ConfigError(f"unknown key(s): {', '.join(sorted(map(str, unknown)))}; known: {', '.join(KEYS)}")
-        host = raw.get("host", cls.host)
-        try:
-            ipaddress.ip_address(host)
-        except (TypeError, ValueError):
-            if host != "localhost":
-                raise ConfigError(f"host: expected an IP address or 'localhost', got {host!r}") from None
-        port = _int(raw, "port", cls.port, 0, 65535)
-        token = raw.get("api_token")
-        if token is not None and (not isinstance(token, str) or len(token) < 8 or token != token.strip()):
-            raise ConfigError("api_token: expected a string of at least 8 characters without surrounding spaces")
-        identities = {}
-        for key in ("vtn_identity", "historian_identity"):
-            value = raw.get(key, getattr(cls, key))
-            if not isinstance(value, str) or not _IDENTITY_RE.match(value):
-                raise ConfigError(f"{key}: expected a VIP identity, got {value!r}")
-            identities[key] = value
-        return cls(host=host, port=port, api_token=token,
-                   telemetry_history=_int(raw, "telemetry_history", cls.telemetry_history, 1, 100_000),
-                   ven_history=_int(raw, "ven_history", cls.ven_history, 1, 10_000),
-                   rpc_timeout_s=_float(raw, "rpc_timeout_s", cls.rpc_timeout_s, 0.1, 300.0),
-                   refresh_s=_float(raw, "refresh_s", cls.refresh_s, 0.5, 60.0), **identities)
+    def from_mapping(cls, raw: object) -> "WebConfig":
+        """Same as parse_config."""
+        return parse_config(raw)
 
 
-def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = raw.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(f"{key}: expected an integer {low}-{high}, got {value!r}")
-    return value
+def parse_config(raw: object) -> WebConfig:
+    """The config store entry as a WebConfig, or ConfigError naming the key.
 
-
-def _float(raw: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = raw.get(key, default)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(f"{key}: expected a number {low:g}-{high:g}, got {value!r}")
-    return float(value)
+    A placeholder token (`...-change-me`) is refused unless the server is bound to a loopback address.
+    """
+    config = load_model(WebConfig, raw)
+    token = config.token()
+    if token is not None:
+        check_secret_binding("apiToken", token, config.host)
+    return config

@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 from flask import current_app
 
+from dr_common.rejects import RejectCounter
+
 from dr_web.config import WebConfig
 from dr_web.livestate import LiveState
 from dr_web.upstream import Upstream
@@ -20,7 +22,9 @@ class WebContext:
     live: LiveState
     upstream: Upstream
     health: Callable[[], dict[str, Any]]
+    dropped: RejectCounter
 
 
 def ctx() -> WebContext:
+    """The running app's context."""
     return current_app.extensions[EXTENSION]

@@ -1,7 +1,8 @@
 """The dashboard's one poll: every VEN with its state and last telemetry, the open events, the site series.
 
-Degrades instead of failing: when dr.vtn does not answer, the VENs seen on the bus are still listed and
-`notes` says what is missing.
+Only VENs registered with dr.vtn are listed (their list also refreshes the live state's registry). Degrades
+instead of failing: when dr.vtn does not answer, the VENs the live state holds are listed and `notes` says
+what is missing.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ from typing import Any
 
 from dr_web.livestate import LiveState
 from dr_web.problems import UNAVAILABLE, ApiProblem
+from dr_web.shapes import DASHBOARD_TELEMETRY
 from dr_web.upstream import Upstream
 from dr_web.validation import OPEN_EVENT_STATUSES
 
-_TELEMETRY_KEYS = ("ts", "usedPowerKw", "shedPowerKw", "baselinePowerKw", "requestedReductionKw", "eventId",
-                   "availableShedKw")
+_TELEMETRY_KEYS = tuple(DASHBOARD_TELEMETRY)
 
 
 def build(upstream: Upstream, live: LiveState, now: float, window_s: float, timeout: float) -> dict[str, Any]:
+    """The dashboard's document (see the `Dashboard` schema)."""
     notes: list[str] = []
     registered: list[dict[str, Any]] | None = None
     events: list[dict[str, Any]] = []
     try:
         registered = upstream.list_vens(timeout=timeout)
+        live.set_registered(v["venId"] for v in registered if isinstance(v, dict) and isinstance(v.get("venId"), str))
         for status in OPEN_EVENT_STATUSES:
             events.extend(upstream.list_events(status=status, limit=1000, timeout=timeout))
     except ApiProblem as exc:
@@ -34,7 +37,7 @@ def build(upstream: Upstream, live: LiveState, now: float, window_s: float, time
         ven_id = ven.get("venId")
         seen.add(ven_id)
         vens.append(_row(ven, live, ven_id, registered=True))
-    for ven_id in sorted(set(live.latest) - seen):
+    for ven_id in sorted(set(live.latest) - seen) if registered is None else ():
         status = "online" if live.is_fresh(ven_id, now) else "offline"
         vens.append(_row({"venId": ven_id, "status": status, "online": status == "online"}, live, ven_id,
                          registered=False))

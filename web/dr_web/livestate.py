@@ -4,6 +4,10 @@ site's power (the sum over VENs) against its baseline.
 Fed from the bus by the agent (`dr/telemetry/<venId>` one payload, `dr/batch/telemetry` many); read by the
 Flask handlers. Plain Python, no platform import. A bad item is counted and reported, never raised.
 
+Bounded: only VENs dr.vtn has registered are held once its registry is known (`set_registered`; before
+that, any VEN, under the same cap), at most `max_vens` of them, and a VEN not heard from for `evict_s` is
+dropped. Refused items are counted by reason (`unregistered`, `capacity`, the field a payload got wrong).
+
 Per-VEN series are in the VEN's own time (`ts`). The site series is as dr.web observes it: one point per
 message at the time of receipt, summing the latest telemetry of every VEN heard within `stale_s`. So a VEN
 whose clock is off, or a backfilled batch, cannot bend the site chart.
@@ -20,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from dr_common import topics
 from dr_common.payloads import Telemetry
+from dr_common.rejects import RejectCounter
 from dr_common.schema import PayloadError, normalize_key
 from dr_common.timeutil import to_iso
 
@@ -28,6 +33,9 @@ _VEN_KEYS = {"venid", "ven"}
 # one point of a VEN's series: (ts epoch s, usedPowerKw, baselinePowerKw, shedPowerKw, eventId)
 Point = tuple[float, float, float | None, float, str | None]
 
+UNREGISTERED = "unregistered"
+CAPACITY = "capacity"
+
 
 @dataclass
 class LiveState:
@@ -35,13 +43,20 @@ class LiveState:
     ven_history_len: int = 180      # points per VEN
     stale_s: float = 30.0           # a VEN not heard from for longer leaves the site sum (and shows offline)
     site_resolution_s: float = 1.0  # site points closer than this are merged into one
+    max_vens: int = 10_000          # VENs held at most; telemetry of one more is refused
+    evict_s: float = 3600.0         # a VEN not heard from for this long is dropped
     clock: Callable[[], float] = time.time
+    registered: set[str] | None = None   # dr.vtn's venIds; None until dr.vtn has answered
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: dict[str, deque] = field(default_factory=dict)
     site: deque = field(default_factory=deque)
     received: int = 0
     rejected: int = 0
     last_error: str | None = None
+    last_reason: str | None = None
+    evicted: int = 0
+    rejects: RejectCounter = field(default_factory=RejectCounter)
+    _next_evict: float = float("-inf")
     _heard: dict[str, float] = field(default_factory=dict)   # venId -> receipt time of its latest telemetry
     _point: dict[str, Point] = field(default_factory=dict)   # venId -> its latest point
 
@@ -54,7 +69,7 @@ class LiveState:
         if topic == topics.BUS_TELEMETRY_BATCH:
             items = message.get("items") if isinstance(message, Mapping) else None
             if not isinstance(items, list):
-                self._refuse("field 'items': expected a batch object {\"items\": [...]}")
+                self._refuse("field 'items': expected a batch object {\"items\": [...]}", "field:items")
                 return 1
             return self.on_items(items)
         ven_id = topics.ven_id_from_topic(topic, topics.BUS_TELEMETRY_PREFIX)
@@ -65,15 +80,27 @@ class LiveState:
         return self.on_items([message], ven_id) == 0
 
     def on_items(self, items: Iterable[Any], ven_id: str | None = None) -> int:
+        """Record telemetry items (the topic's venId fills in a missing one); returns how many were refused."""
         refused = 0
         now = self.clock()
+        if now >= self._next_evict:
+            self.evict(now)
         recorded = False
         for raw in items:
             try:
                 telemetry = Telemetry.from_payload(_with_ven_id(raw, ven_id))
             except PayloadError as exc:
                 refused += 1
-                self._refuse(str(exc))
+                self._refuse(str(exc), f"field:{exc.field}")
+                continue
+            vid = telemetry.ven_id
+            if self.registered is not None and vid not in self.registered:
+                refused += 1
+                self._refuse(f"VEN {vid!r} is not registered with dr.vtn", UNREGISTERED)
+                continue
+            if vid not in self._heard and len(self._heard) >= self.max_vens:
+                refused += 1
+                self._refuse(f"VEN {vid!r} refused: {self.max_vens} VENs held already", CAPACITY)
                 continue
             self._record(telemetry, now)
             recorded = True
@@ -81,9 +108,42 @@ class LiveState:
             self._add_site_point(now)
         return refused
 
-    def _refuse(self, error: str) -> None:
+    def set_registered(self, ven_ids: Iterable[str]) -> int:
+        """dr.vtn's registry: from now on only these VENs are held; the others are dropped (returns how many)."""
+        registered = set(ven_ids)
+        self.registered = registered
+        gone = [vid for vid in self._heard if vid not in registered]
+        for vid in gone:
+            self._drop(vid)
+        if gone:
+            self._add_site_point(self.clock())  # the site total counts registered VENs only
+        return len(gone)
+
+    def add_registered(self, ven_id: str) -> None:
+        """One VEN just registered (through this API)."""
+        if self.registered is not None:
+            self.registered.add(ven_id)
+
+    def evict(self, now: float | None = None) -> int:
+        """Drop every VEN not heard from for `evict_s`; returns how many."""
+        now = self.clock() if now is None else now
+        horizon = now - self.evict_s
+        stale = [vid for vid, heard in self._heard.items() if heard < horizon]
+        for vid in stale:
+            self._drop(vid)
+        self.evicted += len(stale)
+        self._next_evict = now + min(60.0, self.evict_s / 10)
+        return len(stale)
+
+    def _drop(self, ven_id: str) -> None:
+        for table in (self.latest, self.history, self._heard, self._point):
+            table.pop(ven_id, None)
+
+    def _refuse(self, error: str, reason: str) -> None:
         self.rejected += 1
         self.last_error = error
+        self.last_reason = reason
+        self.rejects.count(reason)
 
     def _record(self, telemetry: Telemetry, now: float) -> None:
         ven_id = telemetry.ven_id
@@ -127,24 +187,31 @@ class LiveState:
 
     # --- output ---------------------------------------------------------------------------------
     def series(self, ven_id: str, since: float | None = None) -> list[dict[str, Any]]:
+        """One VEN's points, oldest first."""
         return [{"ts": to_iso_epoch(ts), "usedPowerKw": used, "baselinePowerKw": base, "shedPowerKw": shed,
                  "eventId": event} for ts, used, base, shed, event in self.history.get(ven_id, ())
                 if since is None or ts >= since]
 
     def site_series(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The site's points, oldest first."""
         return [{"ts": to_iso_epoch(ts), "usedPowerKw": used, "baselinePowerKw": base, "shedPowerKw": shed,
                  "vens": count} for ts, used, base, shed, count in self.site if since is None or ts >= since]
 
     def is_fresh(self, ven_id: str, now: float | None = None) -> bool:
+        """True when the VEN was heard from within `stale_s`."""
         heard = self._heard.get(ven_id)
         return heard is not None and (now if now is not None else self.clock()) - heard <= self.stale_s
 
     def counters(self) -> dict[str, Any]:
+        """What health reports about the live state."""
         return {"telemetryReceived": self.received, "telemetryRejected": self.rejected,
-                "lastError": self.last_error, "vensSeen": len(self.latest)}
+                "telemetryRejectedByReason": self.rejects.snapshot()["byReason"], "lastError": self.last_error,
+                "vensSeen": len(self.latest), "vensEvicted": self.evicted,
+                "registryKnown": self.registered is not None}
 
 
 def to_iso_epoch(ts: float) -> str:
+    """Epoch seconds as ISO 8601 UTC."""
     return to_iso(datetime.fromtimestamp(ts, timezone.utc))
 
 

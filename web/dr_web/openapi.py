@@ -1,149 +1,18 @@
 """The OpenAPI 3.1 document of the REST API, served at /api/openapi.json.
 
-Request schemas are generated from the shared library's field definitions (the same ones the API validates
-with), so the document and the validation cannot drift apart; response schemas follow dr.vtn's answers.
+Every schema comes from `dr_web.shapes`, where each request and response shape is declared once: request
+schemas are generated from the shared library's field definitions (the same ones the API validates with),
+and the shapes dr.web builds itself (dashboard rows, a VEN's loads, health) are the ones its code fills in.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
-from dr_common.payloads import EVENT_FIELDS, VEN_FIELDS
-from dr_common.schema import ID_PATTERN, Field
+from typing import Any
 
 from dr_web import __version__
+from dr_common.schema import ID_PATTERN
 
-_KIND = {"str": {"type": "string"}, "float": {"type": "number"}, "int": {"type": "integer"},
-         "bool": {"type": "boolean"}, "dict": {"type": "object"}, "list": {"type": "array"},
-         "time": {"type": "string", "format": "date-time"},
-         "strlist": {"type": "array", "items": {"type": "string", "minLength": 1}},
-         "id": {"type": "string", "pattern": ID_PATTERN},
-         "idlist": {"type": "array", "items": {"type": "string", "pattern": ID_PATTERN}}}
-
-_NOTES = {"time": "ISO 8601 (a time without zone is UTC) or epoch seconds / milliseconds",
-          "strlist": "a single string is taken as a list of one",
-          "idlist": "a single string is taken as a list of one"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    kind = schema.get("type")
-    if kind is None:
-        return {"anyOf": [schema, {"type": "null"}]}
-    out = dict(schema)
-    out["type"] = [kind, "null"] if isinstance(kind, str) else [*kind, "null"]
-    return out
-
-
-def request_schema(fields: Iterable[Field], description: str) -> dict[str, Any]:
-    properties: dict[str, Any] = {}
-    required = []
-    for f in fields:
-        prop = dict(_KIND[f.kind])
-        if f.kind == "str":
-            prop["maxLength"] = f.max_length
-            prop["minLength"] = 1
-            if f.choices:
-                prop["enum"] = list(f.choices)
-        if f.minimum is not None:
-            prop["minimum"] = f.minimum
-        if f.maximum is not None:
-            prop["maximum"] = f.maximum
-        notes = [_NOTES[f.kind]] if f.kind in _NOTES else []
-        if f.aliases:
-            notes.append("also accepted as " + ", ".join(f.aliases))
-        if notes:
-            prop["description"] = "; ".join(notes)
-        properties[f.name] = prop
-        if f.required:
-            required.append(f.name)
-    return {"type": "object", "description": description, "properties": properties, "required": required,
-            "additionalProperties": True}
-
-
-def _obj(properties: dict[str, Any], required: Iterable[str] = (), description: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "properties": properties, "required": list(required)}
-    if description:
-        out["description"] = description
-    return out
-
-
-S, N, I, B = {"type": "string"}, {"type": "number"}, {"type": "integer"}, {"type": "boolean"}
-T = {"type": "string", "format": "date-time"}
-n = _nullable
-
-EVENT_STATUS = {"type": "string", "enum": ["far", "near", "active", "completed", "cancelled"]}
-VEN_STATUS = {"type": "string", "enum": ["online", "offline", "unknown"]}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": _obj({"error": S, "field": S, "code": {"type": "string", "enum": [
-        "invalid", "unauthorized", "forbidden", "not_found", "conflict", "too_large", "internal", "upstream",
-        "unavailable"]}}, ("error", "field", "code"),
-        "Every error: a message, the field it is about ('<payload>' for the whole body, '<dr.vtn>' for a peer) "
-        "and a code: invalid 400, unauthorized 401, forbidden 403, not_found 404, conflict 409, too_large 413, "
-        "internal 500, upstream 502 (a peer failed), unavailable 503 (a peer did not answer)."),
-    "VenRegistration": request_schema(VEN_FIELDS, "Register a VEN, or update it when its venId is known. Field "
-                                                  "names are matched ignoring case, '_' and '-'."),
-    "Ven": _obj({"venId": {"type": "string", "pattern": ID_PATTERN}, "name": n(S), "site": n(S),
-                 "group": n(S), "maxShedKw": n(N), "transport": {"type": "string", "enum": ["bus", "mqtt"]},
-                 "status": VEN_STATUS, "online": B, "lastSeen": n(T), "availableShedKw": n(N),
-                 "usedPowerKw": n(N), "shedPowerKw": n(N), "registeredAt": n(T), "updatedAt": n(T),
-                 "created": {"type": "boolean", "description": "in the answer to a registration: a new VEN"},
-                 "servingEventId": n(S)}, ("venId", "status", "online")),
-    "EventRequest": {**request_schema(EVENT_FIELDS, "Create a DR event. Give endTime or durationS, and "
-                                                    "requestedReductionKw (LOAD_DISPATCH) or a SIMPLE level 0-3. "
-                                                    "No venIds and no groups: every VEN is targeted."),
-                     "anyOf": [{"required": ["endTime"]}, {"required": ["durationS"]}]},
-    "Event": _obj({"eventId": S, "programId": n(S), "name": n(S), "status": EVENT_STATUS,
-                   "signal": {"type": "string", "enum": ["LOAD_DISPATCH", "SIMPLE"]}, "level": n(I),
-                   "requestedReductionKw": N, "startTime": T, "endTime": T, "durationS": N, "rampUpS": N,
-                   "randomizeStartS": N, "priority": I, "test": B, "venIds": {"type": "array", "items": S},
-                   "groups": {"type": "array", "items": S}, "allVens": B, "modificationNumber": I,
-                   "createdAt": n(T), "updatedAt": n(T), "endedAt": n(T)},
-                  ("eventId", "status", "startTime", "endTime", "requestedReductionKw")),
-    "VenParticipation": _obj({"venId": S, "state": {"type": "string", "enum": [
-        "planned", "dispatched", "acked", "rejected", "superseded", "released", "dropped"]},
-        "allocatedKw": N, "acceptedKw": n(N), "deliveredKw": n(N), "deliveredAt": n(T), "startOffsetS": N,
-        "lastSeen": n(T), "online": n(B), "correlationId": n(S), "attempts": I, "responseMs": n(N), "ok": n(B),
-        "error": n(S)}, ("venId", "state"), "One VEN in one event: its share, its ack and its response time."),
-    "EventMetrics": _obj({"eventId": S, "status": EVENT_STATUS, "modificationNumber": I, "requestedReductionKw": N,
-                          "allocatedKw": N, "acceptedKw": N, "currentReductionKw": N, "vensTargeted": I,
-                          "vensDispatched": I, "vensResponding": I, "vensRejected": I, "avgResponseMs": n(N),
-                          "maxResponseMs": n(N), "vens": {"type": "array", "items": _ref("VenParticipation")}},
-                         ("eventId", "currentReductionKw", "vensResponding", "avgResponseMs")),
-    "EventPerformance": {"type": "object", "additionalProperties": True,
-                         "description": "The historian's M&V report of one event (platform.historian "
-                                        "event_performance): baseline method, baseline and metered kW, reduction."},
-    "Telemetry": _obj({"venId": S, "ts": T, "usedPowerKw": N, "shedPowerKw": N, "requestedReductionKw": N,
-                       "eventId": n(S), "baselinePowerKw": n(N), "availableShedKw": n(N),
-                       "loads": {"type": "object"}, "optOut": B}, ("venId", "ts", "usedPowerKw")),
-    "VenPoint": _obj({"ts": T, "usedPowerKw": N, "baselinePowerKw": n(N), "shedPowerKw": N, "eventId": n(S)},
-                     ("ts", "usedPowerKw")),
-    "SitePoint": _obj({"ts": T, "usedPowerKw": N, "baselinePowerKw": N, "shedPowerKw": N,
-                       "vens": {"type": "integer", "description": "VENs in the sum (heard in the last 30 s)"}},
-                      ("ts", "usedPowerKw", "baselinePowerKw", "vens"),
-                      "The site: the sum over VENs of their latest telemetry."),
-    "DashboardVen": {"allOf": [_ref("Ven"), _obj({"registered": B, "telemetry": n(_obj({
-        "ts": T, "usedPowerKw": N, "shedPowerKw": N, "baselinePowerKw": n(N), "requestedReductionKw": N,
-        "eventId": n(S), "availableShedKw": n(N)}))}, ("registered", "telemetry"))]},
-    "Dashboard": _obj({"vens": {"type": "array", "items": _ref("DashboardVen")},
-                       "events": {"type": "array", "items": _ref("Event")},
-                       "site": _obj({"series": {"type": "array", "items": _ref("SitePoint")},
-                                     "latest": n(_ref("SitePoint"))}, ("series", "latest")),
-                       "counts": _obj({"vens": I, "online": I, "activeEvents": I}),
-                       "notes": {"type": "array", "items": S,
-                                 "description": "what could not be shown, e.g. dr.vtn did not answer"},
-                       "now": T, "refreshS": N},
-                      ("vens", "events", "site", "counts", "notes", "now")),
-    "Health": _obj({"identity": S, "ok": B, "configError": n(S), "url": n(S), "version": S,
-                    "telemetryReceived": I, "telemetryRejected": I, "lastError": n(S), "vensSeen": I,
-                    "writesEnabled": B, "peers": {"type": "object", "additionalProperties": _obj(
-                        {"reachable": B, "health": {}, "error": S}, ("reachable",))}},
-                   ("identity", "ok", "peers")),
-}
+from dr_web.shapes import EVENT_STATUS, SCHEMAS, VEN_STATUS, S, _ref
 
 _JSON = "application/json"
 
@@ -173,8 +42,10 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str, requ
     return {"name": name, "in": where, "schema": schema, "description": description, "required": required}
 
 
-_EVENT_ID = _param("event_id", "path", S, "the event's eventId", required=True)
-_VEN_ID = _param("ven_id", "path", S, "the VEN's venId", required=True)
+_ID = {"type": "string", "pattern": ID_PATTERN}
+_EVENT_ID = _param("event_id", "path", _ID, "the event's eventId (400 when it breaks the identifier rule)",
+                   required=True)
+_VEN_ID = _param("ven_id", "path", _ID, "the VEN's venId (400 when it breaks the identifier rule)", required=True)
 _MINUTES = _param("minutes", "query", {"type": "integer", "minimum": 1, "maximum": 1440, "default": 15},
                   "how far back")
 
@@ -251,6 +122,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "responses": {"200": _resp("oldest first", {"type": "array", "items": _ref("VenPoint")}),
                           "400": _resp("a bad query parameter", ERR),
                           "404": _resp("no telemetry from this VEN", ERR)}}},
+        "/api/telemetry/vens/{ven_id}/loads": {"get": {
+            "summary": "Every load of one VEN from its latest telemetry: power now, shed action and amount, the "
+                       "constraint that limits it, override or opt-out", "operationId": "venLoads",
+            "parameters": [_VEN_ID],
+            "responses": {"200": _resp("the VEN's figures and its loads in shed order", _ref("VenLoads")),
+                          "400": _resp("venId does not follow the identifier rule", ERR),
+                          "404": _resp("no telemetry from this VEN (or it is not registered with dr.vtn)", ERR)}}},
         "/api/dashboard": {"get": {
             "summary": "Everything the dashboard shows, in one poll", "operationId": "dashboard",
             "parameters": [_MINUTES],

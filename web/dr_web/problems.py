@@ -6,6 +6,7 @@ HTTP status its code stands for.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from dr_common.schema import PayloadError
@@ -24,6 +25,11 @@ STATUS_OF_CODE = {INVALID: 400, UNAUTHORIZED: 401, FORBIDDEN: 403, NOT_FOUND: 40
                   TOO_LARGE: 413, INTERNAL: 500, UPSTREAM: 502, UNAVAILABLE: 503}
 
 
+def error_id() -> str:
+    """A short random id that ties an error answer to the log line holding its detail."""
+    return secrets.token_hex(6)
+
+
 class ApiProblem(Exception):
     """A request that could not be served; nothing was written."""
 
@@ -36,6 +42,7 @@ class ApiProblem(Exception):
 
     @classmethod
     def from_payload_error(cls, exc: PayloadError) -> "ApiProblem":
+        """A 400 naming the payload's field."""
         return cls(INVALID, exc.field, exc.reason)
 
     @classmethod
@@ -52,4 +59,5 @@ class ApiProblem(Exception):
         return cls(code, field, message)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON error body."""
         return {"error": f"{self.field}: {self.message}", "field": self.field, "code": self.code}

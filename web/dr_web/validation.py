@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from dr_common.payloads import EVENT_FIELDS, VEN_FIELDS, EventRequest, VenRegistration
-from dr_common.schema import Field, PayloadError, decode_json, normalize_key
+from dr_common.schema import Field, PayloadError, check_id, decode_json, normalize_key
 from dr_common.timeutil import parse_time
 
 from dr_web.problems import FORBIDDEN, INVALID, UNAUTHORIZED, ApiProblem
@@ -22,6 +22,7 @@ OPEN_EVENT_STATUSES = ("active", "near", "far")
 
 
 def json_object(data: bytes) -> dict[str, Any]:
+    """The body as a JSON object (strict numbers: no NaN, Infinity or out-of-range values), or a 400."""
     if not data.strip():
         raise ApiProblem(INVALID, "<payload>", "empty body; expected a JSON object")
     try:
@@ -32,7 +33,24 @@ def json_object(data: bytes) -> dict[str, Any]:
         raise ApiProblem(INVALID, "<payload>", f"not valid JSON ({exc})") from None
 
 
+def path_id(value: str, field: str) -> str:
+    """An identifier from the URL (`venId`, `eventId`), checked before anything else: a 400 naming it."""
+    try:
+        return check_id(value, field)
+    except PayloadError as exc:
+        raise ApiProblem.from_payload_error(exc) from None
+
+
+def query_id(args: Mapping[str, str], name: str) -> str | None:
+    """An identifier in the query string (e.g. `group`), or None when absent; a 400 naming it when bad."""
+    value = args.get(name)
+    if value is None or value == "":
+        return None
+    return path_id(value, name)
+
+
 def known_fields(fields: Iterable[Field], body: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the schema's fields of the body."""
     keys = set().union(*(f.keys() for f in fields))
     return {key: value for key, value in body.items() if normalize_key(key) in keys}
 
@@ -57,6 +75,7 @@ def check_times(fields: Iterable[Field], body: Mapping[str, Any]) -> None:
 
 
 def ven_registration(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A registration as forwarded to dr.vtn, or a 400 naming the field."""
     try:
         VenRegistration.from_payload(body)
     except PayloadError as exc:
@@ -65,6 +84,7 @@ def ven_registration(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def event_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as forwarded to dr.vtn, or a 400 naming the field."""
     check_times(EVENT_FIELDS, body)
     try:
         request = EventRequest.from_payload(body)
@@ -78,6 +98,7 @@ def event_request(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def choice(args: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    """A query parameter that must be one of `choices`, or None when absent."""
     value = args.get(name)
     if value is None or value == "":
         return None
@@ -87,6 +108,7 @@ def choice(args: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str 
 
 
 def text(args: Mapping[str, str], name: str, max_length: int = 200) -> str | None:
+    """A free-text query parameter of at most `max_length` characters, or None when absent."""
     value = args.get(name)
     if value is None or value == "":
         return None
@@ -96,6 +118,7 @@ def text(args: Mapping[str, str], name: str, max_length: int = 200) -> str | Non
 
 
 def whole_number(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]."""
     raw = args.get(name)
     if raw is None or raw == "":
         return default

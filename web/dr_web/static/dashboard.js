@@ -24,7 +24,8 @@
     const tel = ven.telemetry || {};
     const status = ven.status || (ven.online ? "online" : "offline");
     return el("tr", { dataset: { venId: ven.venId } },
-      el("td", {}, ven.venId, ven.registered ? null : el("span", { class: "muted" }, " (not registered)")),
+      el("td", {}, el("a", { href: "/vens/" + encodeURIComponent(ven.venId), title: "loads of this VEN" }, ven.venId),
+         ven.registered ? null : el("span", { class: "muted" }, " (registry unknown)")),
       el("td", {}, ven.name || ""),
       el("td", {}, badge(status)),
       el("td", { title: tel.ts || "" }, age(tel.ts || ven.lastSeen, now)),
