@@ -1,18 +1,21 @@
-"""The VEN agent's configuration, validated once into typed objects.
+"""The VEN agent's configuration, validated once into a typed pydantic model (`dr_common.config`).
 
 A site's `ven.json` names the venId, the meter, and every controllable load: which platform.driver device and
-points it is, its shed priority (lower sheds first) and its constraints. Every problem raises ConfigError naming
-the offending field (`loads[2].minTankTempC: ...`).
+points it is, its shed priority (lower sheds first) and its constraints, and the limits every command must
+keep. Every problem raises `dr_common.config.ConfigError` naming the offending key (`loads[2].minTankTempC`).
+A `panel` entry expands into one `circuit` load per circuit before validation.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from dr_common.payloads import VEN_ID_RE
+from pydantic import Field, StrictBool, StrictInt, field_validator
+
+from dr_common import topics
+from dr_common.config import ConfigError, ConfigModel, load_model
+from dr_common.schema import ID_RE
 
 KIND_EV = "ev_charger"
 KIND_WATER_HEATER = "water_heater"
@@ -42,58 +45,108 @@ DEFAULT_POINTS: dict[str, dict[str, str]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the field."""
+def _num(default: float, ge: float | None = None, le: float | None = None, gt: float | None = None) -> Any:
+    return Field(default, ge=ge, le=le, gt=gt, strict=True, allow_inf_nan=False)
 
 
-@dataclass(frozen=True)
-class LoadConfig:
-    name: str
-    kind: str
-    path: str
-    priority: int
+Text = Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+
+
+def _device_path(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, "expected a device path like 'demo/ev_charger'")
+    path = value.strip().strip("/")
+    if path.startswith(topics.DEVICES_PREFIX):
+        path = path[len(topics.DEVICES_PREFIX):]
+    if not path or len(path) > 256 or any(not part for part in path.split("/")):
+        raise ConfigError(key, "expected a device path like 'demo/ev_charger'")
+    return path
+
+
+class LoadConfig(ConfigModel):
+    """One controllable load (a panel is already expanded into its circuits)."""
+
+    name: Text
+    kind: Literal["ev_charger", "water_heater", "hvac", "circuit", "battery"]
+    path: Text
+    priority: StrictInt
     points: dict[str, str]
-    circuit: str | None = None
-    critical: bool = False
+    circuit: Text | None = None
+    critical: StrictBool = False
+    description: str | None = Field(None, max_length=2000)
     # ev_charger
-    energy_margin_percent: float = 10.0
+    energy_margin_percent: float = _num(10.0, ge=0.0, le=100.0)
     # water_heater
-    min_tank_temp_c: float = 45.0
+    min_tank_temp_c: float = _num(45.0, ge=0.0, le=95.0)
     # hvac
-    max_offset_c: float = 2.0
-    max_zone_temp_c: float = 27.0
-    kw_per_deg_c: float = 0.5
-    setpoint_resolution_c: float = 0.1
-    zone_release_margin_c: float = 0.5
+    max_offset_c: float = _num(2.0, ge=0.0, le=10.0)
+    max_zone_temp_c: float = _num(27.0, ge=10.0, le=40.0)
+    kw_per_deg_c: float = _num(0.5, ge=0.001, le=1000.0)
+    setpoint_resolution_c: float = _num(0.1, ge=0.001, le=1.0)
+    zone_release_margin_c: float = _num(0.5, ge=0.0, le=5.0)
     # battery
-    reserve_soc_percent: float = 20.0
+    reserve_soc_percent: float = _num(20.0, ge=0.0, le=100.0)
 
     @property
     def continuous(self) -> bool:
+        """True for loads shed by any amount (EV limit, HVAC offset, battery setpoint)."""
         return self.kind in (KIND_EV, KIND_HVAC, KIND_BATTERY)
 
 
-@dataclass(frozen=True)
-class VenConfig:
+class MeterConfig(ConfigModel):
+    """The site meter: its device and the point of the site's power."""
+
+    path: Text
+    power_point: Text = "PowerKw"
+
+
+class CommandLimits(ConfigModel):
+    """What a command may ask of this VEN; a command outside them is refused (`ok: false`)."""
+
+    max_event_duration_s: float = _num(4 * 3600.0, gt=0.0, le=7 * 86400.0)
+    max_requested_kw: float = _num(100.0, gt=0.0, le=1e6)
+    max_start_ahead_s: float = _num(86400.0, ge=0.0, le=366 * 86400.0)
+
+
+class VenConfig(ConfigModel):
+    """A site's ven.json."""
+
     ven_id: str
-    meter_path: str
-    meter_point: str
-    loads: tuple[LoadConfig, ...]
-    site: str | None = None
-    telemetry_period_s: float = 5.0
-    baseline_window_s: float = 900.0
-    history_s: float = 1800.0
-    restore_stagger_s: float = 2.0
-    restore_method: str = RESTORE_SET
-    overshed_margin_kw: float = 0.05
-    overshed_margin_percent: float = 2.0
-    deadband_kw: float = 0.02
-    deadband_percent: float = 1.0
-    settle_s: float = 5.0
-    rpc_timeout_s: float = 2.0
-    retry_s: float = 5.0
-    state_path: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    site: Text | None = None
+    meter: MeterConfig
+    loads: tuple[LoadConfig, ...] = Field(min_length=1)
+    limits: CommandLimits = CommandLimits()
+    telemetry_period_s: float = _num(5.0, ge=0.2, le=3600.0)
+    baseline_window_s: float = _num(900.0, ge=1.0)
+    history_s: float = _num(1800.0, ge=60.0, le=7 * 86400.0)
+    restore_stagger_s: float = _num(2.0, ge=0.0, le=600.0)
+    restore_method: Literal["set", "revert"] = RESTORE_SET
+    overshed_margin_kw: float = _num(0.05, ge=0.0)
+    overshed_margin_percent: float = _num(2.0, ge=0.0, le=100.0)
+    deadband_kw: float = _num(0.02, ge=0.0)
+    deadband_percent: float = _num(1.0, ge=0.0, le=50.0)
+    settle_s: float = _num(5.0, ge=0.0, le=60.0)
+    rpc_timeout_s: float = _num(2.0, ge=0.05, le=60.0)
+    retry_s: float = _num(5.0, ge=0.1, le=3600.0)
+    live_read_after_shed_s: float = _num(0.2, ge=0.0, le=10.0)
+    state_path: Text | None = None
+
+    @field_validator("ven_id")
+    @classmethod
+    def _ven_id(cls, value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError("must be 1-64 letters, digits or _ . : - starting with a letter or digit")
+        return value
+
+    @property
+    def meter_path(self) -> str:
+        """The meter's device path."""
+        return self.meter.path
+
+    @property
+    def meter_point(self) -> str:
+        """The meter's point of the site's power."""
+        return self.meter.power_point
 
     @property
     def device_paths(self) -> list[str]:
@@ -105,6 +158,7 @@ class VenConfig:
         return paths
 
     def load(self, name: str) -> LoadConfig:
+        """The load called `name` (KeyError if none)."""
         for load in self.loads:
             if load.name == name:
                 return load
@@ -121,184 +175,100 @@ class VenConfig:
 
 # --- parsing ---------------------------------------------------------------------------------------------------
 
-_TOP_KEYS = {"venId", "site", "meter", "loads", "telemetryPeriodS", "baselineWindowS", "historyS", "restoreStaggerS",
-             "restoreMethod", "overshedMarginKw", "overshedMarginPercent", "deadbandKw", "deadbandPercent", "settleS",
-             "rpcTimeoutS", "retryS", "statePath"}
-_LOAD_KEYS = {"name", "kind", "path", "priority", "points", "circuit", "circuits", "critical", "energyMarginPercent",
-              "minTankTempC", "maxOffsetC", "maxZoneTempC", "kwPerDegC", "setpointResolutionC", "zoneReleaseMarginC",
-              "reserveSocPercent", "description"}
-
-
 def parse_config(raw: object) -> VenConfig:
-    """Validate a ven.json mapping into a VenConfig; raises ConfigError naming the first bad field."""
+    """Validate a ven.json mapping into a VenConfig; raises ConfigError naming the first bad key."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"config: expected an object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"config: unknown key(s) {', '.join(unknown)}")
-    ven_id = _str(raw, "venId", required=True)
-    if not VEN_ID_RE.match(ven_id):
-        raise ConfigError(f"venId: must be 1-64 letters, digits or _ . : - ; got {ven_id!r}")
-    meter = raw.get("meter")
+        raise ConfigError("<config>", f"expected an object, got {type(raw).__name__}")
+    data = dict(raw)
+    meter = data.get("meter")
     if not isinstance(meter, Mapping):
-        raise ConfigError("meter: required, an object with 'path' (and optional 'powerPoint')")
-    meter_path = _path(meter, "path", "meter.path")
-    meter_point = _str(meter, "powerPoint", where="meter.powerPoint") or "PowerKw"
-    loads_raw = raw.get("loads")
+        raise ConfigError("meter", "required, an object with 'path' (and optional 'powerPoint')")
+    data["meter"] = {**meter, "path": _device_path(meter.get("path"), "meter.path")}
+    loads_raw = data.get("loads")
     if not isinstance(loads_raw, list) or not loads_raw:
-        raise ConfigError("loads: required, a non-empty list of loads")
+        raise ConfigError("loads", "required, a non-empty list of loads")
     loads: list[LoadConfig] = []
     for index, item in enumerate(loads_raw):
         loads.extend(_parse_load(item, f"loads[{index}]"))
     names = [load.name for load in loads]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(f"loads: duplicate load name(s) {', '.join(duplicates)}")
-    restore_method = _str(raw, "restoreMethod") or RESTORE_SET
-    if restore_method not in (RESTORE_SET, RESTORE_REVERT):
-        raise ConfigError(f"restoreMethod: must be '{RESTORE_SET}' or '{RESTORE_REVERT}', got {restore_method!r}")
-    history_s = _num(raw, "historyS", 1800.0, minimum=60.0)
-    baseline_window_s = _num(raw, "baselineWindowS", 900.0, minimum=1.0)
-    if baseline_window_s > history_s:
-        raise ConfigError(f"baselineWindowS: must be <= historyS ({history_s:g}), got {baseline_window_s:g}")
-    state_path = raw.get("statePath")
-    if state_path is not None and (not isinstance(state_path, str) or not state_path.strip()):
-        raise ConfigError(f"statePath: expected a file path or null, got {state_path!r}")
-    return VenConfig(
-        ven_id=ven_id, meter_path=meter_path, meter_point=meter_point, loads=tuple(loads),
-        site=_str(raw, "site"),
-        telemetry_period_s=_num(raw, "telemetryPeriodS", 5.0, minimum=0.2),
-        baseline_window_s=baseline_window_s, history_s=history_s,
-        restore_stagger_s=_num(raw, "restoreStaggerS", 2.0, minimum=0.0, maximum=600.0),
-        restore_method=restore_method,
-        overshed_margin_kw=_num(raw, "overshedMarginKw", 0.05, minimum=0.0),
-        overshed_margin_percent=_num(raw, "overshedMarginPercent", 2.0, minimum=0.0, maximum=100.0),
-        deadband_kw=_num(raw, "deadbandKw", 0.02, minimum=0.0),
-        deadband_percent=_num(raw, "deadbandPercent", 1.0, minimum=0.0, maximum=50.0),
-        settle_s=_num(raw, "settleS", 5.0, minimum=0.0, maximum=60.0),
-        rpc_timeout_s=_num(raw, "rpcTimeoutS", 2.0, minimum=0.05, maximum=60.0),
-        retry_s=_num(raw, "retryS", 5.0, minimum=0.1, maximum=3600.0),
-        state_path=state_path.strip() if isinstance(state_path, str) else None,
-        raw=dict(raw),
-    )
+        raise ConfigError("loads", f"duplicate load name(s) {', '.join(duplicates)}")
+    data["loads"] = tuple(loads)
+    cfg = load_model(VenConfig, data)
+    if cfg.baseline_window_s > cfg.history_s:
+        raise ConfigError("baselineWindowS", f"must be <= historyS ({cfg.history_s:g})")
+    return cfg
 
 
 def _parse_load(item: object, where: str) -> list[LoadConfig]:
     if not isinstance(item, Mapping):
-        raise ConfigError(f"{where}: expected an object, got {type(item).__name__}")
-    unknown = sorted(set(item) - _LOAD_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    kind = _str(item, "kind", required=True, where=f"{where}.kind")
+        raise ConfigError(where, f"expected an object, got {type(item).__name__}")
+    kind = item.get("kind")
     if kind not in LOAD_KINDS + (KIND_PANEL,):
-        raise ConfigError(f"{where}.kind: must be one of {', '.join(LOAD_KINDS + (KIND_PANEL,))}; got {kind!r}")
-    name = _str(item, "name", where=f"{where}.name") or kind
-    path = _path(item, "path", f"{where}.path")
+        raise ConfigError(f"{where}.kind", f"must be one of {', '.join(LOAD_KINDS + (KIND_PANEL,))}")
+    path = _device_path(item.get("path"), f"{where}.path")
+    name = item.get("name", kind)
     if kind == KIND_PANEL:
         return _expand_panel(item, name, path, where)
-    priority = _int(item, "priority", DEFAULT_PRIORITY[kind], where=f"{where}.priority")
-    circuit = _str(item, "circuit", where=f"{where}.circuit")
-    if kind == KIND_CIRCUIT and not circuit:
-        raise ConfigError(f"{where}.circuit: required for a circuit load")
-    return [_build_load(item, kind, name, path, priority, circuit, where)]
+    if kind == KIND_CIRCUIT and not item.get("circuit"):
+        raise ConfigError(f"{where}.circuit", "required for a circuit load")
+    data = {k: v for k, v in item.items() if k not in ("circuits",)}
+    return [_build_load(data, kind, name, path, item.get("priority", DEFAULT_PRIORITY[kind]),
+                        item.get("circuit"), where)]
 
 
-def _expand_panel(item: Mapping[str, Any], name: str, path: str, where: str) -> list[LoadConfig]:
+def _expand_panel(item: Mapping[str, Any], name: Any, path: str, where: str) -> list[LoadConfig]:
     circuits = item.get("circuits")
     if not isinstance(circuits, list) or not circuits:
-        raise ConfigError(f"{where}.circuits: required for a panel, a non-empty list of circuit names or objects")
-    base_priority = _int(item, "priority", DEFAULT_PRIORITY[KIND_CIRCUIT], where=f"{where}.priority")
+        raise ConfigError(f"{where}.circuits", "required for a panel, a non-empty list of circuit names or objects")
+    base_priority = item.get("priority", DEFAULT_PRIORITY[KIND_CIRCUIT])
+    if isinstance(base_priority, bool) or not isinstance(base_priority, int):
+        raise ConfigError(f"{where}.priority", "expected an integer")
     critical_names = item.get("critical", [])
-    if isinstance(critical_names, bool) or not isinstance(critical_names, list):
-        raise ConfigError(f"{where}.critical: for a panel, a list of circuit names")
+    if not isinstance(critical_names, list):
+        raise ConfigError(f"{where}.critical", "for a panel, a list of circuit names")
     out = []
     for index, entry in enumerate(circuits):
         at = f"{where}.circuits[{index}]"
         if isinstance(entry, str):
             entry = {"circuit": entry}
         if not isinstance(entry, Mapping):
-            raise ConfigError(f"{at}: expected a circuit name or an object")
-        circuit = _str(entry, "circuit", where=f"{at}.circuit") or _str(entry, "name", where=f"{at}.name")
-        if not circuit:
-            raise ConfigError(f"{at}: needs a circuit name")
-        merged = {k: v for k, v in item.items() if k not in ("circuits", "critical", "name", "priority")}
+            raise ConfigError(at, "expected a circuit name or an object")
+        circuit = entry.get("circuit") or entry.get("name")
+        if not isinstance(circuit, str) or not circuit.strip():
+            raise ConfigError(at, "needs a circuit name")
+        circuit = circuit.strip()
+        merged = {k: v for k, v in item.items() if k not in ("circuits", "critical", "name", "priority", "kind")}
         merged.update({k: v for k, v in entry.items() if k not in ("name", "circuit")})
         merged["critical"] = bool(entry.get("critical", circuit in critical_names))
-        priority = _int(entry, "priority", base_priority + index, where=f"{at}.priority")
-        out.append(_build_load(merged, KIND_CIRCUIT, f"{name}.{circuit}", path, priority, circuit, at))
+        out.append(_build_load(merged, KIND_CIRCUIT, f"{name}.{circuit}", path,
+                               entry.get("priority", base_priority + index), circuit, at))
     return out
 
 
-def _build_load(item: Mapping[str, Any], kind: str, name: str, path: str, priority: int, circuit: str | None,
+def _build_load(item: Mapping[str, Any], kind: str, name: Any, path: str, priority: Any, circuit: Any,
                 where: str) -> LoadConfig:
     points = dict(DEFAULT_POINTS[kind])
     overrides = item.get("points", {})
     if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{where}.points: expected an object of role -> point name")
+        raise ConfigError(f"{where}.points", "expected an object of role -> point name")
     for role, point in overrides.items():
         if role not in points:
-            raise ConfigError(f"{where}.points.{role}: unknown role for {kind}; roles: {', '.join(points)}")
+            raise ConfigError(f"{where}.points.{role}", f"unknown role for {kind}; roles: {', '.join(points)}")
         if not isinstance(point, str) or not point.strip():
-            raise ConfigError(f"{where}.points.{role}: expected a point name")
+            raise ConfigError(f"{where}.points.{role}", "expected a point name")
         points[role] = point.strip()
-    if circuit:
+    if isinstance(circuit, str):
+        circuit = circuit.strip()
         points = {role: point.replace("{circuit}", circuit) for role, point in points.items()}
-    critical = item.get("critical", False)
-    if not isinstance(critical, bool):
-        raise ConfigError(f"{where}.critical: expected true or false, got {critical!r}")
-    max_zone = _num(item, "maxZoneTempC", 27.0, where=f"{where}.maxZoneTempC", minimum=10.0, maximum=40.0)
-    return LoadConfig(
-        name=name, kind=kind, path=path, priority=priority, points=points, circuit=circuit, critical=critical,
-        energy_margin_percent=_num(item, "energyMarginPercent", 10.0, where=f"{where}.energyMarginPercent",
-                                   minimum=0.0, maximum=100.0),
-        min_tank_temp_c=_num(item, "minTankTempC", 45.0, where=f"{where}.minTankTempC", minimum=0.0, maximum=95.0),
-        max_offset_c=_num(item, "maxOffsetC", 2.0, where=f"{where}.maxOffsetC", minimum=0.0, maximum=10.0),
-        max_zone_temp_c=max_zone,
-        kw_per_deg_c=_num(item, "kwPerDegC", 0.5, where=f"{where}.kwPerDegC", minimum=0.001, maximum=1000.0),
-        setpoint_resolution_c=_num(item, "setpointResolutionC", 0.1, where=f"{where}.setpointResolutionC",
-                                   minimum=0.001, maximum=1.0),
-        zone_release_margin_c=_num(item, "zoneReleaseMarginC", 0.5, where=f"{where}.zoneReleaseMarginC",
-                                   minimum=0.0, maximum=5.0),
-        reserve_soc_percent=_num(item, "reserveSocPercent", 20.0, where=f"{where}.reserveSocPercent",
-                                 minimum=0.0, maximum=100.0),
-    )
+    data = {**item, "kind": kind, "name": name.strip() if isinstance(name, str) else name, "path": path,
+            "priority": priority, "points": points, "circuit": circuit}
+    try:
+        return load_model(LoadConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc.key}", exc.reason) from None
 
 
-def _str(data: Mapping[str, Any], key: str, required: bool = False, where: str | None = None) -> str | None:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise ConfigError(f"{where or key}: required")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where or key}: expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _path(data: Mapping[str, Any], key: str, where: str) -> str:
-    value = _str(data, key, required=True, where=where) or ""
-    path = value.strip("/")
-    if path.startswith("devices/"):
-        path = path[len("devices/"):]
-    if not path or any(not part for part in path.split("/")):
-        raise ConfigError(f"{where}: expected a device path like 'demo/ev_charger', got {value!r}")
-    return path
-
-
-def _num(data: Mapping[str, Any], key: str, default: float, where: str | None = None,
-         minimum: float | None = None, maximum: float | None = None) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where or key}: expected a number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{where or key}: must be >= {minimum:g}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{where or key}: must be <= {maximum:g}, got {value!r}")
-    return float(value)
-
-
-def _int(data: Mapping[str, Any], key: str, default: int, where: str | None = None) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where or key}: expected an integer, got {value!r}")
-    return value
+__all__ = ["ConfigError", "VenConfig", "LoadConfig", "MeterConfig", "CommandLimits", "parse_config",
+           "DEFAULT_POINTS", "DEFAULT_PRIORITY", "LOAD_KINDS", "RESTORE_SET", "RESTORE_REVERT"]
