@@ -393,6 +393,10 @@ class EventRequest:
             check_ven_id(ven, "venIds")
         if values.get("allVens") and (values.get("venIds") or values.get("groups")):
             raise PayloadError("allVens", "cannot be combined with venIds or groups")
+        if not values.get("allVens") and not values.get("venIds") and not values.get("groups"):
+            # targeting nobody never means everyone: a fleet-wide event says allVens: true
+            empty = next((name for name in ("venIds", "groups") if name in values), "allVens")
+            raise PayloadError(empty, "the event targets no VEN: give venIds, groups, or allVens: true")
         return cls(start_time=start, end_time=end, requested_reduction_kw=values.get("requestedReductionKw"),
                    level=values.get("level"), event_id=values.get("eventId"), program_id=values.get("programId"),
                    name=values.get("name"), ven_ids=values.get("venIds", []), groups=values.get("groups", []),
@@ -473,3 +477,69 @@ def batch_items(message: object, key: str) -> list[Any] | None:
     if not isinstance(shared, dict) or not shared:
         return items
     return [{**shared, **item} if isinstance(item, dict) else item for item in items]
+
+
+# --- dr.mqtt status (BridgeRpc.STATUS; read by dr.web) ---------------------------------------------
+@dataclass
+class BridgeStatus:
+    """The MQTT bridge's `status()` answer: link, outbox, message counts, rejects, hand-off latency."""
+
+    mode: str
+    ven_id: str | None
+    client_id: str
+    broker: str
+    tls: bool
+    connected: bool
+    session_present: bool | None = None
+    last_error: str | None = None
+    backlog: int = 0
+    backlog_limit: int = 0
+    oldest_backlog_age_s: float | None = None
+    inflight_from_backlog: int = 0
+    outbox_shed: int = 0
+    outbox_expired: int = 0
+    messages_in: int = 0
+    messages_accepted: int = 0
+    duplicates: int = 0
+    messages_out: int = 0
+    messages_queued: int = 0
+    messages_acked: int = 0
+    unacknowledged: int = 0
+    bus_published: int = 0
+    bus_items: int = 0
+    bus_failed: int = 0
+    pending_batch_items: int = 0
+    bus_queue: int = 0
+    inbound_held: int = 0
+    unknown_fields_dropped: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    connects: int = 0
+    disconnects: int = 0
+    connect_failures: int = 0
+    handoff: dict[str, Any] = field(default_factory=dict)
+    last_fanout: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    config_error: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"mode": self.mode, "venId": self.ven_id, "clientId": self.client_id, "broker": self.broker,
+                "tls": self.tls, "connected": self.connected, "sessionPresent": self.session_present,
+                "lastError": self.last_error, "backlog": self.backlog, "backlogLimit": self.backlog_limit,
+                "oldestBacklogAgeS": self.oldest_backlog_age_s, "inflightFromBacklog": self.inflight_from_backlog,
+                "outboxShed": self.outbox_shed, "outboxExpired": self.outbox_expired,
+                "messagesIn": self.messages_in, "messagesAccepted": self.messages_accepted,
+                "duplicates": self.duplicates, "messagesOut": self.messages_out,
+                "messagesQueued": self.messages_queued, "messagesAcked": self.messages_acked,
+                "unacknowledged": self.unacknowledged, "busPublished": self.bus_published,
+                "busItems": self.bus_items, "busFailed": self.bus_failed,
+                "pendingBatchItems": self.pending_batch_items, "busQueue": self.bus_queue,
+                "inboundHeld": self.inbound_held, "unknownFieldsDropped": self.unknown_fields_dropped,
+                "rejects": dict(self.rejects), "rejectsTotal": sum(self.rejects.values()),
+                "connects": self.connects, "disconnects": self.disconnects,
+                "connectFailures": self.connect_failures, "handoff": dict(self.handoff),
+                "lastFanout": self.last_fanout, "warnings": list(self.warnings), "configError": self.config_error}
+
+    @classmethod
+    def not_running(cls, config_error: str | None) -> dict[str, Any]:
+        """The answer of a bridge that has no running link (no or a refused configuration)."""
+        return {"connected": False, "configError": config_error, "backlog": 0}

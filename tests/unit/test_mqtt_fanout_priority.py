@@ -1,5 +1,8 @@
 """After a large fan-out, inbound messages wait for the broker's acknowledgement of its last command (or for
-FANOUT_PRIORITY_S), then reach the bus in order; PUBACKs and connection events are handled meanwhile."""
+FANOUT_PRIORITY_S), then reach the bus in order; PUBACKs and connection events are handled meanwhile.
+
+The core runs on an injected clock: the priority window passes when the test moves the clock, and "nothing
+reached the bus" is asserted once the core has visibly taken the messages in (held), never after a sleep."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ import time
 
 import gevent
 import pytest
-from dr_mqtt_bridge import core as core_mod
 from dr_mqtt_bridge import link as link_mod
+from dr_mqtt_bridge.outbound import FANOUT_PRIORITY_S
 from dr_mqtt_bridge.config import parse_config
 from dr_mqtt_bridge.core import BridgeCore
 
@@ -57,7 +60,15 @@ def wait(predicate, timeout=5.0):
     return False
 
 
-def _start(tmp_path, **cfg) -> tuple[BridgeCore, FakeLink, RecordingBus]:
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _start(tmp_path, clock=None, **cfg) -> tuple[BridgeCore, FakeLink, RecordingBus]:
     links: list[FakeLink] = []
 
     def factory(*args, **kwargs):
@@ -66,17 +77,29 @@ def _start(tmp_path, **cfg) -> tuple[BridgeCore, FakeLink, RecordingBus]:
 
     bus = RecordingBus()
     core = BridgeCore(parse_config({"store": {"path": str(tmp_path / "outbox.sqlite")}, "publish_chunk": 100, **cfg}),
-                      bus, link_factory=factory)
+                      bus, link_factory=factory, clock=clock or FakeClock())
     core.start()
     assert wait(lambda: core.connected)
     return core, links[0], bus
 
 
 @pytest.fixture
-def bridge(tmp_path):
-    core, link, bus = _start(tmp_path, batch={"max_items": 1000, "max_delay_ms": 5}, dedup={"window_s": 0})
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def bridge(tmp_path, clock):
+    # batches are due at once (max_delay 0): what is not held reaches the bus without the clock moving
+    core, link, bus = _start(tmp_path, clock, batch={"max_items": 1000, "max_delay_ms": 0}, dedup={"window_s": 0})
     yield core, link, bus
     core.stop(timeout=1)
+
+
+def _taken_in(core: BridgeCore, held: int, acked: int = 0) -> None:
+    """Wait until the core has visibly taken in what was put in its inbox: `held` messages held, `acked`
+    PUBACKs counted (each inbound message is either held or handled, so this is all of them)."""
+    assert wait(lambda: core.status()["inboundHeld"] == held and core.status()["messagesAcked"] == acked)
 
 
 def _fan_out(core: BridgeCore, n: int) -> None:
@@ -95,13 +118,13 @@ def test_acks_wait_for_the_broker_to_acknowledge_the_fan_out(bridge):
     core, link, bus = bridge
     _fan_out(core, 300)
     _acks(link, range(0, 150))
-    gevent.sleep(0.2)
-    assert bus.items == [] and core.status()["inboundHeld"] == 150
+    _taken_in(core, held=150)
+    assert bus.items == [] and core.status()["busQueue"] == 0 and core.status()["pendingBatchItems"] == 0
     # the broker acknowledges all but the last command: still held; PUBACKs are counted meanwhile
     link.inbox.put((link_mod.EV_BATCH, [(link_mod.EV_PUBACK, mid) for mid in range(1, 300)]))
     _acks(link, range(150, 200))
-    gevent.sleep(0.2)
-    assert bus.items == [] and core.status()["messagesAcked"] == 299
+    _taken_in(core, held=200, acked=299)
+    assert bus.items == []
     link.inbox.put((link_mod.EV_PUBACK, 300))
     _acks(link, range(200, 300))
     assert wait(lambda: len(bus.items) == 300)
@@ -116,18 +139,23 @@ def test_small_sends_hold_nothing(bridge):
     assert wait(lambda: len(bus.items) == 100)
 
 
-def test_held_messages_go_on_after_the_priority_window_or_a_disconnect(bridge, monkeypatch):
+def test_held_messages_go_on_after_the_priority_window_or_a_disconnect(bridge, clock):
     core, link, bus = bridge
-    monkeypatch.setattr(core_mod, "FANOUT_PRIORITY_S", 0.3)
     _fan_out(core, 200)
-    started = time.monotonic()
     _acks(link, range(0, 10))
-    assert wait(lambda: len(bus.items) == 10, 3)
-    assert time.monotonic() - started >= 0.25  # no PUBACK came: released by the window
+    _taken_in(core, held=10)
+    clock.now += FANOUT_PRIORITY_S - 0.01
+    link.inbox.put((link_mod.EV_BATCH, []))  # wakes the pump: the window has not passed yet
+    _acks(link, range(10, 12))
+    _taken_in(core, held=12)
+    assert bus.items == []
+    clock.now += 0.02  # no PUBACK came: the window passes and releases them
+    link.inbox.put((link_mod.EV_BATCH, []))
+    assert wait(lambda: len(bus.items) == 12, 3)
     _fan_out(core, 200)
-    _acks(link, range(10, 20))
-    gevent.sleep(0.1)
-    assert len(bus.items) == 10
+    _acks(link, range(12, 20))
+    _taken_in(core, held=8)
+    assert len(bus.items) == 12
     link.inbox.put((link_mod.EV_DISCONNECTED, "test"))
     assert wait(lambda: len(bus.items) == 20, 1)
 
@@ -136,7 +164,7 @@ def test_stop_hands_held_messages_to_the_bus(tmp_path):
     core, link, bus = _start(tmp_path)
     _fan_out(core, 150)
     _acks(link, range(0, 5))
-    gevent.sleep(0.1)
+    _taken_in(core, held=5)
     assert bus.items == []
     core.stop(timeout=0.5)  # the PUBACKs never come: stop waits for them only so long
     assert [item["correlationId"] for item in bus.items] == [f"c{i}" for i in range(5)]

@@ -11,11 +11,12 @@ from volttron.client.vip.agent import RPC, Agent, Core
 from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
+from dr_common.payloads import BridgeStatus
+from dr_common.rejects import RateLimitedLog
 from dr_common.topics import BridgeRpc
 from dr_common.vip_repr import bound_message_repr
-from dr_mqtt_bridge.config import ConfigError, parse_config
 from dr_mqtt_bridge.core import BridgeCore
-from dr_mqtt_bridge.outbox import OutboxError
+from dr_mqtt_bridge.lifecycle import BridgeSlot
 
 _log = logging.getLogger(__name__)
 
@@ -41,47 +42,40 @@ class VipBus:
 
 
 class MqttBridgeAgent(Agent):
+    """dr.mqtt: one `BridgeCore` per valid configuration; a refused one leaves the running bridge as it is."""
+
     def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._initial: dict[str, Any] = dict(load_config(config_path) or {}) if config_path else {}
-        self._core: BridgeCore | None = None
         self._subscribed: list[str] = []
-        self._config_error: str | None = None
+        self._bus_errors = RateLimitedLog(_log)
+        self._slot = BridgeSlot(VipBus(self), before_stop=self._unsubscribe, after_start=self._subscribe)
         self.vip.config.set_default("config", self._initial)
         self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern="config")
 
+    @property
+    def _core(self) -> BridgeCore | None:
+        return self._slot.core
+
+    @property
+    def _config_error(self) -> str | None:
+        return self._slot.config_error
+
     def _on_config(self, config_name: str, action: str, contents: Any) -> None:
-        try:
-            config = parse_config(contents if isinstance(contents, dict) else {})
-        except ConfigError as exc:
-            self._config_error = str(exc)
-            _log.error("configuration rejected, bridge %s: %s",
-                       "keeps its previous configuration" if self._core else "not started", exc)
-            return
-        self._stop_core()
-        core = BridgeCore(config, VipBus(self))
-        try:
-            core.start()
-        except OutboxError as exc:
-            self._config_error = str(exc)
-            _log.error("bridge not started: %s", exc)
-            return
-        self._config_error = None
-        self._core = core
+        self._slot.apply(contents)
+
+    def _subscribe(self, core: BridgeCore) -> None:
         for prefix in core.bus_prefixes():
             self.vip.pubsub.subscribe("pubsub", prefix, self._on_bus).get(timeout=10)
             self._subscribed.append(prefix)
 
-    def _stop_core(self) -> None:
+    def _unsubscribe(self, core: BridgeCore) -> None:
         for prefix in self._subscribed:
             try:
                 self.vip.pubsub.unsubscribe("pubsub", prefix, self._on_bus).get(timeout=10)
             except gevent.Timeout:
                 _log.warning("unsubscribing from %s timed out", prefix)
         self._subscribed = []
-        if self._core is not None:
-            self._core.stop()
-            self._core = None
 
     def _on_bus(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
         core = self._core
@@ -89,31 +83,35 @@ class MqttBridgeAgent(Agent):
             return
         try:
             core.on_bus_message(topic, message)
-        except Exception:  # one bad bus message must not stop the bridge
-            _log.exception("bus message on %s could not be bridged", topic)
+        except Exception as exc:  # one bad bus message must not stop the bridge
+            core.stats.reject("bus_error")
+            self._bus_errors.error(topic.split("/", 2)[0], "bus message on %s could not be bridged: %s: %s",
+                                   topic[:200], exc.__class__.__name__, str(exc)[:300])
 
     @Core.receiver("onstop")
     def onstop(self, sender: Any, **kwargs: Any) -> None:
-        self._stop_core()
+        """Stop the bridge: what the broker has not acknowledged stays in the outbox."""
+        self._slot.stop()
 
     @RPC.export(BridgeRpc.SEND_BATCH)
     def send_batch(self, commands: list[dict[str, Any]], shared: dict[str, Any] | None = None) -> dict[str, int]:
-        """Fan out many command payloads (each with its venId) to MQTT, `shared` holding the fields common to
-        all of them; returns sent/queued/refused/rejected."""
+        """Fan out command payloads (each with its venId, `shared` fields common to all); sent/queued/refused."""
         if self._core is None:
             raise RuntimeError(f"the bridge is not running: {self._config_error or 'no configuration'}")
         return self._core.send_batch(commands, shared)
 
     @RPC.export(BridgeRpc.STATUS)
     def status(self) -> dict[str, Any]:
+        """Link, outbox, counts, rejects and hand-off latency (`dr_common.payloads.BridgeStatus`)."""
         if self._core is None:
-            return {"connected": False, "configError": self._config_error, "backlog": 0}
+            return BridgeStatus.not_running(self._config_error)
         out = self._core.status()
         out["configError"] = self._config_error
         return out
 
     @RPC.export(BridgeRpc.HEALTH)
     def health(self) -> dict[str, Any]:
+        """GOOD or BAD with the reason; insecure-link warnings and a refused configuration are said."""
         if self._core is None:
             return {"status": "BAD", "context": self._config_error or "no configuration"}
         health = self._core.health()

@@ -2,7 +2,13 @@
 
 A payload is accepted only when it is a JSON object that the kind's schema accepts and, where the topic names a
 venId, the payload's own venId (if any) agrees with it: a VEN cannot ack or report as another. The accepted
-payload is rendered in canonical form with the topic's venId filled in; fields the schema does not know are kept.
+payload is rendered in canonical form with the topic's venId filled in.
+
+Fields the schema does not know are bounded, so a sender cannot make the bus carry data of its choosing: at
+most EXTRA_FIELDS_MAX of them are kept, and only small scalars (a name of at most EXTRA_KEY_MAX characters
+following the identifier rule, a value that is null, a boolean, a finite number or a string of at most
+EXTRA_STR_MAX characters); the rest are dropped and counted (`unknownFieldsDropped` in the status). The `json`
+kind (any JSON object, for custom routes) is passed as it is, within `max_payload_bytes`.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dr_common.payloads import Ack, Command, Telemetry, VenStatus
-from dr_common.schema import PayloadError, decode_json
+from dr_common.schema import PayloadError, decode_json, is_valid_id
 from dr_mqtt_bridge.config import KIND_ACK, KIND_COMMAND, KIND_JSON, KIND_STATUS, KIND_TELEMETRY
 
 REASON_TOO_LARGE = "too_large"
@@ -20,6 +26,10 @@ REASON_INVALID_JSON = "invalid_json"
 REASON_SCHEMA = "schema"
 REASON_VEN_MISMATCH = "ven_id_mismatch"
 REASON_BAD_TOPIC = "bad_topic"
+
+EXTRA_FIELDS_MAX = 8
+EXTRA_KEY_MAX = 32
+EXTRA_STR_MAX = 64
 
 
 class Rejected(Exception):
@@ -33,16 +43,37 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Accepted:
+    """A payload fit for the bus, its dedup key, and how many unknown fields were dropped from it."""
+
     payload: dict[str, Any]
     dedup_key: tuple[str, ...] | None
+    dropped: int = 0
 
 
-def _merge(extra: dict[str, Any], canonical: dict[str, Any]) -> dict[str, Any]:
+def _small_scalar(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int)):
+        return True
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    return isinstance(value, str) and len(value) <= EXTRA_STR_MAX
+
+
+def _merge(extra: dict[str, Any], canonical: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The canonical payload with at most EXTRA_FIELDS_MAX small unknown fields; (payload, dropped)."""
     if not extra:
-        return canonical
-    out = {k: v for k, v in extra.items() if k not in canonical}
-    out.update(canonical)
-    return out
+        return canonical, 0
+    kept: dict[str, Any] = {}
+    for key, value in extra.items():
+        if (len(kept) < EXTRA_FIELDS_MAX and key not in canonical and len(key) <= EXTRA_KEY_MAX
+                and is_valid_id(key) and _small_scalar(value)):
+            kept[key] = value
+    kept.update(canonical)
+    return kept, len(extra) - (len(kept) - len(canonical))
+
+
+def _accepted(extra: dict[str, Any], canonical: dict[str, Any], key: tuple[str, ...] | None) -> Accepted:
+    payload, dropped = _merge(extra, canonical)
+    return Accepted(payload, key, dropped)
 
 
 def _raw_str(raw: dict[str, Any], *names: str) -> str:
@@ -63,7 +94,7 @@ def _command(ven_id: str, raw: dict[str, Any]) -> Accepted:
     _check_ven(ven_id, cmd.ven_id)
     cmd.ven_id = ven_id
     key = ("command", ven_id, cmd.correlation_id, _raw_str(raw, "issuedAt", "issued_at", "ts", "sentAt"))
-    return Accepted(_merge(cmd.extra, cmd.to_payload()), key)
+    return _accepted(cmd.extra, cmd.to_payload(), key)
 
 
 def _ack(ven_id: str, raw: dict[str, Any]) -> Accepted:
@@ -71,7 +102,7 @@ def _ack(ven_id: str, raw: dict[str, Any]) -> Accepted:
     _check_ven(ven_id, ack.ven_id)
     ack.ven_id = ven_id
     key = ("ack", ven_id, ack.correlation_id, _raw_str(raw, "ts", "timestamp", "time"))
-    return Accepted(_merge(ack.extra, ack.to_payload()), key)
+    return _accepted(ack.extra, ack.to_payload(), key)
 
 
 def _telemetry(ven_id: str, raw: dict[str, Any]) -> Accepted:
@@ -79,7 +110,7 @@ def _telemetry(ven_id: str, raw: dict[str, Any]) -> Accepted:
     _check_ven(ven_id, tel.ven_id)
     stamp = _raw_str(raw, "ts", "timestamp", "time")
     key = ("telemetry", ven_id, stamp) if stamp else None
-    return Accepted(_merge(tel.extra, tel.to_payload()), key)
+    return _accepted(tel.extra, tel.to_payload(), key)
 
 
 def _status(ven_id: str, raw: dict[str, Any]) -> Accepted:
@@ -110,6 +141,8 @@ def validate(kind: str, ven_id: str, payload: bytes | bytearray | str, max_bytes
         raise Rejected(REASON_INVALID_JSON, exc.reason) from None
     if kind != KIND_JSON and not ven_id:
         raise Rejected(REASON_BAD_TOPIC, "the topic names no venId")
+    if ven_id and not is_valid_id(ven_id):
+        raise Rejected(REASON_BAD_TOPIC, f"the topic's venId {ven_id[:80]!r} breaks the identifier rule")
     try:
         return _PARSERS[kind](ven_id, raw)
     except PayloadError as exc:

@@ -250,7 +250,8 @@ def build_ssl_context(tls: TlsConfig) -> _ssl_module.SSLContext:
     else:
         ctx.load_default_certs()
     if tls.cert_file and tls.key_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file, password=tls.key_password)
+        key_password = tls.key_password.get_secret_value() if tls.key_password is not None else None
+        ctx.load_cert_chain(tls.cert_file, tls.key_file, password=key_password)
     if tls.alpn:
         ctx.set_alpn_protocols(list(tls.alpn))
     if tls.insecure:
@@ -284,7 +285,8 @@ class MqttLink:
         client.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)  # type: ignore[arg-type]
         client.connect_timeout = broker.connect_timeout_s
         if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
+            password = broker.password.get_secret_value() if broker.password is not None else None
+            client.username_pw_set(broker.username, password)
         if broker.tls is not None:
             client.tls_set_context(build_ssl_context(broker.tls))
             if broker.tls.insecure:
@@ -306,7 +308,7 @@ class MqttLink:
     # --- hub thread ------------------------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background (paho's thread retries with capped backoff until stopped)."""
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
+        self._client.connect_async(self.broker.host, self.broker.effective_port, keepalive=self.broker.keepalive_s)
         self._client.loop_start()
         self._started = True
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
+
+from dr_common.rejects import RateLimitedLog
+
+_log = logging.getLogger("dr_mqtt_bridge")
+
+REJECT_LOG_INTERVAL_S = 60.0
 
 
 class LatencyReservoir:
@@ -56,3 +65,22 @@ class BridgeStats:
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.rejects[reason] += n
+
+
+class RejectLog:
+    """Counts refused messages by reason in `stats` and logs them at most once per reason per interval
+    (`dr_common.rejects.RateLimitedLog`: the next line says how many were suppressed)."""
+
+    def __init__(self, stats: BridgeStats, clock: Callable[[], float] = time.monotonic,
+                 interval_s: float = REJECT_LOG_INTERVAL_S) -> None:
+        self._stats = stats
+        self._log = RateLimitedLog(_log, interval_s=interval_s, clock=clock)
+
+    def refuse(self, reason: str, topic: str, detail: str, n: int = 1) -> None:
+        """Count `n` messages refused for `reason` and log one line (rate-limited per reason)."""
+        self._stats.reject(reason, n)
+        self._log.warning(reason, "dropped %d message(s) (%s) on %s: %s", n, reason, topic[:200], detail[:300])
+
+    def note(self, key: str, msg: str, *args: object) -> None:
+        """Log a warning that is not a refusal, rate-limited per key."""
+        self._log.warning(key, msg, *args)
