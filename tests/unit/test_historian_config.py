@@ -7,7 +7,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from dr_historian.config import ConfigError, mask_password, parse_config
+from dr_common.config import ConfigError
+from dr_historian.config import HistorianConfig, mask_password, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,12 @@ def test_volttron_shapes_and_urls(monkeypatch):
     ({"mv": {"holidays": ["July 4"]}}, "mv.holidays"),
     ({"mv": {"methods": ["guess"]}}, "mv.methods"),
     ({"mv": {"meter_topics": [3]}}, "mv.meter_topics"),
+    ({"mv": {"intervall_minutes": 15}}, "mv.intervall_minutes"),
+    ({"query": {"default_count": 0}}, "query.default_count"),
+    ({"query": {"default_count": 500, "max_count": 100}}, "query.default_count"),
+    ({"query": {"max_count": "many"}}, "query.max_count"),
+    ({"connection": {"type": "postgresql", "params": {"dbname": "d", "password": 12345678}}},
+     "connection.params.password"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError) as info:
@@ -66,3 +73,26 @@ def test_mv_options():
 def test_shipped_configs_are_valid(path, monkeypatch):
     monkeypatch.setenv("VOLTTRON_HOME", "/var/lib/x/vhome")
     parse_config(json.loads((REPO / path).read_text()))
+
+
+def test_the_one_config_error_and_pydantic_model():
+    config = parse_config({"connectTimeoutS": 2, "recordDr": False, "mv": {"intervalMinutes": 30},
+                           "query": {"defaultCount": 10, "maxCount": 50}, "retry_period": 5.0})
+    assert isinstance(config, HistorianConfig)
+    assert (config.connect_timeout_s, config.record_dr, config.mv.interval_minutes) == (2.0, False, 30)
+    assert (config.query.default_count, config.query.max_count) == (10, 50)
+    assert parse_config({}).query.default_count == 1000 and parse_config({}).query.max_count == 10_000
+
+
+def test_a_password_never_shows():
+    config = parse_config({"connection": {"type": "postgresql", "params": {
+        "dbname": "d", "user": "u", "password": "hunter2-secret"}}})
+    assert "hunter2-secret" in config.url  # what the engine needs
+    for text in (repr(config), str(config), config.display_url, repr(config.connection)):
+        assert "hunter2-secret" not in text
+    with pytest.raises(ConfigError) as info:
+        parse_config({"connection": {"type": "postgresql", "params": {"dbname": "d", "password": 99887766}}})
+    assert "99887766" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"connection": {"url": "mysql://u:hunter2-secret@h/d"}})
+    assert "hunter2-secret" not in str(info.value)

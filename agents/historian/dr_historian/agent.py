@@ -22,15 +22,18 @@ from volttron.client.vip.agent import RPC
 from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
-from dr_common.timeutil import parse_time, utcnow
+from dr_common.config import ConfigError
+from dr_common.rejects import RateLimitedLog
+from dr_common.timeutil import utcnow
+from dr_common.topics import HistorianRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_historian import __version__
-from dr_historian.config import ConfigError, HistorianConfig, parse_config
+from dr_historian.api import HistorianApi
+from dr_historian.config import HistorianConfig, parse_config
 from dr_historian.dr_records import convert
 from dr_historian.mv.baselines import CAISO_10IN10
-from dr_historian.mv.performance import MvOptions, UnknownEvent, event_performance, topic_baseline
-from dr_historian.mv.series import MvError
-from dr_historian.store import QueryError, Store, StoreError
+from dr_historian.schema import StoreError
+from dr_historian.store import Store
 from dr_historian.writer import Writer
 
 _log = logging.getLogger(__name__)
@@ -43,11 +46,14 @@ BASE_KEYS = ("retry_period", "submit_size_limit", "max_time_publishing", "backup
              "time_tolerance", "time_tolerance_topics", "cache_only_enabled")
 BASE_DEFAULTS = {"retry_period": 5.0, "submit_size_limit": 2000, "max_time_publishing": 10.0,
                  "capture_log_data": False}
-OWN_DEFAULTS: dict[str, Any] = {"connection": None, "connect_timeout_s": 5.0, "record_dr": True, "mv": {}}
-_LOG_EVERY = 100
+OWN_DEFAULTS: dict[str, Any] = {"connection": None, "connect_timeout_s": 5.0, "record_dr": True, "mv": {},
+                                "query": {}}
+_BAD_TEXT_MAX = 200
 
 
 class HistorianAgent(BaseHistorian):
+    """platform.historian: base-historian capture and cache, our store, checked and bounded RPCs."""
+
     def __init__(self, config_path: Any = None, **kwargs: Any) -> None:
         install = load_config(config_path) if config_path else {}
         base = {k: install[k] for k in BASE_KEYS if k in install}
@@ -62,6 +68,8 @@ class HistorianAgent(BaseHistorian):
         self._bad_messages = 0
         self._last_bad: str | None = None
         self._dr_messages = 0
+        self._bad_log = RateLimitedLog(_log, interval_s=60.0)
+        self._api = HistorianApi(lambda: self._store, lambda: self._config)
         super().__init__(**base, **kwargs)
         self.update_default_config({k: install.get(k, v) for k, v in OWN_DEFAULTS.items()})
 
@@ -109,9 +117,10 @@ class HistorianAgent(BaseHistorian):
         conversion = convert(topic, headers, message, utcnow())
         for error in conversion.errors:
             self._bad_messages += 1
-            self._last_bad = error
-            if self._bad_messages <= 10 or self._bad_messages % _LOG_EVERY == 0:
-                _log.warning("bad DR message from %s (%d so far): %s", sender, self._bad_messages, error)
+            self._last_bad = error[:_BAD_TEXT_MAX]
+            self._bad_log.warning(topic.split("/", 2)[1] if topic.count("/") else topic,
+                                  "bad DR message from %s (%d so far): %s", sender[:_BAD_TEXT_MAX],
+                                  self._bad_messages, error[:_BAD_TEXT_MAX])
         for point in conversion.points:
             self._event_queue.put({"source": "dr", "topic": point.topic, "readings": [(point.ts, point.value)],
                                    "meta": dict(point.meta or {}), "headers": dict(headers or {})})
@@ -137,23 +146,49 @@ class HistorianAgent(BaseHistorian):
     def manage_db_size(self, history_limit_timestamp: Any, storage_limit_gb: Any) -> None:
         """Retention is not managed by this historian (see README)."""
 
-    # --- queries (VOLTTRON historian API; run off the gevent hub) -------------------------------------
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._store is None:
-            raise StoreError(f"historian is not configured: {self._config_error or 'no configuration yet'}")
-        return gevent.get_hub().threadpool.apply(fn, args, kwargs)
+    # --- queries (VOLTTRON historian API; checked in the greenlet, run off the gevent hub) -------------
+    def _run(self, rpc: str, fn: Callable[[], Any]) -> Any:
+        """One RPC through the API's guard, its database work in the hub's thread pool."""
+        return self._api.guarded(rpc, lambda: gevent.get_hub().threadpool.apply(fn))
 
     def version(self) -> str:
+        """The historian's version."""
         return __version__
 
+    @RPC.export(HistorianRpc.QUERY)
+    def query(self, topic: Any = None, start: Any = None, end: Any = None, agg_type: Any = None,
+              agg_period: Any = None, skip: Any = 0, count: Any = None, order: Any = "FIRST_TO_LAST") -> dict[str, Any]:
+        """VOLTTRON's historian query; `count` defaults to query.default_count, at most query.max_count."""
+        return self._run(HistorianRpc.QUERY, lambda: self._api.query(topic, start, end, agg_type, agg_period, skip,
+                                                                     count, order))
+
+    @RPC.export(HistorianRpc.GET_TOPIC_LIST)
+    def get_topic_list(self) -> list[str]:
+        """Stored topic names (at most query.max_topic_results)."""
+        return self._run(HistorianRpc.GET_TOPIC_LIST, self._api.topic_list)
+
+    @RPC.export(HistorianRpc.GET_TOPICS_BY_PATTERN)
+    def get_topics_by_pattern(self, topic_pattern: Any) -> dict[str, int]:
+        """{topic: id} of the topics matching a glob pattern (`*`, `?`, `[AB]`; plain text: contains)."""
+        return self._run(HistorianRpc.GET_TOPICS_BY_PATTERN, lambda: self._api.topics_by_pattern(topic_pattern))
+
+    @RPC.export(HistorianRpc.GET_TOPICS_METADATA)
+    def get_topics_metadata(self, topics: Any) -> dict[str, Any]:
+        """{topic: metadata} of one topic or a list of topics."""
+        return self._run(HistorianRpc.GET_TOPICS_METADATA, lambda: self._api.topics_metadata(topics))
+
+    # the base class's abstract query hooks (its RPCs above are replaced, so only direct callers use these)
     def query_topic_list(self) -> list[str]:
-        return self._call(lambda: self._store.topic_list())  # type: ignore[union-attr]
+        """See get_topic_list."""
+        return self._api.topic_list()
 
     def query_topics_by_pattern(self, topic_pattern: str) -> dict[str, int]:
-        return self._call(lambda: self._store.topics_by_pattern(topic_pattern))  # type: ignore[union-attr]
+        """See get_topics_by_pattern."""
+        return self._api.topics_by_pattern(topic_pattern)
 
     def query_topics_metadata(self, topics: Any) -> dict[str, Any]:
-        return self._call(lambda: self._store.topics_metadata(topics))  # type: ignore[union-attr]
+        """See get_topics_metadata."""
+        return self._api.topics_metadata(topics)
 
     def query_aggregate_topics(self) -> list[Any]:
         """No aggregate tables: `query` aggregates on the fly with agg_type and agg_period."""
@@ -162,51 +197,30 @@ class HistorianAgent(BaseHistorian):
     def query_historian(self, topic: Any, start: datetime | None = None, end: datetime | None = None,
                         agg_type: str | None = None, agg_period: Any = None, skip: int = 0, count: int | None = None,
                         order: str | None = "FIRST_TO_LAST") -> dict[str, Any]:
-        store = self._store
-        return self._call(lambda: store.query(topic, start, end, skip or 0, count,  # type: ignore[union-attr]
-                                              order or "FIRST_TO_LAST", agg_type, agg_period))
+        """See query."""
+        return self._api.query(topic, start, end, agg_type, agg_period, skip, count, order)
 
     # --- M&V ------------------------------------------------------------------------------------------
-    def _mv_options(self, methods: Any = None, interval_minutes: Any = None, timezone: Any = None,
-                    include_plot: bool = False) -> MvOptions:
-        mv = self._config.mv if self._config else None
-        if mv is None:
-            raise MvError("historian is not configured")
-        if isinstance(methods, str):
-            methods = [methods]
-        return MvOptions(methods=tuple(methods or mv.methods), timezone=str(timezone or mv.timezone),
-                         interval_minutes=int(interval_minutes or mv.interval_minutes),
-                         meter_before_minutes=mv.meter_before_minutes, lookback_days=mv.lookback_days,
-                         holidays=mv.holidays, meter_topics=mv.meter_topics,
-                         plot_margin_minutes=120 if include_plot else None)
-
-    @RPC.export
-    def event_performance(self, event_id: str, methods: Any = None, interval_minutes: Any = None,
-                          timezone: Any = None, include_plot: bool = False) -> dict[str, Any]:
+    @RPC.export(HistorianRpc.EVENT_PERFORMANCE)
+    def event_performance(self, event_id: Any, methods: Any = None, interval_minutes: Any = None,
+                          timezone: Any = None, include_plot: Any = False) -> dict[str, Any]:
         """Baseline and actual energy, average and peak reduction and percent of requested, per VEN, total and
         site meter, for each method (see dr_historian.mv.performance)."""
-        options = self._mv_options(methods, interval_minutes, timezone, include_plot)
-        try:
-            return self._call(event_performance, self._store, str(event_id), options)
-        except UnknownEvent as exc:
-            return {"error": f"eventId: {exc}", "field": "eventId", "code": "not_found"}
+        return self._run(HistorianRpc.EVENT_PERFORMANCE, lambda: self._api.event_performance(
+            event_id, methods, interval_minutes, timezone, include_plot))
 
-    @RPC.export
-    def baseline(self, topic: str, start: Any, end: Any, baseline_method: str = CAISO_10IN10,
+    @RPC.export(HistorianRpc.BASELINE)
+    def baseline(self, topic: Any, start: Any, end: Any, baseline_method: Any = CAISO_10IN10,
                  interval_minutes: Any = None, timezone: Any = None) -> dict[str, Any]:
         """One method's baseline of a stored numeric topic over [start, end), every recorded event day excluded.
 
         (The method argument is not called `method`: VOLTTRON's rpc.call(peer, method, ...) takes that name.)"""
-        options = self._mv_options(None, interval_minutes, timezone)
-        try:
-            start_dt, end_dt = parse_time(start), parse_time(end)
-        except ValueError as exc:
-            raise QueryError(str(exc)) from None
-        return self._call(topic_baseline, self._store, str(topic).removeprefix("devices/"), start_dt, end_dt,
-                          str(baseline_method), options)
+        return self._run(HistorianRpc.BASELINE, lambda: self._api.baseline(topic, start, end, baseline_method,
+                                                                           interval_minutes, timezone))
 
-    @RPC.export
+    @RPC.export(HistorianRpc.HEALTH)
     def health(self) -> dict[str, Any]:
+        """Configuration, database and backlog state, write and refusal counts."""
         context = dict(self._current_status_context)
         stats = self._writer.stats if self._writer else None
         failing_since = stats.failing_since_monotonic if stats else None
@@ -229,6 +243,8 @@ class HistorianAgent(BaseHistorian):
             "lastDbError": (stats.last_error if stats else None) or self._setup_error,
             "setupError": self._setup_error,
             "drMessages": self._dr_messages, "badMessages": self._bad_messages, "lastBadMessage": self._last_bad,
+            "cachedTopics": len(self._store.topics) if self._store else 0,
+            **self._api.snapshot(),
         }
 
 

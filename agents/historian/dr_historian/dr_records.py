@@ -29,7 +29,7 @@ from dr_common import topics as T
 from dr_common.payloads import OP_EVENT, OP_RESTORE, OP_SHED_PANEL, VEN_ID_RE, Ack, Command, Telemetry, batch_items
 from dr_common.schema import PayloadError
 from dr_common.timeutil import parse_time
-from dr_historian.store import EventEntry, Point
+from dr_historian.schema import EventEntry, Point
 
 _log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ BOOL_META = {"type": "boolean"}
 STR_META = {"type": "string"}
 JSON_META = {"type": "json"}
 
-STATUS_PREFIX = "dr/status/"
 _TELEMETRY_KW = (("usedPowerKw", "used_power_kw"), ("shedPowerKw", "shed_power_kw"),
                  ("requestedReductionKw", "requested_reduction_kw"), ("baselinePowerKw", "baseline_power_kw"),
                  ("availableShedKw", "available_shed_kw"))
@@ -130,10 +129,10 @@ def _telemetry(message: Any, ven: str | None, fallback: datetime, out: Conversio
     for name, attr in _TELEMETRY_KW:
         value = getattr(tel, attr)
         if value is not None:
-            out.points.append(Point(f"{base}/{name}", ts, float(value), KW_META))
+            out.points.append(Point(T.telemetry_field(ven, name), ts, float(value), KW_META))
     if tel.event_id is not None:
-        out.points.append(Point(f"{base}/eventId", ts, tel.event_id, STR_META))
-    out.points.append(Point(f"{base}/optOut", ts, bool(tel.opt_out), BOOL_META))
+        out.points.append(Point(T.telemetry_field(ven, "eventId"), ts, tel.event_id, STR_META))
+    out.points.append(Point(T.telemetry_field(ven, "optOut"), ts, bool(tel.opt_out), BOOL_META))
 
 
 def _command(message: Any, ven: str | None, fallback: datetime, out: Conversion, source: str) -> None:
@@ -150,7 +149,8 @@ def _command(message: Any, ven: str | None, fallback: datetime, out: Conversion,
     ts = cmd.issued_at if cmd.issued_at is not None and _has_key(message, _ISSUED_KEYS) else fallback
     out.points.append(Point(base, ts, dict(message), JSON_META))
     if cmd.op in (OP_EVENT, OP_SHED_PANEL):
-        out.points.append(Point(f"{base}/requestedReductionKw", ts, float(cmd.requested_reduction_kw), KW_META))
+        out.points.append(Point(T.field_topic(base, "requestedReductionKw"), ts, float(cmd.requested_reduction_kw),
+                                KW_META))
 
 
 def _ack(message: Any, ven: str | None, fallback: datetime, out: Conversion, source: str) -> None:
@@ -166,9 +166,9 @@ def _ack(message: Any, ven: str | None, fallback: datetime, out: Conversion, sou
         return
     ts = ack.ts if ack.ts is not None and _has_key(message, _TS_KEYS) else fallback
     out.points.append(Point(base, ts, dict(message), JSON_META))
-    out.points.append(Point(f"{base}/ok", ts, bool(ack.ok), BOOL_META))
+    out.points.append(Point(T.field_topic(base, "ok"), ts, bool(ack.ok), BOOL_META))
     if ack.accepted_reduce_kw is not None:
-        out.points.append(Point(f"{base}/acceptedReduceKw", ts, float(ack.accepted_reduce_kw), KW_META))
+        out.points.append(Point(T.field_topic(base, "acceptedReduceKw"), ts, float(ack.accepted_reduce_kw), KW_META))
 
 
 def _status(message: Mapping[str, Any], ven: str | None, fallback: datetime, out: Conversion, source: str) -> None:
@@ -183,9 +183,9 @@ def _status(message: Mapping[str, Any], ven: str | None, fallback: datetime, out
             ts = parse_time(raw_ts)
         except ValueError:
             out.errors.append(f"{source}: status item of {ven}: bad ts {raw_ts!r}")
-    base = f"{STATUS_PREFIX}{ven}"
+    base = T.hist_status(ven)
     out.points.append(Point(base, ts, dict(message), JSON_META))
-    out.points.append(Point(f"{base}/online", ts, online, BOOL_META))
+    out.points.append(Point(T.field_topic(base, "online"), ts, online, BOOL_META))
 
 
 def event_entry(topic: str, ts: datetime, value: Any) -> EventEntry | None:

@@ -10,7 +10,8 @@ from typing import Any
 
 from dr_common.topics import BUS_CMD_PREFIX
 from dr_historian.dr_records import event_entry
-from dr_historian.store import EventEntry, Point, Store, StoreError
+from dr_historian.schema import EventEntry, Point, StoreError
+from dr_historian.store import Store
 from dr_historian.values import as_utc
 
 _log = logging.getLogger(__name__)

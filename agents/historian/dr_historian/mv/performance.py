@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from dr_common.topics import telemetry_field
 from dr_historian.mv import baselines as B
 from dr_historian.mv.calendar import HolidayCalendar
 from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, day_windows, interval_grid, snap
@@ -26,7 +27,7 @@ from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, 
 
 class UnknownEvent(MvError):
     """No command of the event is recorded: the RPC answers with a not_found error, not an exception."""
-from dr_historian.store import EventWindow
+from dr_historian.schema import EventWindow
 
 FINE_BUCKET_S = 60
 WINDOW_SNAP_S = 60
@@ -62,11 +63,13 @@ class MvOptions:
 
 
 def used_power_topic(ven_id: str) -> str:
-    return f"dr/telemetry/{ven_id}/usedPowerKw"
+    """The stored topic of a VEN's reported used power."""
+    return telemetry_field(ven_id, "usedPowerKw")
 
 
 def reported_baseline_topic(ven_id: str) -> str:
-    return f"dr/telemetry/{ven_id}/baselinePowerKw"
+    """The stored topic of a VEN's self-reported baseline."""
+    return telemetry_field(ven_id, "baselinePowerKw")
 
 
 def event_day_set(windows: Iterable[EventWindow], tz: ZoneInfo, exclude_event: str | None = None,
