@@ -26,6 +26,8 @@ def iso(offset_s: float = 0.0) -> str:
 
 def event_body(**extra):
     body = {"status": "scheduled", "startTime": iso(600), "endTime": iso(4200), "requestedReductionKw": 2.0}
+    if "venIds" not in extra and "groups" not in extra:
+        body["allVens"] = True  # a fleet-wide event says so
     body.update(extra)
     return body
 
@@ -86,7 +88,8 @@ def test_event_starting_now_dispatches_and_metrics_show_the_ack(web):
     from dr_common.payloads import Ack
 
     web.post("/api/vens/", {"venId": "ven-1", "transport": "bus", "status": "online"})
-    created = web.post("/api/events/", {"startTime": iso(-1), "durationS": 600, "requestedReductionKw": 1.5})
+    created = web.post("/api/events/", {"startTime": iso(-1), "durationS": 600, "requestedReductionKw": 1.5,
+                                        "allVens": True})
     assert created.status_code == 201 and created.json["status"] == "active"
     event_id = created.json["eventId"]
     (command,) = [p for _, ven, p in web.sender.local if ven == "ven-1"]

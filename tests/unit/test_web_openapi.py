@@ -109,12 +109,13 @@ def test_responses_validate_against_the_document(web):
     v.check("get", "/api/vens/ven-1", "/api/vens/{ven_id}", web.get("/api/vens/ven-1"))
     v.check("get", "/api/vens/nope", "/api/vens/{ven_id}", web.get("/api/vens/nope"))
     created = web.post("/api/events/", {"startTime": (now - timedelta(seconds=1)).isoformat(), "durationS": 900,
-                                        "requestedReductionKw": 2, "name": "peak"})
+                                        "requestedReductionKw": 2, "name": "peak", "allVens": True})
     v.check("post", "/api/events/", "/api/events/", created)
     event_id = created.json["eventId"]
     v.check("post", "/api/events/", "/api/events/", web.post("/api/events/", {"eventId": event_id,
                                                                               "startTime": now.isoformat(),
-                                                                              "durationS": 60, "kw": 1}))
+                                                                              "durationS": 60, "kw": 1,
+                                                                              "allVens": True}))
     (command,) = [p for _, ven, p in web.sender.local if ven == "ven-1"]
     web.vtn.on_acks([Ack.from_payload({"correlationId": command["correlationId"], "ok": True, "venId": "ven-1",
                                        "data": {"targetKw": 2, "acceptedReduceKw": 2}})])
@@ -131,6 +132,12 @@ def test_responses_validate_against_the_document(web):
     v.check("get", "/api/telemetry/site", "/api/telemetry/site", web.get("/api/telemetry/site"))
     v.check("get", "/x", "/api/telemetry/vens/{ven_id}", web.get("/api/telemetry/vens/ven-1"))
     v.check("get", "/x", "/api/telemetry/vens/{ven_id}", web.get("/api/telemetry/vens/ven-9"))
+    web.live.on_message("dr/telemetry/ven-1", {"usedPowerKw": 3.0, "ts": now.isoformat(), "loads": {
+        "ev": {"kind": "ev_charger", "priority": 10, "powerKw": 3.0, "shedKw": 2.0, "capacityKw": 2.0,
+               "setPoints": {"PowerLimitKw": 3.0}}}})
+    v.check("get", "/x", "/api/telemetry/vens/{ven_id}/loads", web.get("/api/telemetry/vens/ven-1/loads"))
+    v.check("get", "/x", "/api/telemetry/vens/{ven_id}/loads", web.get("/api/telemetry/vens/ven-9/loads"))
+    v.check("get", "/x", "/api/telemetry/vens/{ven_id}/loads", web.get("/api/telemetry/vens/a%20b/loads"))
     v.check("get", "/api/dashboard", "/api/dashboard", web.get("/api/dashboard"))
     v.check("get", "/api/health", "/api/health", web.get("/api/health"))
     v.check("post", "/x", "/api/events/{event_id}/stop", web.post(f"/api/events/{event_id}/stop"))

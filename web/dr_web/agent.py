@@ -122,13 +122,14 @@ class WebAgent(Agent):
         """Read dr.vtn's registered venIds into the live state; on failure the last known registry stays."""
         cfg = self.web_config
         upstream = Upstream(self.gateway, cfg.vtn_identity, cfg.historian_identity, cfg.rpc_timeout_s, self.dropped)
+        asked_at = self.live.clock()
         try:
             ids = upstream.registered_ven_ids(timeout=min(cfg.rpc_timeout_s, cfg.registry_refresh_s))
         except ApiProblem as exc:
             _rlog.warning("registry", "dr.web: cannot read the VEN registry from %s: %s", cfg.vtn_identity,
                           exc.message)
             return
-        dropped = self.live.set_registered(ids)
+        dropped = self.live.set_registered(ids, asked_at)
         if dropped:
             _log.info("dr.web: dropped the live state of %d VEN(s) not registered with %s", dropped, cfg.vtn_identity)
 

@@ -24,8 +24,10 @@ def build(upstream: Upstream, live: LiveState, now: float, window_s: float, time
     registered: list[dict[str, Any]] | None = None
     events: list[dict[str, Any]] = []
     try:
+        asked_at = live.clock()
         registered = upstream.list_vens(timeout=timeout)
-        live.set_registered(v["venId"] for v in registered if isinstance(v, dict) and isinstance(v.get("venId"), str))
+        live.set_registered((v["venId"] for v in registered if isinstance(v, dict) and isinstance(v.get("venId"), str)),
+                            asked_at)
         for status in OPEN_EVENT_STATUSES:
             events.extend(upstream.list_events(status=status, limit=1000, timeout=timeout))
     except ApiProblem as exc:

@@ -35,6 +35,7 @@ Point = tuple[float, float, float | None, float, str | None]
 
 UNREGISTERED = "unregistered"
 CAPACITY = "capacity"
+ADDED_KEEP_S = 60.0  # a VEN registered through this API is kept against registry reads older than this
 
 
 @dataclass
@@ -57,6 +58,7 @@ class LiveState:
     evicted: int = 0
     rejects: RejectCounter = field(default_factory=RejectCounter)
     _next_evict: float = float("-inf")
+    _added: dict[str, float] = field(default_factory=dict)   # venId -> when add_registered named it
     _heard: dict[str, float] = field(default_factory=dict)   # venId -> receipt time of its latest telemetry
     _point: dict[str, Point] = field(default_factory=dict)   # venId -> its latest point
 
@@ -108,9 +110,14 @@ class LiveState:
             self._add_site_point(now)
         return refused
 
-    def set_registered(self, ven_ids: Iterable[str]) -> int:
-        """dr.vtn's registry: from now on only these VENs are held; the others are dropped (returns how many)."""
+    def set_registered(self, ven_ids: Iterable[str], asked_at: float | None = None) -> int:
+        """dr.vtn's registry, as read at `asked_at`: from now on only these VENs (and those registered through
+        this API since) are held; the others are dropped (returns how many)."""
         registered = set(ven_ids)
+        if asked_at is not None:
+            registered.update(vid for vid, at in self._added.items() if at >= asked_at)
+        horizon = self.clock() - ADDED_KEEP_S
+        self._added = {vid: at for vid, at in self._added.items() if at >= horizon}
         self.registered = registered
         gone = [vid for vid in self._heard if vid not in registered]
         for vid in gone:
@@ -123,6 +130,8 @@ class LiveState:
         """One VEN just registered (through this API)."""
         if self.registered is not None:
             self.registered.add(ven_id)
+        if len(self._added) < self.max_vens:
+            self._added[ven_id] = self.clock()
 
     def evict(self, now: float | None = None) -> int:
         """Drop every VEN not heard from for `evict_s`; returns how many."""

@@ -51,6 +51,7 @@ _MINUTES = _param("minutes", "query", {"type": "integer", "minimum": 1, "maximum
 
 
 def document(server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with `server_url` as its server when given."""
     paths = {
         "/api/health": {"get": {
             "summary": "Health of dr.web and of the peers it calls", "operationId": "health",

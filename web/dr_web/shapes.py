@@ -39,6 +39,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def request_schema(fields: Iterable[Field], description: str) -> dict[str, Any]:
+    """The JSON schema of a request body, from the shared library's field definitions."""
     properties: dict[str, Any] = {}
     required = []
     for f in fields:
@@ -121,7 +122,8 @@ SCHEMAS: dict[str, Any] = {
                  "servingEventId": n(S)}, ("venId", "status", "online")),
     "EventRequest": {**request_schema(EVENT_FIELDS, "Create a DR event. Give endTime or durationS, and "
                                                     "requestedReductionKw (LOAD_DISPATCH) or a SIMPLE level 0-3. "
-                                                    "No venIds and no groups: every VEN is targeted."),
+                                                    "Target venIds, groups, or every VEN with allVens: true (an event "
+                                                    "that targets nobody is a 400)."),
                      "anyOf": [{"required": ["endTime"]}, {"required": ["durationS"]}]},
     "Event": _obj({"eventId": S, "programId": n(S), "name": n(S), "status": EVENT_STATUS,
                    "signal": {"type": "string", "enum": ["LOAD_DISPATCH", "SIMPLE"]}, "level": n(I),

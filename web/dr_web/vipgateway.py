@@ -46,6 +46,7 @@ class VipGateway:
         return self._peers
 
     def call(self, identity: str, method: str, *args: Any, timeout: float, **kwargs: Any) -> Any:
+        """The peer's result; raises PeerUnavailable or PeerFailed."""
         peers = self.connected()
         if peers is not None and identity not in peers:
             raise PeerUnavailable(identity, "not connected to the platform")

@@ -24,6 +24,7 @@ def write(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        """The view, once the token is checked."""
         validation.check_bearer(request.headers.get("Authorization"), ctx().config.token())
         return view(*args, **kwargs)
 

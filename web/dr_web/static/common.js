@@ -152,7 +152,7 @@ const DR = (() => {
       const name = String(data.get("name") || "").trim();
       if (name) payload.name = name;
       const vens = String(data.get("venIds") || "").split(/[\s,]+/).filter((v) => v && v.toLowerCase() !== "all");
-      if (vens.length) payload.venIds = vens;
+      if (vens.length) payload.venIds = vens; else payload.allVens = true;  // a fleet-wide event says so
       result.className = "form-result";
       result.textContent = "creating…";
       try {

@@ -1,0 +1,156 @@
+"""dr.web's live state holds only what it should: VENs dr.vtn registered, at most `max_vens` of them, none
+not heard from for `evict_s`; the site total counts registered VENs only. And its configuration: one
+pydantic model, a placeholder token only on loopback."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from dr_common.config import ConfigError as CommonConfigError
+from dr_web.config import ConfigError, WebConfig, parse_config
+from dr_web.livestate import CAPACITY, UNREGISTERED, LiveState
+
+T0 = 1_800_000_000.0
+SITES = Path(__file__).resolve().parents[2] / "platform-config" / "sites"
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tel(ven: str, used: float = 1.0, **extra):
+    return {"venId": ven, "usedPowerKw": used, **extra}
+
+
+# --- registered VENs only ---------------------------------------------------------------------------
+def test_made_up_ven_ids_are_refused_and_counted_once_the_registry_is_known():
+    clock = Clock()
+    live = LiveState(clock=clock)
+    live.set_registered(["ven-1"])
+    batch = {"items": [tel(f"fake-{i:06d}", 1_000_000.0) for i in range(100_000)]}
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    refused = live.on_message("dr/batch/telemetry", batch)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert refused == 100_000 and live.rejects.snapshot()["byReason"] == {UNREGISTERED: 100_000}
+    assert live.latest == {} and live.history == {} and grown < 1_000_000
+    live.on_message("dr/telemetry/ven-1", tel("ven-1", 2.5))
+    assert list(live.latest) == ["ven-1"] and live.site_series()[-1]["usedPowerKw"] == 2.5
+
+
+def test_the_site_total_counts_registered_vens_only():
+    clock = Clock()
+    live = LiveState(clock=clock)
+    live.on_items([tel("ven-1", 3.0), tel("stray", 1e6)])  # registry not known yet: both held
+    assert live.site_series()[-1]["usedPowerKw"] == 1_000_003.0
+    clock.now += 5
+    assert live.set_registered(["ven-1", "ven-2"]) == 1
+    assert set(live.latest) == {"ven-1"} and "stray" not in live.history
+    latest = live.site_series()[-1]
+    assert latest["usedPowerKw"] == 3.0 and latest["vens"] == 1
+    assert live.on_items([tel("stray", 1e6)]) == 1 and live.site_series()[-1]["usedPowerKw"] == 3.0
+
+
+def test_a_ven_registered_through_the_api_survives_a_registry_read_from_before():
+    clock = Clock()
+    live = LiveState(clock=clock)
+    live.set_registered([])
+    asked_at = clock.now
+    clock.now += 0.1
+    live.add_registered("ven-new")  # registered while the refresh's RPC was in flight
+    assert live.on_items([tel("ven-new")]) == 0
+    live.set_registered([], asked_at)
+    assert "ven-new" in live.latest and live.on_items([tel("ven-new")]) == 0
+    clock.now += 120
+    live.set_registered([], clock.now)  # a read taken after the registration: dr.vtn no longer has it
+    assert "ven-new" not in live.latest
+
+
+# --- hard cap and eviction --------------------------------------------------------------------------
+def test_hard_cap_on_vens_refuses_new_ones_and_keeps_the_held_ones():
+    live = LiveState(max_vens=100, clock=Clock())
+    refused = live.on_items([tel(f"v-{i}") for i in range(1000)])
+    assert refused == 900 and len(live.latest) == 100 and len(live.history) == 100
+    assert live.rejects.snapshot()["byReason"] == {CAPACITY: 900}
+    assert live.on_items([tel("v-5", 7.0)]) == 0 and live.latest["v-5"]["usedPowerKw"] == 7.0
+
+
+def test_vens_not_heard_from_for_evict_s_are_dropped():
+    clock = Clock()
+    live = LiveState(evict_s=600.0, clock=clock)
+    live.on_items([tel("old"), tel("kept")])
+    clock.now += 400
+    live.on_items([tel("kept")])
+    clock.now += 300  # old: 700 s, kept: 300 s
+    live.on_items([tel("new")])
+    assert set(live.latest) == {"kept", "new"} and "old" not in live.history
+    assert live.counters()["vensEvicted"] == 1
+    clock.now += 1000
+    assert live.evict() == 2 and live.latest == {}
+
+
+def test_counters_say_why_telemetry_was_refused():
+    live = LiveState(clock=Clock())
+    live.set_registered(["a"])
+    live.on_items([tel("b"), {"venId": "a", "usedPowerKw": "lots"}])
+    counters = live.counters()
+    assert counters["telemetryRejectedByReason"] == {UNREGISTERED: 1, "field:usedPowerKw": 1}
+    assert counters["registryKnown"] is True and live.last_reason == "field:usedPowerKw"
+
+
+def test_nan_inside_loads_is_refused_so_latest_stays_valid_json():
+    live = LiveState(clock=Clock())
+    assert live.on_items([tel("a", loads={"ev": {"powerKw": float("nan")}}),
+                          tel("a", loads={"ev": {"powerKw": 10 ** 400}}),
+                          tel("a", extraField=float("inf"))]) >= 2
+    json.dumps(live.latest, allow_nan=False)
+
+
+# --- configuration ------------------------------------------------------------------------------------
+def test_one_config_error_and_camel_case_keys():
+    assert ConfigError is CommonConfigError
+    config = parse_config({"apiToken": "a-real-token-123", "maxVens": 50, "venEvictS": 120, "registryRefreshS": 5})
+    assert (config.token(), config.max_vens, config.ven_evict_s, config.registry_refresh_s) == \
+        ("a-real-token-123", 50, 120.0, 5.0)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"api_token": 12345678})  # a wrong-typed secret
+    assert err.value.key == "api_token" and "12345678" not in str(err.value)
+
+
+@pytest.mark.parametrize("token", ["demo-token-change-me", "aggregator-token-change-me"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::"])
+def test_a_shipped_placeholder_token_is_refused_beyond_loopback(token, host):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"host": host, "api_token": token})
+    assert err.value.key == "apiToken" and "placeholder" in str(err.value) and token not in str(err.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_a_placeholder_token_is_accepted_on_loopback(host):
+    assert parse_config({"host": host, "api_token": "demo-token-change-me"}).token() == "demo-token-change-me"
+
+
+def test_a_real_token_may_serve_beyond_loopback():
+    assert parse_config({"host": "0.0.0.0", "api_token": "s3cret-Operator-Token"}).host == "0.0.0.0"
+
+
+def test_shipped_site_configs_start():
+    files = sorted(SITES.glob("*/web.json"))
+    assert files, "no site ships a web.json"
+    for path in files:
+        config = parse_config(json.loads(path.read_text()))
+        assert config.host in ("127.0.0.1", "::1", "localhost"), path
+
+
+def test_the_token_is_never_rendered():
+    config = WebConfig(api_token="very-secret-token-1")
+    assert "very-secret-token-1" not in repr(config) and "very-secret-token-1" not in str(config.model_dump())
