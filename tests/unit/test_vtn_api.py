@@ -29,8 +29,8 @@ def call(h, method, *args, **kwargs):
     ({"startTime": iso(T0 + 10), "durationS": 60, "requestedReductionKw": -1}, "requestedReductionKw"),
     ({"startTime": iso(T0 + 10), "durationS": 60, "level": 7}, "level"),
     ({"startTime": iso(T0 + 10), "durationS": 60, "requestedReductionKw": 1, "venIds": ["ghost"]}, "venIds"),
-    ({"startTime": iso(T0 - 100), "durationS": 60, "requestedReductionKw": 1}, "endTime"),
-    ({"startTime": iso(T0 + 10), "durationS": 60, "requestedReductionKw": 1, "randomizeStartS": 60},
+    ({"startTime": iso(T0 - 100), "durationS": 60, "requestedReductionKw": 1, "allVens": True}, "endTime"),
+    ({"startTime": iso(T0 + 10), "durationS": 60, "requestedReductionKw": 1, "randomizeStartS": 60, "allVens": True},
      "randomizeStartS"),
     ({"startTime": iso(T0 + 10), "durationS": 60, "requestedReductionKw": 1, "priority": "high"}, "priority"),
     ("not an object", "<payload>"),
@@ -46,9 +46,11 @@ def test_create_event_errors_name_the_field_and_write_nothing(h, payload, field)
 
 def test_event_ids_conflict_and_unknown_ids_are_not_found(h):
     h.register("a")
-    created = call(h, "create_event", {"eventId": "evt-1", "startTime": iso(T0 + 60), "durationS": 60, "kw": 2})
+    created = call(h, "create_event", {"eventId": "evt-1", "startTime": iso(T0 + 60), "durationS": 60, "kw": 2,
+                                          "allVens": True})
     assert created["eventId"] == "evt-1" and created["requestedReductionKw"] == 2.0
-    again = call(h, "create_event", {"eventId": "evt-1", "startTime": iso(T0 + 60), "durationS": 60, "kw": 2})
+    again = call(h, "create_event", {"eventId": "evt-1", "startTime": iso(T0 + 60), "durationS": 60, "kw": 2,
+                                          "allVens": True})
     assert again == {"error": "eventId: event 'evt-1' already exists", "field": "eventId", "code": "conflict"}
     for method in ("get_event", "event_metrics", "stop_event", "cancel_event"):
         assert call(h, method, "evt-nope")["code"] == "not_found"

@@ -58,6 +58,8 @@ class Harness:
         payload = {"startTime": iso(T0 + start_in) if self.clock.now() == T0 else iso(self.clock.now() + start_in),
                    "durationS": duration, **extra}
         payload.setdefault("requestedReductionKw", 4.0)
+        if not payload.get("venIds") and not payload.get("groups") and "allVens" not in payload:
+            payload["allVens"] = True
         return self.svc.create_event(payload)
 
     def ack(self, command: dict, ok: bool = True, accepted: float | None = None, error: str | None = None) -> None:
@@ -114,7 +116,7 @@ def test_lifecycle_transitions_happen_at_the_exact_instants(h):
 
 def test_no_polling_only_the_next_instant_is_armed(h):
     h.event(120, 180, rampUpS=60)
-    lifecycle = list(h.svc._lifecycle_timers)
+    lifecycle = list(h.svc.event_manager._timers)
     assert len(lifecycle) == 1
     assert T0 + 60 in h.clock.pending()  # the near instant; the rest is armed as each one passes
     assert T0 + 120 not in h.clock.pending()
@@ -132,7 +134,8 @@ def test_event_created_inside_its_ramp_up_is_near_at_once_and_past_start_is_acti
     near = h.event(30, 60, rampUpS=60)
     assert near["status"] == "near"
     assert [e["status"] for e in h.sender.events] == ["far", "near"]
-    started = h.svc.create_event({"startTime": iso(T0 - 5), "endTime": iso(T0 + 60), "requestedReductionKw": 1})
+    started = h.svc.create_event({"startTime": iso(T0 - 5), "endTime": iso(T0 + 60), "requestedReductionKw": 1,
+                                "allVens": True})
     assert h.svc.get_event(started["eventId"])["status"] == "active"
     assert any(c["eventId"] == started["eventId"] for c in h.commands("event"))
 
@@ -308,8 +311,9 @@ def test_weighted_program_allocates_by_reported_available_capacity(tmp_path):
 def test_simple_level_maps_to_program_kw(tmp_path):
     h = Harness(tmp_path, {"simpleLevelsKw": [0, 1.5, 3, 6], "programs": {"big": {"simpleLevelsKw": [0, 10, 20, 40]}}})
     h.register("a")
-    plain = h.svc.create_event({"startTime": iso(T0 + 10), "durationS": 60, "level": 2})
-    big = h.svc.create_event({"startTime": iso(T0 + 10), "durationS": 60, "level": 3, "programId": "big"})
+    plain = h.svc.create_event({"startTime": iso(T0 + 10), "durationS": 60, "level": 2, "allVens": True})
+    big = h.svc.create_event({"startTime": iso(T0 + 10), "durationS": 60, "level": 3, "programId": "big",
+                               "allVens": True})
     assert plain["signal"] == "SIMPLE" and plain["requestedReductionKw"] == 3.0 and plain["level"] == 2
     assert big["requestedReductionKw"] == 40.0
     h.svc.stop()
@@ -577,13 +581,14 @@ def test_bad_inbound_items_are_counted_and_do_not_stop_the_batch(h):
         {"ok": "maybe"},
         "garbage",
         {"correlationId": cmds["b"]["correlationId"], "ok": False, "error": "busy", "venId": "b"},
-    ]})
+    ]}, sender="dr.mqtt")
     assert len(errors) == 2 and "items[1]" in errors[0] and "items[2]" in errors[1]
     assert h.svc.counters["badMessages"] == 2
     assert h.svc.book.get(cmds["a"]["correlationId"]).ack_ok is True
     assert h.svc.book.get(cmds["b"]["correlationId"]).ack_ok is False
-    assert h.svc.ingest("telemetry", [1, 2]) == ["field 'items': expected a batch object {\"items\": [...]}"]
-    assert h.svc.ingest("telemetry", {"usedPowerKw": 2.5, "shedPowerKw": 1}, ven_id="a") == []
+    assert h.svc.ingest("telemetry", [1, 2], sender="dr.mqtt") == ["field 'items': expected a batch object {\"items\": [...]}"]
+    assert h.svc.ingest("telemetry", {"usedPowerKw": 2.5, "shedPowerKw": 1}, ven_id="a",
+                        sender="dr.ven.a") == []
     assert h.svc.vens["a"].used_kw == 2.5
-    assert h.svc.ingest("status", {"items": [{"venId": "b", "online": False}]}) == []
+    assert h.svc.ingest("status", {"items": [{"venId": "b", "online": False}]}, sender="dr.mqtt") == []
     assert h.svc.get_ven("b")["status"] == "offline"

@@ -27,7 +27,9 @@ from dr_common.payloads import compact_batch
 from dr_common.timeutil import UTC
 from dr_common.vip_repr import bound_message_repr
 from dr_vtn_dispatcher import __version__
-from dr_vtn_dispatcher.config import ConfigError, VtnConfig, parse_config
+from dr_common.config import ConfigError
+from dr_common.rejects import RateLimitedLog
+from dr_vtn_dispatcher.config import VtnConfig, parse_config
 from dr_vtn_dispatcher.errors import INTERNAL, api_call
 from dr_vtn_dispatcher.service import VtnService
 from dr_vtn_dispatcher.store import Store, sqlite_url
@@ -90,6 +92,8 @@ def _rss_kb() -> int | None:
 
 
 class VtnAgent(Agent):
+    """dr.vtn: config store, subscriptions, core timers and RPCs around VtnService."""
+
     def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         install_config = load_config(config_path) if config_path else {}
@@ -100,15 +104,14 @@ class VtnAgent(Agent):
         self.service: VtnService | None = None
         self.dropped = 0
         self._running = False
+        self._refusals = RateLimitedLog(_log, 60.0)  # one line per kind and sender per minute
         self.vip.config.set_default("config", install_config or {})
         self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern="config")
 
     # ---------------------------------------------------------------------------- configuration --
     def _on_config(self, config_name: str, action: str, contents: Any) -> None:
         try:
-            config = parse_config(contents if isinstance(contents, dict) else None)
-            if not isinstance(contents, dict):
-                raise ConfigError("<config>", f"expected an object, got {type(contents).__name__}")
+            config = parse_config(contents)
         except ConfigError as exc:
             self.config_error = str(exc)
             _log.error("dr.vtn: bad configuration, keeping the previous one: %s", exc)
@@ -127,22 +130,32 @@ class VtnAgent(Agent):
         return sqlite_url(os.path.join(home, "agents", self.core.identity, "data", "vtn.sqlite"))
 
     def _start_service(self) -> None:
-        self._stop_service()
-        assert self.config is not None
+        """Open the new configuration's store first; only when it opens is the running VTN stopped (its
+        pending writes flushed) and the new one started from the store."""
+        config = self.config
+        if config is None:
+            return
         try:
-            self.store = Store(self._database_url(self.config))
+            store = Store(self._database_url(config))
+        except Exception as exc:  # e.g. an unreachable database: the running VTN stays; reported by health
+            self.config_error = f"cannot open the store: {exc.__class__.__name__} (details in the log)"
+            _log.exception("dr.vtn: cannot open the store of the new configuration; keeping the running VTN")
+            return
+        self._stop_service()
+        try:
+            self.store = store
             # the flush's writes run in a thread of their own, one after another (the drivers release the GIL
             # while the database works): the event loop dispatches and takes acks meanwhile
             self._writer = ThreadPool(1)
-            self.service = VtnService(self.store, CoreScheduler(self.core), BusSender(self), self.config,
+            self.service = VtnService(store, CoreScheduler(self.core), BusSender(self), config,
                                       offload=self._writer.apply)
             self.service.start()
-        except Exception as exc:  # e.g. an unreachable database: reported by health, retried on reconfig
-            self.config_error = f"cannot start: {exc.__class__.__name__}: {exc}"
+        except Exception as exc:  # reported by health, retried on reconfig
+            self.config_error = f"cannot start: {exc.__class__.__name__} (details in the log)"
             _log.exception("dr.vtn: cannot start the VTN")
             self._stop_service()
             return
-        _log.info("dr.vtn %s running on %s", __version__, self.store.dialect)
+        _log.info("dr.vtn %s running on %s", __version__, store.dialect)
 
     def _stop_service(self) -> None:
         if self.service is not None:
@@ -187,13 +200,16 @@ class VtnAgent(Agent):
                 if ven_id is None:
                     return
             try:
-                errors = self.service.ingest(kind, message, ven_id)
-            except Exception:  # one bad message must never stop the agent
+                errors = self.service.ingest(kind, message, ven_id, sender=sender)
+            except Exception as exc:  # one bad message must never stop the agent
                 self.service.counters["ingestErrors"] += 1
-                _log.exception("dr.vtn: handling %s on %s failed", kind, topic)
+                self._refusals.error(f"crash:{kind}", "dr.vtn: handling %s on %s failed: %s", kind, topic[:200],
+                                     repr(exc)[:300])
+                _log.debug("dr.vtn: handling %s on %s failed", kind, topic[:200], exc_info=True)
                 return
-            for error in errors[:5]:
-                _log.warning("dr.vtn: refused %s on %s: %s", kind, topic, error)
+            if errors:
+                self._refusals.warning(f"{kind}:{str(sender)[:80]}", "dr.vtn: refused %d %s item(s) on %s from %s: %s",
+                                       len(errors), kind, topic[:200], str(sender)[:80], errors[0][:300])
 
         return on_message
 
@@ -204,53 +220,65 @@ class VtnAgent(Agent):
             return {"error": f"dr.vtn is not running: {reason}", "field": "<config>", "code": INTERNAL}
         return api_call(getattr(self.service, method), *args, **kwargs)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.REGISTER_VEN)
     def register_ven(self, ven: dict[str, Any]) -> Any:
+        """Register a VEN, or update it when its venId is known."""
         return self._call("register_ven", ven)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.UPDATE_VEN)
     def update_ven(self, ven_id: str, changes: dict[str, Any]) -> Any:
+        """Change a registered VEN."""
         return self._call("update_ven", ven_id, changes)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.LIST_VENS)
     def list_vens(self, status: str | None = None, group: str | None = None, site: str | None = None,
                   transport: str | None = None) -> Any:
+        """Registered VENs, filtered by status, group, site or transport."""
         return self._call("list_vens", status=status, group=group, site=site, transport=transport)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.GET_VEN)
     def get_ven(self, ven_id: str) -> Any:
+        """One VEN, with the event it serves."""
         return self._call("get_ven", ven_id)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.CREATE_EVENT)
     def create_event(self, event: dict[str, Any]) -> Any:
+        """Create an event."""
         return self._call("create_event", event)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.UPDATE_EVENT)
     def update_event(self, event_id: str, changes: dict[str, Any]) -> Any:
+        """Change an open event (modificationNumber + 1)."""
         return self._call("update_event", event_id, changes)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.STOP_EVENT)
     def stop_event(self, event_id: str) -> Any:
+        """End an event now (active: completed, else cancelled)."""
         return self._call("stop_event", event_id)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.CANCEL_EVENT)
     def cancel_event(self, event_id: str) -> Any:
+        """Cancel an event; VENs already dispatched are restored."""
         return self._call("cancel_event", event_id)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.GET_EVENT)
     def get_event(self, event_id: str) -> Any:
+        """One event."""
         return self._call("get_event", event_id)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.LIST_EVENTS)
     def list_events(self, status: str | None = None, limit: int = 100, offset: int = 0) -> Any:
+        """Events, latest start first."""
         return self._call("list_events", status=status, limit=limit, offset=offset)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.EVENT_METRICS)
     def event_metrics(self, event_id: str) -> Any:
+        """Per-event metrics with per-VEN detail."""
         return self._call("event_metrics", event_id)
 
-    @RPC.export
+    @RPC.export(topics.VtnRpc.HEALTH)
     def health(self) -> dict[str, Any]:
+        """Configuration error, counts, pending commands, counters."""
         base = {"identity": self.core.identity, "version": __version__, "configError": self.config_error,
                 "droppedWhileStopped": self.dropped, "rssKb": _rss_kb()}
         if self.service is None:

@@ -1,11 +1,12 @@
-"""The dr.vtn configuration, validated once into a typed model.
+"""The dr.vtn configuration, validated once into a typed model (pydantic, on `dr_common.config.ConfigModel`).
 
 Keys (camelCase; snake_case variants accepted):
   databaseUrl          SQLAlchemy URL (e.g. postgresql+psycopg2://postgres@127.0.0.1/volttron_dr); when absent,
                        SQLite at sqlitePath, or `vtn.sqlite` in the agent's data directory.
-  sqlitePath           path of the SQLite file when no databaseUrl is given.
+                       Also read as `database`, `dbUrl` or `url`.
+  sqlitePath           path of the SQLite file when no databaseUrl is given (also `sqlite`, `dbPath`).
   allocation           default allocation rule: "equal" or "weighted" (by available capacity).
-  simpleLevelsKw       kW requested for SIMPLE levels 0, 1, 2, 3 (a list of four numbers).
+  simpleLevelsKw       kW requested for SIMPLE levels 0, 1, 2, 3 (a list of four numbers; also `levelsKw`).
   programs             {programId: {"allocation": ..., "simpleLevelsKw": [...]}} overriding the defaults.
   offlineTimeoutS      a VEN not heard from for this long is offline (default 30 s = six telemetry periods).
   dispatchToOffline    also allocate to VENs known to be offline (default false).
@@ -17,15 +18,22 @@ Keys (camelCase; snake_case variants accepted):
   batchSize            most commands per batch handed to the bridge (default 2000): a round of 10,000 goes out as
                        five bus messages, rendered and sent one after another, so the bridge and the broker
                        start on the first while the rest are rendered.
+  maxEventDurationS    longest event accepted (default 86400 s = 24 h).
+  maxRequestedKw       largest requestedReductionKw accepted (default 10000 kW; SIMPLE levels are bounded too).
+  maxStartAheadS       how far in the future an event may start (default 2592000 s = 30 days).
+  trustedBridges       bus identities allowed to speak for remote VENs on dr/batch/* and dr/ack/<venId>
+                       (default ["dr.mqtt"]).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from dr_common.schema import Field, PayloadError, parse_fields
+from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, field_validator, model_validator
+
+from dr_common import topics
+from dr_common.config import ConfigError, ConfigModel, load_model
+from dr_common.schema import check_id
 
 ALLOCATION_EQUAL = "equal"
 ALLOCATION_WEIGHTED = "weighted"
@@ -33,41 +41,111 @@ ALLOCATION_RULES = (ALLOCATION_EQUAL, ALLOCATION_WEIGHTED)
 
 DEFAULT_LEVELS_KW = (0.0, 1.0, 2.0, 3.0)
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; `key` names it."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"config '{key}': {message}")
-        self.key = key
+Levels = Annotated[tuple[float, ...], Field(min_length=4, max_length=4)]
 
 
-@dataclass(frozen=True)
-class ProgramConfig:
+def _check_levels(value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    if value is not None and any(level < 0 for level in value):
+        raise ValueError("expected non-negative numbers (kW for SIMPLE levels 0-3)")
+    return value
+
+
+def _check_rule(value: str | None) -> str | None:
+    if value is not None and value not in ALLOCATION_RULES:
+        raise ValueError(f"must be one of {', '.join(ALLOCATION_RULES)}")
+    return value
+
+
+class ProgramConfig(BaseModel):
+    """The allocation rule and SIMPLE levels of one program (resolved: every value set)."""
+
+    model_config = {"frozen": True}
+
     allocation: str = ALLOCATION_EQUAL
     simple_levels_kw: tuple[float, ...] = DEFAULT_LEVELS_KW
 
 
-@dataclass(frozen=True)
-class VtnConfig:
-    database_url: str | None = None
-    sqlite_path: str | None = None
-    default_program: ProgramConfig = field(default_factory=ProgramConfig)
-    programs: dict[str, ProgramConfig] = field(default_factory=dict)
-    offline_timeout_s: float = 30.0
+class ProgramOverride(ConfigModel):
+    """A program's entry in `programs`: what it overrides of the defaults."""
+
+    allocation: str | None = None
+    simple_levels_kw: Levels | None = Field(default=None,
+                                            validation_alias=AliasChoices("simpleLevelsKw", "simple_levels_kw",
+                                                                          "levelsKw"))
+
+    _rule = field_validator("allocation")(_check_rule)
+    _levels = field_validator("simple_levels_kw")(_check_levels)
+
+
+class VtnConfig(ConfigModel):
+    """The validated dr.vtn configuration (see the module docstring for every key)."""
+
+    database_url: str | None = Field(default=None, max_length=2000, validation_alias=AliasChoices(
+        "databaseUrl", "database_url", "database", "dbUrl", "url"))
+    sqlite_path: str | None = Field(default=None, max_length=2000, validation_alias=AliasChoices(
+        "sqlitePath", "sqlite_path", "sqlite", "dbPath"))
+    allocation: str = ALLOCATION_EQUAL
+    simple_levels_kw: Levels = Field(default=DEFAULT_LEVELS_KW, validation_alias=AliasChoices(
+        "simpleLevelsKw", "simple_levels_kw", "levelsKw"))
+    programs: dict[str, ProgramOverride] = Field(default_factory=dict)
+    offline_timeout_s: float = Field(default=30.0, ge=1.0, le=86400.0)
     dispatch_to_offline: bool = False
-    retry_initial_s: float = 1.0
-    retry_factor: float = 2.0
-    retry_max_s: float = 30.0
-    restore_retry_window_s: float = 600.0
-    randomize_granularity_s: float = 0.1
-    flush_interval_s: float = 1.0
-    batch_size: int = 2000
+    retry_initial_s: float = Field(default=1.0, ge=0.05, le=3600.0)
+    retry_factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    retry_max_s: float = Field(default=30.0, ge=0.05, le=86400.0)
+    restore_retry_window_s: float = Field(default=600.0, ge=0.0, le=7 * 86400.0)
+    randomize_granularity_s: float = Field(default=0.1, ge=0.001, le=60.0)
+    flush_interval_s: float = Field(default=1.0, ge=0.05, le=60.0)
+    batch_size: int = Field(default=2000, ge=1, le=1_000_000)
+    max_event_duration_s: float = Field(default=86400.0, ge=1.0, le=7 * 86400.0)
+    max_requested_kw: float = Field(default=10_000.0, gt=0.0, le=1e9)
+    max_start_ahead_s: float = Field(default=30 * 86400.0, ge=0.0, le=366 * 86400.0)
+    trusted_bridges: tuple[str, ...] = Field(default=(topics.MQTT_BRIDGE_IDENTITY,), max_length=16)
+
+    _default: ProgramConfig = PrivateAttr(default_factory=ProgramConfig)
+    _resolved: dict[str, ProgramConfig] = PrivateAttr(default_factory=dict)
+
+    _rule = field_validator("allocation")(_check_rule)
+    _levels = field_validator("simple_levels_kw")(_check_levels)
+
+    @field_validator("programs")
+    @classmethod
+    def _program_ids(cls, value: dict[str, ProgramOverride]) -> dict[str, ProgramOverride]:
+        for program_id in value:
+            check_id(program_id, "programs")
+        return value
+
+    @field_validator("trusted_bridges")
+    @classmethod
+    def _bridge_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for identity in value:
+            check_id(identity, "trustedBridges")
+        return value
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> VtnConfig:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retryMaxS must be >= retryInitialS")
+        return self
+
+    def model_post_init(self, context: Any) -> None:
+        """Resolve every program against the defaults once."""
+        self._default = ProgramConfig(allocation=self.allocation, simple_levels_kw=tuple(self.simple_levels_kw))
+        self._resolved = {
+            pid: ProgramConfig(allocation=o.allocation or self.allocation,
+                               simple_levels_kw=tuple(o.simple_levels_kw or self.simple_levels_kw))
+            for pid, o in self.programs.items()}
+
+    @property
+    def default_program(self) -> ProgramConfig:
+        """The allocation rule and levels of events without a configured program."""
+        return self._default
 
     def program(self, program_id: str | None) -> ProgramConfig:
-        if program_id is not None and program_id in self.programs:
-            return self.programs[program_id]
-        return self.default_program
+        """The resolved settings of a program (the defaults for an unknown or absent one)."""
+        if program_id is not None and program_id in self._resolved:
+            return self._resolved[program_id]
+        return self._default
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th send before the next one."""
@@ -75,79 +153,14 @@ class VtnConfig:
         return min(delay, self.retry_max_s)
 
 
-_FIELDS = (
-    Field("databaseUrl", "str", aliases=("database", "dbUrl", "url"), max_length=2000),
-    Field("sqlitePath", "str", aliases=("sqlite", "dbPath"), max_length=2000),
-    Field("allocation", "str", choices=ALLOCATION_RULES),
-    Field("simpleLevelsKw", "list", aliases=("levelsKw",)),
-    Field("programs", "dict"),
-    Field("offlineTimeoutS", "float", minimum=1.0, maximum=86400.0),
-    Field("dispatchToOffline", "bool"),
-    Field("retryInitialS", "float", minimum=0.05, maximum=3600.0),
-    Field("retryFactor", "float", minimum=1.0, maximum=10.0),
-    Field("retryMaxS", "float", minimum=0.05, maximum=86400.0),
-    Field("restoreRetryWindowS", "float", minimum=0.0, maximum=7 * 86400.0),
-    Field("randomizeGranularityS", "float", minimum=0.001, maximum=60.0),
-    Field("flushIntervalS", "float", minimum=0.05, maximum=60.0),
-    Field("batchSize", "int", minimum=1, maximum=1_000_000),
-)
-_PROGRAM_FIELDS = (
-    Field("allocation", "str", choices=ALLOCATION_RULES),
-    Field("simpleLevelsKw", "list", aliases=("levelsKw",)),
-)
-
-
-def _levels(key: str, raw: list[Any]) -> tuple[float, ...]:
-    if len(raw) != 4:
-        raise ConfigError(key, f"expected 4 numbers (kW for SIMPLE levels 0-3), got {len(raw)}")
-    out = []
-    for item in raw:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0:
-            raise ConfigError(key, f"expected non-negative numbers, got {item!r}")
-        out.append(float(item))
-    return tuple(out)
-
-
-def _program(key: str, raw: Mapping[str, Any], base: ProgramConfig) -> ProgramConfig:
+def parse_config(raw: object) -> VtnConfig:
+    """Validate a config mapping; raises `dr_common.config.ConfigError` naming the key on anything unusable."""
     try:
-        values, extra = parse_fields(_PROGRAM_FIELDS, raw)
-    except PayloadError as exc:
-        raise ConfigError(f"{key}.{exc.field}", exc.reason) from None
-    if extra:
-        raise ConfigError(f"{key}.{sorted(extra)[0]}", "unknown key")
-    levels = _levels(f"{key}.simpleLevelsKw", values["simpleLevelsKw"]) if "simpleLevelsKw" in values \
-        else base.simple_levels_kw
-    return ProgramConfig(allocation=values.get("allocation", base.allocation), simple_levels_kw=levels)
+        return load_model(VtnConfig, raw)
+    except ConfigError as exc:
+        if exc.key == "<config>" and "retryMaxS" in exc.reason:
+            raise ConfigError("retryMaxS", "must be >= retryInitialS") from None
+        raise
 
 
-def parse_config(raw: Mapping[str, Any] | None) -> VtnConfig:
-    """Validate a config mapping; raises ConfigError naming the key on anything unusable."""
-    raw = dict(raw or {})
-    try:
-        values, extra = parse_fields(_FIELDS, raw)
-    except PayloadError as exc:
-        raise ConfigError(exc.field, exc.reason) from None
-    if extra:
-        raise ConfigError(sorted(extra)[0], "unknown key")
-    default = ProgramConfig(
-        allocation=values.get("allocation", ALLOCATION_EQUAL),
-        simple_levels_kw=_levels("simpleLevelsKw", values["simpleLevelsKw"]) if "simpleLevelsKw" in values
-        else DEFAULT_LEVELS_KW)
-    programs: dict[str, ProgramConfig] = {}
-    for program_id, program_raw in values.get("programs", {}).items():
-        if not isinstance(program_raw, Mapping):
-            raise ConfigError(f"programs.{program_id}", "expected an object")
-        programs[str(program_id)] = _program(f"programs.{program_id}", program_raw, default)
-    retry_initial = values.get("retryInitialS", 1.0)
-    retry_max = values.get("retryMaxS", 30.0)
-    if retry_max < retry_initial:
-        raise ConfigError("retryMaxS", "must be >= retryInitialS")
-    return VtnConfig(database_url=values.get("databaseUrl"), sqlite_path=values.get("sqlitePath"),
-                     default_program=default, programs=programs,
-                     offline_timeout_s=values.get("offlineTimeoutS", 30.0),
-                     dispatch_to_offline=values.get("dispatchToOffline", False),
-                     retry_initial_s=retry_initial, retry_factor=values.get("retryFactor", 2.0),
-                     retry_max_s=retry_max, restore_retry_window_s=values.get("restoreRetryWindowS", 600.0),
-                     randomize_granularity_s=values.get("randomizeGranularityS", 0.1),
-                     flush_interval_s=values.get("flushIntervalS", 1.0),
-                     batch_size=values.get("batchSize", 2000))
+__all__ = ["ALLOCATION_RULES", "ConfigError", "ProgramConfig", "VtnConfig", "parse_config"]

@@ -1,20 +1,29 @@
 """Building commands and keeping the book of what was sent, acked and is due for a retry.
 
 Commands are idempotent by correlationId: the id is derived from (event, modification, revision, op, VEN),
-so a retry or a resend after a restart carries the same id and a VEN applies it once. A command is sent
-again only while it is pending (active and not acked), at its backoff instant.
+so a retry or a resend after a restart carries the same id and a VEN applies it once. It ends with an HMAC
+of that derivation under the VTN's secret (kept in its store), so no VEN can derive another VEN's id from its
+own. A command is sent again only while it is pending (active and not acked), at its backoff instant.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import heapq
+import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
 from dr_common.payloads import TRANSPORT_BUS, Command
 from dr_common.timeutil import UTC
-from dr_vtn_dispatcher.model import CommandRecord
+from dr_vtn_dispatcher.model import CommandRecord, Event, correlation_id
+
+_log = logging.getLogger(__name__)
+
+TAG_HEX = 16  # hex digits of the HMAC part of a correlationId (64 bits)
 
 
 class Sender(Protocol):
@@ -28,6 +37,15 @@ class Sender(Protocol):
 
     def publish_event(self, event: dict[str, Any]) -> None:
         """An event's new status (bus topic dr/event/<eventId>)."""
+
+
+def publish_event(sender: Sender, event: Event, counters: Counter[str]) -> None:
+    """Publish an event's status; a notice that fails to go out never stops the lifecycle (counted, logged)."""
+    try:
+        sender.publish_event(event.to_dict())
+    except Exception:  # the lifecycle goes on; the failure is counted and logged
+        counters["publishErrors"] += 1
+        _log.exception("publishing the status of event %s failed", event.event_id)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -66,11 +84,21 @@ class PayloadFactory:
 class CommandBook:
     """Every command of the live events, indexed by correlationId, with a retry heap."""
 
-    def __init__(self, retry_delay: Callable[[int], float]) -> None:
+    def __init__(self, retry_delay: Callable[[int], float], secret: bytes = b"") -> None:
         self.records: dict[str, CommandRecord] = {}
+        self._secret = secret
         self._retry_delay = retry_delay
         self._heap: list[tuple[float, str]] = []
         self.factory = PayloadFactory()
+
+    def correlation_id(self, event_id: str, modification: int, op: str, ven_id: str, revision: int = 0) -> str:
+        """The command's id: its derivation plus an HMAC of it under the VTN's secret (stable across retries
+        and restarts, not derivable by a VEN)."""
+        base = correlation_id(event_id, modification, op, ven_id, revision)
+        if not self._secret:
+            return base
+        tag = hmac.new(self._secret, base.encode("utf-8"), hashlib.sha256).hexdigest()[:TAG_HEX]
+        return f"{base}:{tag}"
 
     def __contains__(self, correlation_id: str) -> bool:
         return correlation_id in self.records

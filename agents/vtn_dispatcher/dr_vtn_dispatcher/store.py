@@ -3,8 +3,8 @@
 One code path for both; the schema is created on open. Times are float epoch seconds (UTC). Writes of one
 logical change (an event with its participants and commands, an ack batch) happen in one transaction.
 
-Tables: vens, events, participants (one VEN in one event), commands (every command with its send and
-ack bookkeeping), acks (every ack received, with its response time), telemetry (every telemetry summary).
+Tables: meta (the correlationId secret), vens, events, participants (one VEN in one event), commands (every
+command with its send and ack bookkeeping), acks (every ack received, with its response time), telemetry (every telemetry summary).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,11 @@ telemetry_table = Table(
     Column("used_kw", Float), Column("shed_kw", Float), Column("requested_kw", Float),
     Column("baseline_kw", Float), Column("available_kw", Float),
     Index("ix_vtn_telemetry_ven_ts", "ven_id", "ts"), Index("ix_vtn_telemetry_event", "event_id"),
+)
+
+meta_table = Table(
+    "vtn_meta", metadata,
+    Column("name", String(64), primary_key=True), Column("value", Text, nullable=False),
 )
 
 
@@ -242,6 +248,16 @@ class Store:
     def save(self, **records: Any) -> None:
         """Write the records given (as `prepare` takes them) in one transaction."""
         self.write(self.prepare(**records))
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the store under `name`, created on first use."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(meta_table.c.value).where(meta_table.c.name == name)).first()
+            if row is not None:
+                return bytes.fromhex(row[0])
+            value = secrets.token_bytes(32)
+            conn.execute(meta_table.insert().values(name=name, value=value.hex()))
+            return value
 
     # --- reading ---------------------------------------------------------------------------------
     def load_vens(self) -> list[Ven]:
