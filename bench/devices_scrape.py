@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "drivers"))
-sys.path.insert(0, str(ROOT / "src"))
 
 from dr_devices import forget_sites, get_site  # noqa: E402
 from volttron.driver.base.config import PointConfig, RemoteConfig  # noqa: E402

@@ -2,7 +2,7 @@
 """Dispatch fan-out: activation -> command received at each of N VENs, through dr.mqtt and by bare paho.
 
 Setup (all on this machine): a private Mosquitto on a free port (the same Debian binary as 127.0.0.1:1883,
-no other traffic), N simulated VENs (scripts/fleet: epoll-driven paho clients in --procs worker processes,
+no other traffic), N simulated VENs (dr_tools.fleet: epoll-driven paho clients in --procs worker processes,
 each acking every command), a throwaway VOLTTRON site with dr.mqtt installed (vtn mode), and a bus client.
 
 For each N and round, two paths, in alternating order:
@@ -42,14 +42,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO / "src", REPO / "scripts", REPO / "agents" / "mqtt_bridge"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from fleet.brokers import Mosquitto  # noqa: E402
-from fleet.sim import FleetOptions, ven_ids  # noqa: E402
-from fleet.workers import BarePublisher, FleetProcesses, percentile  # noqa: E402
+from dr_tools.fleet.brokers import Mosquitto  # noqa: E402
+from dr_tools.fleet.sim import FleetOptions, ven_ids  # noqa: E402
+from dr_tools.fleet.workers import BarePublisher, FleetProcesses, percentile  # noqa: E402
 
 PREFIX = "fan"
 BARE_ACK_PREFIX = "bare/ack"  # the VENs ack here during bare rounds, so each path has only its own ack consumer

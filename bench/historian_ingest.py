@@ -34,9 +34,6 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "agents" / "historian")]
-
 from dr_historian.mv.performance import MvOptions, topic_baseline  # noqa: E402
 from dr_historian.store import Point, Store, data_table, topics_table  # noqa: E402
 from dr_historian.synth import generate  # noqa: E402

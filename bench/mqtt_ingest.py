@@ -20,14 +20,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO / "src", REPO / "scripts"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from fleet.brokers import Mosquitto  # noqa: E402
-from fleet.sim import FleetOptions  # noqa: E402
-from fleet.workers import CountingSubscriber, FleetProcesses, percentile  # noqa: E402
+from dr_tools.fleet.brokers import Mosquitto  # noqa: E402
+from dr_tools.fleet.sim import FleetOptions  # noqa: E402
+from dr_tools.fleet.workers import CountingSubscriber, FleetProcesses, percentile  # noqa: E402
 
 
 def main() -> int:

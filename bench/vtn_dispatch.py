@@ -29,11 +29,6 @@ import tracemalloc
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO / "src", REPO / "agents" / "vtn_dispatcher"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
 from dr_vtn_dispatcher.config import parse_config  # noqa: E402
 from dr_vtn_dispatcher.lifecycle import ManualScheduler  # noqa: E402
 from dr_vtn_dispatcher.service import VtnService  # noqa: E402

@@ -17,14 +17,14 @@ import argparse
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "agents" / "historian")]
-from dr_historian import sitedb  # noqa: E402
+if __name__ == "__main__":  # started by another Python: run again with the platform's (platform_python.py)
+    import platform_python  # noqa: F401,E402
 from dr_historian.store import Point, Store, StoreError  # noqa: E402
-from dr_historian.synth import KINDS, MeterProfile, generate  # noqa: E402
 from dr_historian.writer import Writer  # noqa: E402
+from dr_common.topics import bus_cmd, telemetry_field  # noqa: E402
+from dr_tools import sitedb  # noqa: E402
+from dr_tools.synth import KINDS, MeterProfile, generate  # noqa: E402
 
 from dr_common.timeutil import parse_time  # noqa: E402
 
@@ -78,10 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.ven:
                 shed = sum(ev_kw for _, ev_start, ev_end, ev_kw in events if ev_start <= ts < ev_end)
                 used = max(0.0, kw - shed)
-                base = f"dr/telemetry/{args.ven}"
                 batch[-1] = Point(args.topic, ts, round(used, 4), batch[-1].meta)
-                batch.append(Point(f"{base}/usedPowerKw", ts, round(used, 4), {"units": "kW"}))
-                batch.append(Point(f"{base}/baselinePowerKw", ts, kw, {"units": "kW"}))
+                batch.append(Point(telemetry_field(args.ven, "usedPowerKw"), ts, round(used, 4), {"units": "kW"}))
+                batch.append(Point(telemetry_field(args.ven, "baselinePowerKw"), ts, kw, {"units": "kW"}))
             if len(batch) >= BATCH:
                 written += store.write(batch)
                 batch = []
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             command = {"op": "event", "correlationId": f"{event_id}-{args.ven}", "eventId": event_id,
                        "venId": args.ven, "requestedReductionKw": ev_kw, "startTime": ev_start.isoformat(),
                        "until": ev_end.isoformat(), "issuedAt": ev_start.isoformat()}
-            if not writer.publish([{"timestamp": ev_start, "topic": f"dr/cmd/{args.ven}", "value": command,
+            if not writer.publish([{"timestamp": ev_start, "topic": bus_cmd(args.ven), "value": command,
                                     "meta": {}}]):
                 raise StoreError(writer.stats.last_error or "event command not stored")
     except StoreError as exc:

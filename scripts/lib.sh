@@ -90,6 +90,15 @@ site_pids() {
   done
 }
 
+# Install Debian packages (as root) and return; never waits on a terminal. `timeout` alone runs apt-get in a
+# background process group, and a terminal stops a background process that touches it (SIGTTOU): an interactive
+# run would hang for good. --foreground keeps apt-get in the terminal's foreground group, stdin comes from
+# /dev/null and debconf asks nothing.
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive timeout --foreground 600 apt-get update -qq </dev/null || return 1
+  DEBIAN_FRONTEND=noninteractive timeout --foreground 900 apt-get install -y -qq "$@" </dev/null >/dev/null
+}
+
 stamp_of() {  # a content hash of the given files
   cat "$@" 2>/dev/null | sha256sum | cut -c1-16
 }

@@ -14,18 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "agents" / "historian")]
-from dr_historian import sitedb  # noqa: E402
+if __name__ == "__main__":  # started by another Python: run again with the platform's (platform_python.py)
+    import platform_python  # noqa: F401,E402
 from dr_historian.mv.baselines import METHODS  # noqa: E402
 from dr_historian.mv.performance import MvOptions, event_performance  # noqa: E402
 from dr_historian.mv.series import MvError  # noqa: E402
-from dr_historian.plot import Chart, StepSeries, series_from, write_png  # noqa: E402
 from dr_historian.store import Store, StoreError  # noqa: E402
+from dr_tools import sitedb  # noqa: E402
+from dr_tools.mv_plot import PlotError, chart_from_report, write_png  # noqa: E402
 
 PLOT_MARGIN_MIN = 120
 
@@ -81,51 +81,6 @@ def table(report: dict[str, Any]) -> str:
     return title + "\n\n" + "\n".join(lines)
 
 
-def plot_source(report: dict[str, Any], who: str | None) -> tuple[str, dict[str, Any]]:
-    if who:
-        if who in report["vens"]:
-            return who, report["vens"][who]["plot"]
-        if who in report["meters"]:
-            return who, report["meters"][who]["plot"]
-        raise MvError(f"--plot {who!r}: not a VEN of the event nor a meter topic")
-    if report["meters"]:
-        topic = next(iter(report["meters"]))
-        return topic, report["meters"][topic]["plot"]
-    if len(report["vens"]) == 1:
-        ven = next(iter(report["vens"]))
-        return ven, report["vens"][ven]["plot"]
-    return "all VENs", _sum_plots([run["plot"] for run in report["vens"].values()])
-
-
-def _sum_plots(plots: list[dict[str, Any]]) -> dict[str, Any]:
-    fine: dict[str, float] = {}
-    for p in plots:
-        for t, v in p["fine"]:
-            fine[t] = fine.get(t, 0.0) + v
-    grid = sorted({t for p in plots for t in p["grid"]})
-    baselines: dict[str, list[float | None]] = {}
-    for method in {m for p in plots for m in p["baselines"]}:
-        sums: dict[str, float | None] = {t: 0.0 for t in grid}
-        for p in plots:
-            values = dict(zip(p["grid"], p["baselines"].get(method, []), strict=True))
-            for t in grid:
-                v = values.get(t)
-                sums[t] = None if v is None or sums[t] is None else sums[t] + v  # type: ignore[operator]
-        baselines[method] = [sums[t] for t in grid]
-    return {"grid": grid, "fine": sorted(fine.items()), "baselines": baselines}
-
-
-def chart_for(report: dict[str, Any], who: str | None, options: MvOptions) -> Chart:
-    label, plot = plot_source(report, who)
-    interval = timedelta(minutes=report["intervalMinutes"])
-    starts = [datetime.fromisoformat(t) for t in plot["grid"]]
-    baselines = [StepSeries(method, starts, interval, values) for method, values in plot["baselines"].items()]
-    return Chart(title=f"{report['eventId']}  {label}: baseline vs metered", tz=options.tz,
-                 window_start=datetime.fromisoformat(report["window"]["start"]),
-                 window_end=datetime.fromisoformat(report["window"]["end"]),
-                 metered=series_from(plot["fine"]), baselines=baselines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("event_id")
@@ -167,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_png:
         path = args.png or f"mv_{args.event_id}.png"
         try:
-            write_png(chart_for(report, args.plot, options), path)
-        except MvError as exc:
+            write_png(chart_from_report(report, args.plot, options.timezone), path)
+        except PlotError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"\nplot: {path}", file=sys.stderr if args.json else sys.stdout)

@@ -10,11 +10,11 @@ import argparse
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dr_common.timeutil import to_iso, utcnow  # noqa: E402
-from dr_ops.cli import add_api_args, api_request, print_json  # noqa: E402
+if __name__ == "__main__":  # started by another Python: run again with the platform's (platform_python.py)
+    import platform_python  # noqa: F401
+from dr_common.timeutil import to_iso, utcnow
+from dr_ops.cli import add_api_args, api_request, print_json
 
 
 def main() -> int:

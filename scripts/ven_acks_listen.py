@@ -2,14 +2,11 @@
 """Print the acknowledgements VENs publish on ven/ack/<venId>, one JSON line each."""
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dr_ops.cli import ensure_platform_python  # noqa: E402
-
-ensure_platform_python()
-from dr_common import topics  # noqa: E402
-from dr_ops.cli import add_listen_args, add_mqtt_args, listen  # noqa: E402
+if __name__ == "__main__":  # started by another Python: run again with the platform's (platform_python.py)
+    import platform_python  # noqa: F401
+from dr_common import topics
+from dr_ops.cli import add_listen_args, add_mqtt_args, listen
 
 
 def main() -> int:

@@ -12,17 +12,14 @@ import queue
 import sys
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dr_ops.cli import ensure_platform_python  # noqa: E402
-
-ensure_platform_python()
-from dr_common import topics  # noqa: E402
-from dr_common.payloads import OPS, Command  # noqa: E402
-from dr_common.schema import PayloadError  # noqa: E402
-from dr_common.timeutil import utcnow  # noqa: E402
-from dr_ops.cli import add_mqtt_args, decode, mqtt_connect, print_json  # noqa: E402
+if __name__ == "__main__":  # started by another Python: run again with the platform's (platform_python.py)
+    import platform_python  # noqa: F401
+from dr_common import topics
+from dr_common.payloads import OPS, Command
+from dr_common.schema import PayloadError
+from dr_common.timeutil import utcnow
+from dr_ops.cli import add_mqtt_args, decode, mqtt_connect, print_json
 
 
 def build(args: argparse.Namespace) -> dict:

@@ -21,13 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-if (HERE.parent / "src" / "dr_common").is_dir():
-    sys.path.insert(0, str(HERE.parent / "src"))
-
-from fleet.sim import Fleet, FleetOptions  # noqa: E402
-from fleet.workers import FleetProcesses, Totals  # noqa: E402
+if __name__ == "__main__":  # started by another Python: run again with the platform's (platform_python.py)
+    import platform_python  # noqa: F401
+from dr_tools.fleet.sim import Fleet, FleetOptions
+from dr_tools.fleet.workers import FleetProcesses, Totals
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,18 +1,14 @@
-"""Shared pytest set-up: the checkout's sources come first on sys.path, and with CI=true a skipped test
-fails the run (a missing service must never pass unnoticed in CI)."""
+"""Shared pytest set-up: the checkout the tools work on (VDR_REPO), and with CI=true a skipped test fails the
+run (a missing service must never pass unnoticed in CI). Imports need no sys.path edit: dr_common, dr_ops and
+dr_tools are installed by scripts/bootstrap, the agents' folders are pytest's `pythonpath` (setup.cfg)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VDR_REPO", str(REPO))
-_paths = [REPO / "src", REPO / "web", REPO / "drivers", *sorted(p for p in (REPO / "agents").glob("*") if p.is_dir())]
-for _p in reversed(_paths):
-    if _p.is_dir() and str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,7 +1,7 @@
-"""Shared plumbing of the operator scripts (scripts/*.py): the platform's Python, MQTT and HTTP options.
+"""Shared plumbing of the operator scripts (scripts/*.py): MQTT and HTTP options, listening, printing.
 
-The scripts run with any python3: when paho-mqtt is missing they re-run themselves with the Python of the
-platform's virtual environment.
+The scripts run with any python3: scripts/platform_python.py re-runs them with the Python of the platform's
+virtual environment, where this package is installed.
 """
 
 from __future__ import annotations
@@ -13,25 +13,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
-
-
-def ensure_platform_python() -> None:
-    """Re-exec the calling script with the venv's Python when this interpreter lacks paho-mqtt."""
-    try:
-        import paho.mqtt  # noqa: F401
-        return
-    except ImportError:
-        pass
-    default_state = "/var/lib/volttron-dr" if os.geteuid() == 0 else str(
-        Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "volttron-dr")
-    python = Path(os.environ.get("VDR_STATE", default_state)) / "venv" / "bin" / "python"
-    if not python.exists() or os.environ.get("VDR_REEXEC"):
-        sys.exit(f"error: paho-mqtt is not installed for {sys.executable} and no platform venv at {python}: "
-                 "run scripts/bootstrap")
-    os.environ["VDR_REEXEC"] = "1"
-    os.execv(str(python), [str(python), "-B", *sys.argv])
 
 
 # --- MQTT ---------------------------------------------------------------------------------------------

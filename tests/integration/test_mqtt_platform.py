@@ -5,7 +5,6 @@ bad input is counted, and the same agent reconfigured through the config store s
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,9 +15,7 @@ import pytest
 from dr_common import topics
 from dr_common.payloads import compact_batch
 from dr_common.topics import BridgeRpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from fleet.probe import Probe  # noqa: E402
+from dr_tools.fleet.probe import Probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.mqtt]
 
@@ -155,8 +152,8 @@ def test_reconfigured_as_ven_side_bridge(bridge, probe):
 
 
 def test_agent_connects_with_mutual_tls(bridge, tmp_path):
-    from fleet.brokers import Mosquitto, make_certs
-    from fleet.probe import tls_context
+    from dr_tools.fleet.brokers import Mosquitto, make_certs
+    from dr_tools.fleet.probe import tls_context
 
     certs = make_certs(tmp_path / "certs", client_cn="dr.mqtt-pytest")
     broker = Mosquitto(tmp_path / "tls-broker", certs=certs).start()

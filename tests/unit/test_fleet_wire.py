@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import struct
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from fleet import wire  # noqa: E402
+from dr_tools.fleet import wire
 
 
 def test_connect_packet_is_mqtt_311_with_clean_session_and_keepalive():

@@ -3,16 +3,13 @@ else is left to paho (the fast path returns None and consumes nothing)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from dr_mqtt_bridge.link import _NativeSocketClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from fleet import wire  # noqa: E402
+from dr_tools.fleet import wire
 
 
 @pytest.fixture

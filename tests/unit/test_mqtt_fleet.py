@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from fleet.sim import ven_ids  # noqa: E402
-from fleet.ven import SimVen  # noqa: E402
-from fleet.workers import Totals, percentile  # noqa: E402
+from dr_tools.fleet.sim import ven_ids
+from dr_tools.fleet.ven import SimVen
+from dr_tools.fleet.workers import Totals, percentile
 
 from dr_common.payloads import Ack, Telemetry  # noqa: E402
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dr_common.timeutil import utcnow
-from fleet import wire
-from fleet.ven import SimVen
+from dr_tools.fleet import wire
+from dr_tools.fleet.ven import SimVen
 
 _IN = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT

@@ -10,7 +10,7 @@ from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from fleet.sim import Fleet, FleetOptions
+from dr_tools.fleet.sim import Fleet, FleetOptions
 
 
 def percentile(values: list[float], pct: float) -> float | None:
