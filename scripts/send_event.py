@@ -23,7 +23,9 @@ def main() -> int:
     parser.add_argument("--level", type=int, choices=range(4), help="SIMPLE level 0-3 instead of --kw")
     parser.add_argument("--start-in", type=float, default=5.0, help="seconds from now to the start")
     parser.add_argument("--minutes", type=float, default=10.0, help="event length")
-    parser.add_argument("--ven-id", action="append", dest="ven_ids", help="target VEN (repeatable; default all)")
+    parser.add_argument("--ven-id", action="append", dest="ven_ids", help="target VEN (repeatable)")
+    parser.add_argument("--all-vens", action="store_true",
+                        help="target every VEN (the default when no --ven-id or --group is given)")
     parser.add_argument("--group", action="append", dest="groups", help="target group (repeatable)")
     parser.add_argument("--ramp-up", type=float, default=0.0, help="seconds of 'near' status before the start")
     parser.add_argument("--randomize-start", type=float, default=0.0, help="randomized start window in seconds")
@@ -49,6 +51,12 @@ def main() -> int:
         body["venIds"] = args.ven_ids
     if args.groups:
         body["groups"] = args.groups
+    if args.all_vens or not (args.ven_ids or args.groups):
+        if args.ven_ids or args.groups:
+            parser.error("--all-vens cannot be combined with --ven-id or --group")
+        if not args.all_vens:
+            sys.stderr.write("no --ven-id or --group given: the event targets every VEN (allVens: true)\n")
+        body["allVens"] = True
     status, answer = api_request(args, "POST", "/api/events/", body)
     print_json(answer)
     if status >= 400:
