@@ -79,7 +79,8 @@ def inprocess_dispatch(n: int, rounds: int) -> None:
         size = 0
         for _ in range(rounds):
             start = clock.now() + 10
-            event = svc.create_event({"startTime": iso(start), "durationS": 600, "requestedReductionKw": n * 1.5})
+            event = svc.create_event({"startTime": iso(start), "durationS": 600, "requestedReductionKw": n * 1.5,
+                                      "allVens": True})
             clock.advance_to(start - 0.001)  # whatever is due before the start instant runs first
             sender.batches.clear()
             t_fire = time.perf_counter()
@@ -93,7 +94,8 @@ def inprocess_dispatch(n: int, rounds: int) -> None:
             svc.stop_event(event["eventId"])
             # the bridge's batched acks of the restores come back (as dr/batch/ack would bring them)
             restores = [cid for cid, rec in svc.book.records.items() if rec.op == "restore" and rec.pending]
-            svc.on_acks([Ack(correlation_id=cid, ok=True, op="restore") for cid in restores])
+            svc.on_acks([Ack(correlation_id=cid, ok=True, op="restore", ven_id=svc.book.records[cid].ven_id)
+                         for cid in restores])
             clock.advance(1)
         svc.stop()
         store.close()
@@ -230,7 +232,8 @@ def on_platform(site: str, n: int, rounds: int, memory_vens: int, keep: bool) ->
 
             arrivals.clear()
             start = time.time() + 2.0
-            event = rpc("create_event", {"startTime": iso(start), "durationS": 600, "requestedReductionKw": n})
+            event = rpc("create_event", {"startTime": iso(start), "durationS": 600, "requestedReductionKw": n,
+                                         "allVens": True})
             while not arrivals:
                 gevent.sleep(0.001)
             arrived, count = arrivals[0]

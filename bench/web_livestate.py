@@ -102,7 +102,8 @@ def rest(vens: int) -> None:
             bad_ms = timed(web.client, "POST", "/api/events/", 500, headers=headers,
                            data=json.dumps({"startTime": "soon", "durationS": 60, "kw": 1}))
             start = datetime.now(timezone.utc) + timedelta(hours=1)
-            good = [json.dumps({"startTime": (start + timedelta(minutes=i)).isoformat(), "durationS": 60, "kw": 1})
+            good = [json.dumps({"startTime": (start + timedelta(minutes=i)).isoformat(), "durationS": 60, "kw": 1,
+                                "allVens": True})
                     for i in range(100)]
             samples = []
             for body in good:
