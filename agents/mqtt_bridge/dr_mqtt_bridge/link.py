@@ -18,7 +18,7 @@ import logging
 import socket as _socket_module
 import ssl as _ssl_module
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -217,6 +217,22 @@ class _NativeSocketClient(mqtt.Client):
         return super()._packet_queue(command, packet, mid, qos, info)
 
 
+class PublicApiClient(mqtt.Client):
+    """paho's client through its public API only (no private overrides): one packet per read, one queue entry
+    and one wake-up of paho's thread per message. Kept to compare against `_NativeSocketClient`
+    (bench/mqtt_link_variants.py) and as the fallback should the pinned paho's internals change. Under gevent it
+    needs the interpreter's own socket module, which only paho's private hook can give, so the agent does not
+    use it; the bench runs it unpatched."""
+
+    after_read: Callable[[], None] | None = None
+    message_sink: Callable[[str, bytes], None] | None = None
+    fast_packets = 0
+    reading = False
+
+    def coalesced(self) -> Any:
+        return nullcontext()
+
+
 class _Block:
     """Packets of one kind (`kind`, the packet type bits) that one thread queues on one connection."""
 
@@ -270,12 +286,13 @@ def _set_ctx(ctx: _ssl_module.SSLContext, name: str, value: Any) -> None:
 
 class MqttLink:
     def __init__(self, broker: BrokerConfig, inbox: Inbox, subscriptions: list[tuple[str, int]],
-                 birth: Birth | None = None, log_packets: bool = False) -> None:
+                 birth: Birth | None = None, log_packets: bool = False,
+                 client_class: type[mqtt.Client] | None = None) -> None:
         self.broker = broker
         self._inbox = inbox
         self._subscriptions = list(subscriptions)
         self._birth = birth
-        client = _NativeSocketClient(CallbackAPIVersion.VERSION2, client_id=broker.client_id,
+        client = (client_class or _NativeSocketClient)(CallbackAPIVersion.VERSION2, client_id=broker.client_id,
                                      clean_session=broker.clean_session, protocol=mqtt.MQTTv311,
                                      reconnect_on_failure=True)
         if log_packets:  # paho logs every packet at DEBUG: costly at thousands of messages per second
@@ -300,8 +317,9 @@ class MqttLink:
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
         self._held: list[tuple[Any, ...]] = []
-        client.after_read = self._release_held
-        client.message_sink = self._on_message_fast
+        client.after_read = self._release_held  # type: ignore[attr-defined]
+        if not isinstance(client, PublicApiClient):
+            client.message_sink = self._on_message_fast  # type: ignore[attr-defined]
         self._client = client
         self._started = False
 
@@ -313,6 +331,7 @@ class MqttLink:
         self._started = True
 
     def stop(self) -> None:
+        """Disconnect and join paho's thread (call it off the hub: it blocks)."""
         if not self._started:
             return
         self._started = False
@@ -330,6 +349,7 @@ class MqttLink:
         return self._client.coalesced()
 
     def is_connected(self) -> bool:
+        """paho's view of the connection."""
         return self._client.is_connected()
 
     # --- paho's thread ---------------------------------------------------------------------------
