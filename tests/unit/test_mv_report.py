@@ -1,18 +1,38 @@
-"""The synthetic meter history generator, the PNG chart, and scripts/mv_report.py end to end on SQLite."""
+"""The synthetic meter history generator, the M&V chart (matplotlib), and scripts/mv_report.py end to end on SQLite.
+
+The chart of a synthetic event is written to test-artifacts/mv_plot/ (ignored by git; VDR_ARTIFACTS overrides
+the folder) and its path printed with the run's measured figures."""
 
 from __future__ import annotations
 
 import importlib.util
-import struct
-import zlib
+import io
+import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from statistics import mean
 
+import matplotlib.dates as mdates
 import pytest
 from dr_historian.mv.calendar import HolidayCalendar
-from dr_historian.plot import METERED, SHADE, Chart, StepSeries, render
-from dr_historian.synth import MeterProfile, generate
+from dr_historian.mv.performance import MvOptions, event_performance
+from dr_historian.schema import Point
+from dr_historian.store import Store
+from dr_historian.writer import Writer
+from dr_tools.mv_plot import (
+    EVENT_COLOR,
+    METERED_COLOR,
+    METHOD_COLORS,
+    Chart,
+    PlotError,
+    StepSeries,
+    chart_from_report,
+    png_bytes,
+    render,
+)
+from dr_tools.synth import MeterProfile, generate
+from matplotlib.colors import to_rgb
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = timezone.utc
@@ -24,29 +44,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def decode_png(data: bytes) -> tuple[int, int, bytes]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height = 8, b"", 0, 0
-    while pos < len(data):
-        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(tag + body) & 0xFFFFFFFF
-        if tag == b"IHDR":
-            width, height = struct.unpack(">II", body[:8])
-            assert body[8:10] == b"\x08\x02"
-        elif tag == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    assert len(raw) == height * (1 + width * 3)
-    return width, height, raw
-
-
-def pixel(raw: bytes, width: int, x: int, y: int) -> tuple[int, int, int]:
-    i = y * (1 + width * 3) + 1 + x * 3
-    return raw[i], raw[i + 1], raw[i + 2]
 
 
 # --- generator -------------------------------------------------------------------------------------------
@@ -84,26 +81,103 @@ def test_hotter_weather_means_more_load():
 
 
 # --- chart ---------------------------------------------------------------------------------------------
-def test_chart_png_shades_the_event_and_draws_the_series():
+def _rgb(color: str) -> tuple[int, int, int]:
+    r, g, b = to_rgb(color)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def _image(data: bytes) -> Image.Image:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _x_pixel(fig, ax, t: datetime) -> int:
+    x, _ = ax.transData.transform((mdates.date2num(t), 0))
+    return round(x)
+
+
+def _ax_rows(fig, ax) -> tuple[int, int]:
+    bbox = ax.get_window_extent()
+    height = fig.bbox.height
+    return round(height - bbox.y1), round(height - bbox.y0)
+
+
+def test_chart_shades_the_event_window_and_draws_each_series():
     t0 = datetime(2026, 7, 15, 12, tzinfo=UTC)
     metered = [(t0 + timedelta(minutes=i), 4.0 if 120 <= i < 180 else 6.0) for i in range(300)]
     starts = [t0 + timedelta(minutes=15 * i) for i in range(20)]
-    chart = Chart("EV1 TEST", t0 + timedelta(hours=2), t0 + timedelta(hours=3), metered,
-                  [StepSeries("CAISO", starts, timedelta(minutes=15), [6.0] * 20)], width=600, height=300)
-    width, height, raw = decode_png(render(chart).png())
-    assert (width, height) == (600, 300)
-    colors = {pixel(raw, width, x, y) for x in range(width) for y in range(height)}
-    assert SHADE in colors and METERED in colors
-    # along a row no series passes through, the event hour (14:00-15:00 of 12:00-17:00) is shaded, the rest not
-    left, right = 80, 580
+    chart = Chart("ev-1", "VEN home-1", t0 + timedelta(hours=2), t0 + timedelta(hours=3), metered,
+                  [StepSeries("caiso-10in10", starts, timedelta(minutes=15), [6.5] * 20),
+                   StepSeries("meter-before", starts, timedelta(minutes=15), [None] * 8 + [6.0] * 12)],
+                  requested_kw=2.0, width_px=900, height_px=480)
+    fig = render(chart)
+    ax = fig.axes[0]
+    image = _image(png_bytes(chart))
+    assert image.size == (900, 480)
+    colors = set(image.getdata())
+    for color in (EVENT_COLOR, METERED_COLOR, METHOD_COLORS["caiso-10in10"], METHOD_COLORS["meter-before"]):
+        assert _rgb(color) in colors, color
+    # a row near the top of the axes (above every series): shaded inside the event hour, not outside it
+    top, _ = _ax_rows(fig, ax)
+    row = top + 3
+    inside = [image.getpixel((x, row)) for x in range(_x_pixel(fig, ax, t0 + timedelta(minutes=125)),
+                                                       _x_pixel(fig, ax, t0 + timedelta(minutes=175)))]
+    assert sum(c == _rgb(EVENT_COLOR) for c in inside) > 0.9 * len(inside)
+    outside = [image.getpixel((x, row)) for x in range(_x_pixel(fig, ax, t0 + timedelta(minutes=5)),
+                                                        _x_pixel(fig, ax, t0 + timedelta(minutes=110)))]
+    assert not any(c == _rgb(EVENT_COLOR) for c in outside)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0] == "Event window 14:00-15:00" and "Metered power" in legend
+    assert "CAISO 10-in-10 baseline" in legend and "Meter-before baseline" in legend
+    assert any(text.startswith("Target: baseline - 2 kW") for text in legend)
+    assert ax.get_ylabel() == "Power (kW)" and ax.get_xlabel() == "Time (UTC)"
+    assert ax.get_title().startswith("Event ev-1: VEN home-1")
 
-    def x_at(minutes: float) -> int:
-        return round(left + (right - left) * minutes / 300)
 
-    inside = [pixel(raw, width, x, 70) for x in range(x_at(125), x_at(175))]
-    assert sum(c == SHADE for c in inside) > 0.8 * len(inside)
-    assert all(pixel(raw, width, x, 70) != SHADE for x in range(left + 1, x_at(115)))
-    assert all(pixel(raw, width, x, 70) != SHADE for x in range(x_at(185), right))
+def _artifact_dir() -> Path:
+    folder = Path(os.environ.get("VDR_ARTIFACTS") or ROOT / "test-artifacts") / "mv_plot"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_event_report_chart_is_a_real_png(tmp_path, figure):
+    """A synthetic 46-day history, one event, event_performance with plot series, the chart from it."""
+    store = Store(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    store.setup()
+    end = datetime(2026, 7, 16, tzinfo=UTC)
+    ev_start, ev_end, kw = datetime(2026, 7, 15, 14, tzinfo=UTC), datetime(2026, 7, 15, 15, tzinfo=UTC), 1.5
+    points = []
+    for ts, value in generate(end - timedelta(days=46), end, 300, MeterProfile(), seed=7):
+        used = max(0.0, value - (kw if ev_start <= ts < ev_end else 0.0))
+        points += [Point("demo/meter/PowerKw", ts, used), Point("dr/telemetry/home-1/usedPowerKw", ts, used),
+                   Point("dr/telemetry/home-1/baselinePowerKw", ts, value)]
+    store.write(points)
+    command = {"op": "event", "correlationId": "ev-art-home-1", "eventId": "ev-art", "venId": "home-1",
+               "requestedReductionKw": kw, "startTime": ev_start.isoformat(), "until": ev_end.isoformat(),
+               "issuedAt": ev_start.isoformat()}
+    assert Writer(store).publish([{"timestamp": ev_start, "topic": "dr/cmd/home-1", "value": command, "meta": {}}])
+    report = event_performance(store, "ev-art", MvOptions(meter_topics=("demo/meter/PowerKw",),
+                                                          plot_margin_minutes=120))
+    store.dispose()
+    with pytest.raises(PlotError):
+        chart_from_report(report, "nobody")
+    paths = []
+    for who in ("demo/meter/PowerKw", "home-1"):
+        chart = chart_from_report(report, who)
+        data = png_bytes(chart)
+        path = _artifact_dir() / f"mv_ev-art_{who.replace('/', '_')}.png"
+        path.write_bytes(data)
+        paths.append(str(path))
+        image = _image(data)
+        assert image.size == (1200, 640) and 30_000 < len(data) < 2_000_000
+        colors = set(image.getdata())
+        assert len(colors) > 50  # antialiased lines, text and fills, not a blank canvas
+        for method in ("meter-before", "caiso-10in10", "pjm-high4of5"):
+            assert _rgb(METHOD_COLORS[method]) in colors, method
+        assert _rgb(EVENT_COLOR) in colors and _rgb(METERED_COLOR) in colors
+        shaded = sum(1 for c in image.getdata() if c == _rgb(EVENT_COLOR))
+        assert shaded > 0.02 * 1200 * 640  # the event hour of a 5-hour span
+    figure("M&V chart artifacts", ", ".join(paths))
 
 
 # --- scripts end to end ----------------------------------------------------------------------------------
@@ -122,8 +196,7 @@ def test_generator_and_report_scripts(tmp_path, capsys):
         assert method in out
     ven_rows = [line for line in out.splitlines() if "ven-reported" in line]
     assert "1.50" in ven_rows[0] and "100.0" in ven_rows[0]  # the shed equals the reported baseline minus use
-    width, height, _ = decode_png(png.read_bytes())
-    assert (width, height) == (1100, 560)
+    assert _image(png.read_bytes()).size == (1200, 640)
     assert report.main(["ev-t1", "--db", str(db), "--method", "pjm-high4of5", "--json", "--no-png"]) == 0
     assert '"pjm-high4of5"' in capsys.readouterr().out
     assert report.main(["nope", "--db", str(db), "--no-png"]) == 1

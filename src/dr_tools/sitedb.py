@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dr_historian.config import HistorianConfig, parse_config
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(os.environ.get("VDR_REPO") or Path(__file__).resolve().parents[2])
 
 
 def site_home(site: str, repo: Path = REPO) -> Path:
@@ -22,6 +22,7 @@ def site_home(site: str, repo: Path = REPO) -> Path:
 
 
 def site_config(site: str, repo: Path = REPO) -> HistorianConfig:
+    """The historian configuration of a site (platform-config/sites/SITE/historian.json)."""
     path = repo / "platform-config" / "sites" / site / "historian.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the site has no historian configuration")
