@@ -36,7 +36,7 @@ from pathlib import Path
 
 from dr_historian.mv.performance import MvOptions, topic_baseline  # noqa: E402
 from dr_historian.store import Point, Store, data_table, topics_table  # noqa: E402
-from dr_historian.synth import generate  # noqa: E402
+from dr_tools.synth import generate  # noqa: E402
 from dr_historian.values import to_micros  # noqa: E402
 from dr_historian.writer import Writer  # noqa: E402
 from sqlalchemy import insert  # noqa: E402

@@ -22,11 +22,11 @@ if __name__ == "__main__":  # started by another Python: run again with the plat
     import platform_python  # noqa: F401,E402
 from dr_historian.store import Point, Store, StoreError  # noqa: E402
 from dr_historian.writer import Writer  # noqa: E402
-from dr_common.topics import bus_cmd, telemetry_field  # noqa: E402
 from dr_tools import sitedb  # noqa: E402
 from dr_tools.synth import KINDS, MeterProfile, generate  # noqa: E402
 
 from dr_common.timeutil import parse_time  # noqa: E402
+from dr_common.topics import bus_cmd, telemetry_field  # noqa: E402
 
 UTC = timezone.utc
 BATCH = 20_000
