@@ -7,8 +7,8 @@ On a real platform (its own site, started and removed by this script): platform.
 simulated devices (5 s scrapes) and dr.ven.ven-demo with the demo ven.json (`--set` overrides keys of it).
 Each event is a `requestedReductionKw` command published on dr/cmd/<venId>; the figure is the time from the
 publish to the client receiving the first telemetry report of that event whose `shedPowerKw` is at least 95 %
-of the request. Each event is restored and the next one waits until every load is back, then a random
-0-5 s, so commands fall at every phase of the driver's scrape and of the telemetry period.
+of the request. Each event is restored and the next one waits until every load is back and two scrapes
+have shown it, then a random 0-5 s, so commands fall at every phase of the driver's scrape and of the telemetry period.
 
 Printed next to it, measured in the same run (the raw baselines): the get_point round trip client ->
 platform.driver (the floor of any live read), the driver's publish period (the floor of a design that waits
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
     config.update(parse_sets(args.set))
     ven_id = config["venId"]
     identity = topics.ven_identity(ven_id)
-    plat = SitePlatform(args.site, ROOT)
+    plat = SitePlatform(args.site, Path(args.repo))
     if plat.site_dir.exists():
         plat.stop()
         shutil.rmtree(plat.site_dir)
@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> None:
                                                  "eventId": event_id})
             wait_for(lambda: not bus.rpc(identity, "status").get("actions"), timeout=60, step=0.2,
                      what="every load restored")
+            gevent.sleep(2 * PERIOD_S + 0.5)  # until the driver's publishes show the restored site
         events_cpu = 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - w0)
         status = bus.rpc(identity, "status")
         counters = status.get("counters", {})
@@ -199,6 +200,8 @@ def main() -> int:
     parser.add_argument("--idle-s", type=float, default=30.0, help="driver CPU window with no event")
     parser.add_argument("--site", default="bench-shed-ven", help="the site name of this run's platform")
     parser.add_argument("--ven-path", default="agents/ven_load_control", help="the VEN agent folder to install")
+    parser.add_argument("--repo", default=str(ROOT),
+                        help="the checkout to install from (e.g. a `git worktree` of an older commit)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a key of the demo ven.json (repeatable)")
     parser.add_argument("--seed", type=int, default=1)

@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT / "src", ROOT / "drivers", ROOT / "agents" / "ven_load_control"):
-    sys.path.insert(0, str(_p))
 
 from dr_ven_load_control.config import parse_config  # noqa: E402
 from dr_ven_load_control.engine import VenEngine  # noqa: E402
@@ -151,7 +149,7 @@ def planner(rounds: int) -> None:
     engine = VenEngine(cfg, None, clock=lambda: 1_800_000_000.0)
     for device, values in readings.items():
         engine.on_device(device, values, now=1_800_000_000.0)
-    views = engine._views(1_800_000_000.0)
+    views = engine.control.views(engine.event, 1_800_000_000.0)
     candidates = [Candidate(v.load_id, v.priority, v.capacity_kw, v.continuous, v.step_kw) for v in views.values()]
     need = sum(c.available_kw for c in candidates) / 2
     raw, ours, full = [], [], []

@@ -24,12 +24,15 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common import topics
-from dr_common.payloads import Ack
-from dr_common.topics import DRIVER_IDENTITY, DriverRpc
+from dr_common.config import ConfigError
+from dr_common.payloads import Ack, Telemetry
+from dr_common.rejects import RateLimitedLog
+from dr_common.topics import DRIVER_IDENTITY, DriverRpc, VenRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_ven_load_control import __version__
-from dr_ven_load_control.config import ConfigError, VenConfig, parse_config
-from dr_ven_load_control.engine import REVERT, Op, VenEngine, raw_correlation, raw_op
+from dr_ven_load_control.config import VenConfig, parse_config
+from dr_ven_load_control.engine import REVERT, Op, VenEngine
+from dr_ven_load_control.intake import raw_correlation, raw_op
 from dr_ven_load_control.latency import LatencyLog
 from dr_ven_load_control.store import StateStore
 
@@ -55,6 +58,7 @@ class VenLoadControlAgent(Agent):
         self._telemetry: gevent.Greenlet | None = None
         self._latency = LatencyLog()
         self._overrides_entry: dict[str, Any] = {}
+        self._rate_log = RateLimitedLog(_log, 60.0)
         self.vip.config.set_default(CONFIG_NAME, self._install_config)
         self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern=CONFIG_NAME)
         self.vip.config.subscribe(self._on_overrides, actions=["NEW", "UPDATE", "DELETE"], pattern=OVERRIDES_NAME)
@@ -182,16 +186,15 @@ class VenLoadControlAgent(Agent):
         with self._lock:
             engine = self._engine
             if engine is None:
-                return {"correlationId": "unknown", "ok": False, "error": self._config_error or "not configured"}
+                return Ack(correlation_id=raw_correlation(message), ok=False, op=raw_op(message),
+                           error=self._config_error or "not configured").to_payload()
             if engine.meter_uncertain():
                 self._read_meter_live(engine)
             try:
                 outcome = engine.on_command(message)
             except Exception as exc:  # a defect must not cost the sender its answer nor the agent its life
                 _log.exception("command could not be handled")
-                engine.counters["command_errors"] += 1
-                return Ack(correlation_id=raw_correlation(message), ok=False, op=raw_op(message),
-                           ven_id=engine.cfg.ven_id, error=f"internal error: {type(exc).__name__}: {exc}").to_payload()
+                return engine.command_failed(message, exc).to_payload()
             self._execute(outcome.ops, received)
             self._wake.set()
             return outcome.ack.to_payload()
@@ -203,7 +206,8 @@ class VenLoadControlAgent(Agent):
             value = self.vip.rpc.call(DRIVER_IDENTITY, DriverRpc.GET_POINT, cfg.meter_path,
                                       cfg.meter_point).get(timeout=cfg.rpc_timeout_s)
         except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
-            _log.warning("live meter read failed (%r); planning from the last publish", exc)
+            engine.counters["meter_live_read_failures"] += 1
+            self._rate_log.warning("live-read", "live meter read failed (%r); using the last publish", exc)
             return
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             engine.on_meter_live(float(value))
@@ -217,9 +221,17 @@ class VenLoadControlAgent(Agent):
             if self._engine is None:
                 return
             if not isinstance(values, dict):
-                self._engine.problem(f"{topic}: expected [{{point: value}}, {{point: meta}}], got {message!r:.200}")
+                self._engine.counters["bad_device_messages"] += 1
+                self._rate_log.warning(f"device:{path}", "%s: expected [{point: value}, {point: meta}], got %s",
+                                       topic, type(message).__name__)
                 return
-            self._execute(self._engine.on_device(path, values))
+            try:
+                ops = self._engine.on_device(path, values)
+            except Exception:  # one bad reading never kills the agent
+                self._engine.counters["device_errors"] += 1
+                _log.exception("reading of %s could not be handled", path)
+                return
+            self._execute(ops)
 
     # --- ops ----------------------------------------------------------------------------------------------
     def _execute(self, ops: list[Op], received: float | None = None) -> None:
@@ -262,9 +274,17 @@ class VenLoadControlAgent(Agent):
             self._wake.wait(timeout=timeout)
             self._wake.clear()
             gevent.sleep(0)  # never starve the other greenlets, whatever the deadlines say
+            report: Telemetry | None = None
             with self._lock:
-                if self._engine is not None:
-                    self._execute(self._engine.on_timer())
+                engine, cfg = self._engine, self._cfg
+                if engine is not None:
+                    self._execute(engine.on_timer())
+                    if engine.live_report_due():
+                        # what the devices do now, not the driver's previous scrape
+                        self._read_meter_live(engine)
+                        report = engine.telemetry()
+            if report is not None and cfg is not None:
+                self._publish_telemetry(cfg, report)
 
     def _telemetry_loop(self, period_s: float) -> None:
         while True:
@@ -274,20 +294,24 @@ class VenLoadControlAgent(Agent):
                 report = engine.telemetry() if engine is not None else None
             if report is None or cfg is None:
                 continue
-            try:
-                self.vip.pubsub.publish("pubsub", topics.bus_telemetry(cfg.ven_id),
-                                        message=report.to_payload()).get(timeout=5)
-            except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
-                _log.warning("telemetry publish failed: %r", exc)
+            self._publish_telemetry(cfg, report)
+
+    def _publish_telemetry(self, cfg: VenConfig, report: Telemetry) -> None:
+        try:
+            self.vip.pubsub.publish("pubsub", topics.bus_telemetry(cfg.ven_id),
+                                    message=report.to_payload()).get(timeout=5)
+        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
+            self._rate_log.warning("telemetry", "telemetry publish failed: %r", exc)
 
     # --- RPC ----------------------------------------------------------------------------------------------
-    @RPC.export
+    @RPC.export(VenRpc.HANDLE_COMMAND)
     def handle_command(self, payload: Any) -> dict[str, Any]:
         """Carry out one command (the bus payload) and return its ack."""
         return self._handle(payload, time.perf_counter())
 
-    @RPC.export
+    @RPC.export(VenRpc.STATUS)
     def status(self) -> dict[str, Any]:
+        """Event, shed actions, counters, refusals, problems, command-to-first-set_point latency, RSS."""
         with self._lock:
             engine = self._engine
             out: dict[str, Any] = engine.status() if engine is not None else {}
@@ -296,15 +320,16 @@ class VenLoadControlAgent(Agent):
         out["rssKb"] = _rss_kb()
         return out
 
-    @RPC.export
+    @RPC.export(VenRpc.HEALTH)
     def health(self) -> dict[str, Any]:
+        """Configured or not, the config error, recent problems."""
         engine = self._engine
         problems = list(engine.problems[-5:]) if engine is not None else []
         ok = engine is not None and self._config_error is None
         return {"ok": ok, "configured": engine is not None, "configError": self._config_error,
                 "problems": problems, "rssKb": _rss_kb()}
 
-    @RPC.export
+    @RPC.export(VenRpc.OPT_OUT)
     def opt_out(self, opt_out: bool = True, event_id: str | None = None) -> dict[str, Any]:
         """Opt out of the current event (opt_out=False opts back in)."""
         with self._lock:
@@ -314,7 +339,7 @@ class VenLoadControlAgent(Agent):
             self._execute(ops)
             return self._engine.status()
 
-    @RPC.export
+    @RPC.export(VenRpc.OVERRIDE)
     def override(self, load: str, active: bool = True) -> dict[str, Any]:
         """Take one load out of shedding (active=True) or give it back to the VEN (active=False)."""
         with self._lock:

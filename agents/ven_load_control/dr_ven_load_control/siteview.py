@@ -45,7 +45,10 @@ class SiteView:
         return shows
 
     def meter_reading(self, kw: float, shows: float, now: float, live: bool = False) -> None:
+        """A meter value showing the site at `shows`; a live reading newer than it stays the site's power."""
         self.history.add(shows, kw, curtailed=self.curtailed(shows))
+        if self.meter is not None and self.meter_live and self.meter[0] > shows:
+            return  # a publish of the site before the last live read: history only
         self.meter = (shows, kw)
         self.meter_live = live
         self._meter_seq = self._seq if live else None
