@@ -84,3 +84,46 @@ def test_a_good_configuration_is_built_before_the_old_bridge_stops(tmp_path):
     assert slot.config_error is None and slot.core.config.broker.client_id == "two"
     slot.stop()
     assert events.log[-1] == "stop two"
+
+
+# --- the outbox classes through the core, while the broker is away ----------------------------------------
+class OfflineLink(FakeLink):
+    def start(self) -> None:  # never connects: everything goes to the outbox
+        self.events.log.append(f"start {self.name}")
+
+
+def _offline_core(tmp_path, **cfg) -> BridgeCore:
+    from dr_mqtt_bridge.config import parse_config
+
+    events = Events()
+    core = BridgeCore(parse_config({"store": {"path": str(tmp_path / "o.sqlite"), "max_messages": 10}, **cfg}),
+                      object(), link_factory=lambda *a, **k: OfflineLink(events, *a, **k))
+    core.start()
+    return core
+
+
+def test_a_full_outbox_still_takes_restores_on_the_vtn_side(tmp_path):
+    core = _offline_core(tmp_path)
+    events = [{"venId": f"v{i}", "op": "event", "correlationId": f"e{i}", "requestedReductionKw": 1,
+               "until": "2099-01-01T00:00:00Z"} for i in range(12)]
+    assert core.send_batch(events) == {"sent": 0, "queued": 10, "refused": 2, "rejected": 0}
+    restores = [{"venId": f"v{i}", "op": "restore", "correlationId": f"r{i}"} for i in range(12)]
+    result = core.send_batch(restores)
+    # with no telemetry to shed, restores push out the event commands, then use the reserve (a tenth: 1);
+    # only beyond that hard bound is a restore refused
+    assert result == {"sent": 0, "queued": 11, "refused": 1, "rejected": 0}
+    status = core.status()
+    assert status["outboxShed"] == 10 and status["backlog"] == 11 and status["rejects"] == {"outbox_full": 3}
+    core.stop(timeout=0.2)
+
+
+def test_a_full_outbox_sheds_telemetry_for_acks_on_the_ven_side(tmp_path):
+    core = _offline_core(tmp_path, mode="ven", ven_id="home-1")
+    for i in range(5):  # each report goes to ven/telemetry and oadr/meter: 10 rows
+        core.on_bus_message("dr/telemetry/home-1", {"venId": "home-1", "usedPowerKw": 1.0, "ts": i})
+    assert core.status()["backlog"] == 10
+    result = core.on_bus_message("dr/ack/home-1", {"correlationId": "c1", "ok": True, "op": "restore"})
+    assert result["queued"] == 1 and result["refused"] == 0 and core.status()["outboxShed"] == 1
+    more = core.on_bus_message("dr/telemetry/home-1", {"venId": "home-1", "usedPowerKw": 1.0, "ts": 9})
+    assert more["refused"] == 2  # telemetry does not push out telemetry
+    core.stop(timeout=0.2)

@@ -89,6 +89,7 @@ class SqliteOutbox:
 
     @property
     def free(self) -> int:
+        """Rows left under `max_messages` (the high reserve not counted)."""
         return max(0, self.max_messages - self._depth)
 
     def put_many(self, rows: Iterable[tuple[str, bytes, int, bool, int]]) -> PutResult:
@@ -175,12 +176,14 @@ class SqliteOutbox:
             raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from exc
 
     def has_after(self, after_id: int) -> bool:
+        """True when a row with an id above `after_id` waits."""
         try:
             return self._db.execute("SELECT 1 FROM outbox WHERE id > ? LIMIT 1", (after_id,)).fetchone() is not None
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from exc
 
     def delete(self, ids: Iterable[int]) -> int:
+        """Delete acknowledged rows; returns how many existed."""
         id_list = list(ids)
         if not id_list:
             return 0
@@ -198,10 +201,12 @@ class SqliteOutbox:
         return deleted
 
     def oldest_age_s(self) -> float | None:
+        """Seconds the oldest row has waited (None when empty)."""
         row = self._db.execute("SELECT MIN(queued_at) FROM outbox").fetchone()
         return None if row is None or row[0] is None else max(0.0, self._clock() - row[0])
 
     def close(self) -> None:
+        """Close the database (rows stay for the next start)."""
         try:
             self._db.close()
         except sqlite3.Error as exc:
