@@ -24,6 +24,8 @@ KINDS = ("residential", "office")
 
 @dataclass(frozen=True)
 class MeterProfile:
+    """The parameters of a synthetic meter (building kind, loads, weather, noise)."""
+
     kind: str = "residential"
     base_kw: float = 0.5
     shape_kw: float = 2.0            # height of the daily shape's peaks
@@ -67,12 +69,14 @@ class WeatherModel:
         self._last: float = 0.0
 
     def anomaly(self, day: date) -> float:
+        """The day's weather anomaly (AR(1) from the previous day's)."""
         if day not in self._anomaly:
             self._last = 0.7 * self._last + self.rng.gauss(0.0, self.profile.weather_sd_c * math.sqrt(1 - 0.49))
             self._anomaly[day] = self._last
         return self._anomaly[day]
 
     def temperature(self, local: datetime) -> float:
+        """The outdoor temperature at a local time."""
         p = self.profile
         season = p.mean_temp_c + p.seasonal_swing_c * math.cos(2 * math.pi * (local.timetuple().tm_yday - 205) / 365)
         hour = local.hour + local.minute / 60

@@ -5,6 +5,7 @@ recorded and evaluated by event_performance, bad messages counted."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -113,7 +114,38 @@ def test_volttron_query_api_through_rpc(historian):
     assert agg["values"] == [[iso(base), 1.0], [iso(base + timedelta(minutes=3)), 4.0]]
     recent = rpc(vp, HistorianRpc.QUERY, topic="histtest/meter/PowerKw", start="now -1h")
     assert len(recent["values"]) >= 5
-    assert set(rpc(vp, "get_topics_by_pattern", "histapi/dev/[AB]")) == {"histapi/dev/A", "histapi/dev/B"}
+    assert set(rpc(vp, HistorianRpc.GET_TOPICS_BY_PATTERN, "histapi/dev/[AB]")) == {"histapi/dev/A", "histapi/dev/B"}
+
+
+def test_rpcs_are_bounded_and_bad_arguments_named(historian, figure):
+    """A query without count gets the default count; the regex of the field answers at once (a glob, not a
+    regex); bad arguments come back as errors naming the argument, counted in health; the agent keeps serving."""
+    vp = historian
+    base = datetime(2026, 1, 6, tzinfo=UTC)
+    records = [{"topic": device_all_topic("histbound/dev"), "headers": {"TimeStamp": (base + timedelta(seconds=i))
+                                                                        .isoformat()},
+                "message": [{"Q": float(i)}, {}]} for i in range(1500)]  # VOLTTRON's insert RPC record shape
+    # a topic Python's re needs about 5 s for with the pattern below
+    records.append({"topic": device_all_topic("a" * 13), "headers": {"TimeStamp": base.isoformat()},
+                    "message": [{"b" * 13: 1.0}, {}]})
+    rpc(vp, "insert", records)
+    vp.wait_for(lambda: len(rpc(vp, HistorianRpc.QUERY, topic="histbound/dev/Q", count=10_000)["values"]) == 1500,
+                timeout=30, what="1,500 readings stored")
+    assert rpc(vp, HistorianRpc.QUERY, topic=f"{'a' * 13}/{'b' * 13}")["values"]
+    assert len(rpc(vp, HistorianRpc.QUERY, topic="histbound/dev/Q")["values"]) == 1000  # query.default_count
+    before = rpc(vp, HistorianRpc.HEALTH)["rpcRejects"]["total"]
+    for kwargs, field in (({"topic": "histbound/dev/Q", "count": 10_001}, "count"),
+                          ({"topic": "histbound/dev/Q", "start": "yesterday-ish"}, "start"),
+                          ({"topic": ["a"] * 101}, "topic")):
+        with pytest.raises(Exception, match=f"field '{re.escape(field)}'") as info:
+            rpc(vp, HistorianRpc.QUERY, **kwargs)
+        assert type(info.value).__name__ == "RemoteError"
+    t0 = time.monotonic()
+    assert rpc(vp, HistorianRpc.GET_TOPICS_BY_PATTERN, "^(([a-z0-9-]+)/?)*!$") == {}
+    figure("historian topic search over RPC, the 15.5 s regex of the field", f"{(time.monotonic() - t0) * 1000:.0f} ms")
+    assert time.monotonic() - t0 < 2.0
+    health = rpc(vp, HistorianRpc.HEALTH)
+    assert health["rpcRejects"]["total"] == before + 3 and health["ok"]
 
 
 def test_dr_traffic_is_recorded_and_event_performance_uses_it(historian):

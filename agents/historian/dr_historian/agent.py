@@ -138,6 +138,7 @@ class HistorianAgent(BaseHistorian):
         self._setup_error = None
 
     def publish_to_historian(self, to_publish_list: list[dict[str, Any]]) -> None:
+        """Store one batch from the backup cache; the cache drops it only once committed."""
         if self._writer is None:
             return
         if self._writer.publish(to_publish_list):
@@ -249,6 +250,7 @@ class HistorianAgent(BaseHistorian):
 
 
 def main() -> None:
+    """Start the historian agent (the console script of the distribution)."""
     bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(HistorianAgent, version=__version__)
 

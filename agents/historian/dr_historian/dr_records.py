@@ -54,6 +54,7 @@ class Conversion:
 
 
 def header_time(headers: Mapping[str, Any] | None, now: datetime) -> datetime:
+    """The VOLTTRON header's TimeStamp or Date, else `now`."""
     for key in ("TimeStamp", "Date", "timestamp", "date"):
         value = (headers or {}).get(key)
         if value:

@@ -43,11 +43,13 @@ class UtcTimestamp(TypeDecorator):
     cache_ok = True
 
     def load_dialect_impl(self, dialect):  # type: ignore[no-untyped-def]
+        """BIGINT microseconds on SQLite, timestamptz elsewhere."""
         if dialect.name == "sqlite":
             return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        """An aware datetime to the column's representation."""
         if value is None:
             return None
         if dialect.name == "sqlite":
@@ -55,6 +57,7 @@ class UtcTimestamp(TypeDecorator):
         return as_utc(value)
 
     def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        """The column's representation to an aware UTC datetime."""
         if value is None:
             return None
         if dialect.name == "sqlite":

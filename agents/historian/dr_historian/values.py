@@ -32,6 +32,7 @@ def encode_value(value: Any) -> tuple[float | None, str | None]:
 
 
 def decode_value(value_num: float | None, value_json: str | None) -> Any:
+    """The stored value as it was published (value_json wins over value_num)."""
     if value_json is not None:
         return json.loads(value_json)
     return value_num
@@ -46,11 +47,13 @@ def to_micros(ts: datetime) -> int:
 
 
 def from_micros(micros: int) -> datetime:
+    """An aware UTC datetime from microseconds since the epoch."""
     seconds, rest = divmod(int(micros), 1_000_000)
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
 
 
 def as_utc(ts: datetime) -> datetime:
+    """An aware UTC datetime (a naive one is taken as UTC)."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 

@@ -19,6 +19,8 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class WriteStats:
+    """Counts of the write path for health()."""
+
     batches: int = 0
     readings: int = 0
     failures: int = 0

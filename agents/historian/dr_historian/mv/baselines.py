@@ -78,6 +78,8 @@ ADJUSTMENT_GAP_HOURS = 1  # ... and ends 1 hour before the event's starting hour
 
 @dataclass
 class BaselineResult:
+    """One method's baseline over an event window, with how it was made (days, adjustment)."""
+
     method: str
     variant: str
     grid: list[Window]
@@ -92,6 +94,7 @@ class BaselineResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as the JSON shape of the M&V RPCs."""
         return {
             "method": self.method, "variant": self.variant,
             "intervals": [{"start": w.start.isoformat(), "end": w.end.isoformat(), "baselineKw": b,
@@ -127,9 +130,11 @@ class _Context:
         return Window(start, end)
 
     def day_values(self, day: date, grid: Sequence[Window]) -> list[float | None]:
+        """The values of one day's intervals."""
         return [self.series.mean(*_bounds(self.shifted(w, day))) for w in grid]
 
     def event_period_mean(self, day: date) -> float | None:
+        """The mean of one day over the event's intervals."""
         values = self.day_values(day, self.event_grid)
         if any(v is None for v in values):
             return None

@@ -34,6 +34,7 @@ def _observed(day: date) -> date:
 
 @lru_cache(maxsize=64)
 def nerc_holidays(year: int) -> frozenset[date]:
+    """The NERC holidays of a year (observed dates)."""
     return frozenset({
         _observed(date(year, 1, 1)),
         _last_weekday(year, 5, 0),
@@ -52,9 +53,11 @@ class HolidayCalendar:
         self._nerc = nerc
 
     def is_holiday(self, day: date) -> bool:
+        """True for a NERC or site holiday."""
         return day in self._extra or (self._nerc and day in nerc_holidays(day.year))
 
     def is_business_day(self, day: date) -> bool:
+        """True for a weekday that is not a holiday."""
         return day.weekday() < 5 and not self.is_holiday(day)
 
     def day_kind(self, day: date) -> str:

@@ -34,16 +34,23 @@ WINDOW_SNAP_S = 60
 
 
 class MvSource(Protocol):
-    def event_windows(self, event_id: str) -> list[EventWindow]: ...
+    """What M&V reads from a store."""
 
-    def events_between(self, start: datetime, end: datetime) -> list[EventWindow]: ...
+    def event_windows(self, event_id: str) -> list[EventWindow]:
+        """Every VEN's window of one event."""
+
+    def events_between(self, start: datetime, end: datetime) -> list[EventWindow]:
+        """Event windows that overlap [start, end)."""
 
     def interval_sums(self, topic: str, start: datetime, end: datetime, period_s: int,
-                      windows: Sequence[tuple[datetime, datetime]] | None = None) -> list[tuple[int, float, int]]: ...
+                      windows: Sequence[tuple[datetime, datetime]] | None = None) -> list[tuple[int, float, int]]:
+        """(period start, sum, count) of a topic's numeric readings."""
 
 
 @dataclass(frozen=True)
 class MvOptions:
+    """The options of one M&V calculation."""
+
     methods: tuple[str, ...] = B.METHODS
     timezone: str = "UTC"
     interval_minutes: int = 15
@@ -55,10 +62,12 @@ class MvOptions:
 
     @property
     def tz(self) -> ZoneInfo:
+        """The time zone of day matching."""
         return ZoneInfo(self.timezone)
 
     @property
     def interval_s(self) -> int:
+        """The M&V interval in seconds."""
         return self.interval_minutes * 60
 
 
@@ -129,6 +138,7 @@ class _Evaluator:
 
     def series(self, topic: str, start: datetime, end: datetime, bucket_s: int,
                windows: Sequence[tuple[datetime, datetime]] | None = None) -> LoadSeries:
+        """A topic's load series over [start, end) in buckets of bucket_s."""
         return LoadSeries(self.source.interval_sums(topic, start, end, bucket_s, windows), bucket_s)
 
     def history(self, topic: str, window: Window, extra: Sequence[Window] = ()) -> LoadSeries:

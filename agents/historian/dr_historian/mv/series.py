@@ -26,6 +26,8 @@ def bucket_seconds(interval_s: int) -> int:
 
 @dataclass(frozen=True)
 class Window:
+    """A [start, end) time window."""
+
     start: datetime
     end: datetime
 
@@ -37,6 +39,7 @@ class Window:
 
     @property
     def hours(self) -> float:
+        """The window's length in hours."""
         return (self.end - self.start).total_seconds() / 3600.0
 
 
@@ -55,6 +58,7 @@ class LoadSeries:
 
     @classmethod
     def from_readings(cls, readings: Iterable[tuple[datetime, float]], bucket_s: int) -> LoadSeries:
+        """A series from (time, kW) readings."""
         sums: dict[int, tuple[float, int]] = {}
         for ts, value in readings:
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -88,6 +92,7 @@ class LoadSeries:
         return total / count if count else None
 
     def means(self, grid: Sequence[Window]) -> list[float | None]:
+        """The mean demand of each window (None where there is no data)."""
         return [self.mean(w.start, w.end) for w in grid]
 
 
