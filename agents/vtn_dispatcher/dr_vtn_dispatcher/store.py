@@ -85,7 +85,7 @@ acks_table = Table(
     Column("ven_id", String(64)), Column("event_id", String(128)), Column("op", String(16)),
     Column("ok", Boolean, nullable=False), Column("target_kw", Float), Column("accepted_kw", Float),
     Column("error", Text), Column("ack_ts", Float), Column("response_ms", Float),
-    Column("outcome", String(16), nullable=False),  # recorded | duplicate | unknown
+    Column("outcome", String(16), nullable=False),  # recorded | duplicate | unknown | mismatch
     Index("ix_vtn_acks_event", "event_id"),
 )
 
