@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> None:
     import gevent
 
     from dr_common import topics
+    from dr_common.topics import DriverRpc, VenRpc
     from dr_ops.busclient import BusClient, wait_for
     from dr_ops.install_site import install_site
     from dr_ops.platformctl import SitePlatform
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
         bus.subscribe(topics.bus_telemetry(ven_id), on_telemetry)
         bus.subscribe(topics.bus_ack(ven_id), on_ack)
         meters = bus.subscribe(topics.device_all_topic(config["meter"]["path"]))
-        wait_for(lambda: bus.rpc(identity, "status").get("meterKw") is not None, timeout=90,
+        wait_for(lambda: bus.rpc(identity, VenRpc.STATUS).get("meterKw") is not None, timeout=90,
                  what="the VEN's first meter reading")
         wait_for(lambda: len(meters) >= 3, timeout=30, what="three meter publishes")
         pid = driver_pid(plat.home)
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> None:
         rtt = []
         for _ in range(50):
             t0 = time.perf_counter()
-            bus.rpc(DRIVER, "get_point", config["meter"]["path"], config["meter"]["powerPoint"])
+            bus.rpc(DRIVER, DriverRpc.GET_POINT, config["meter"]["path"], config["meter"]["powerPoint"])
             rtt.append((time.perf_counter() - t0) * 1000.0)
             gevent.sleep(0.02)
         c0, w0 = cpu_seconds(pid), time.monotonic()
@@ -167,11 +168,11 @@ def run(args: argparse.Namespace) -> None:
                 over_kw.append(peak - args.kw)
             bus.publish(topics.bus_cmd(ven_id), {"op": "restore", "correlationId": f"r-{event_id}",
                                                  "eventId": event_id})
-            wait_for(lambda: not bus.rpc(identity, "status").get("actions"), timeout=60, step=0.2,
+            wait_for(lambda: not bus.rpc(identity, VenRpc.STATUS).get("actions"), timeout=60, step=0.2,
                      what="every load restored")
             gevent.sleep(2 * PERIOD_S + 0.5)  # until the driver's publishes show the restored site
         events_cpu = 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - w0)
-        status = bus.rpc(identity, "status")
+        status = bus.rpc(identity, VenRpc.STATUS)
         counters = status.get("counters", {})
         print(f"shed time on a real platform (site {args.site}, demo devices, {args.kw:g} kW events, "
               f"config overrides {parse_sets(args.set) or 'none'})")

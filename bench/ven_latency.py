@@ -140,7 +140,8 @@ def fifty_load_site() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
                               "MaxPowerKw": 5.0, "CapacityKwh": 13.5}
         loads.append(entry)
     readings["big/meter"] = {"PowerKw": 250.0}
-    return {"venId": "bench-50", "meter": {"path": "big/meter"}, "loads": loads}, readings
+    return ({"venId": "bench-50", "meter": {"path": "big/meter"}, "loads": loads,
+             "limits": {"maxRequestedKw": 1000}}, readings)
 
 
 def planner(rounds: int) -> None:
@@ -192,6 +193,7 @@ def on_platform(commands: int) -> None:
     import gevent
 
     from dr_common import topics
+    from dr_common.topics import DriverRpc, VenRpc
     from dr_ops.busclient import BusClient, wait_for
     from dr_ops.install_site import install_site
     from dr_ops.platformctl import SitePlatform
@@ -221,12 +223,12 @@ def on_platform(commands: int) -> None:
 
         bus.subscribe(topics.bus_ack(ven_id), on_ack)
         bus.subscribe("bench/echo", on_echo)
-        wait_for(lambda: bus.rpc(identity, "status").get("meterKw") is not None, timeout=60,
+        wait_for(lambda: bus.rpc(identity, VenRpc.STATUS).get("meterKw") is not None, timeout=60,
                  what="the VEN's first meter reading")
         rpc_raw, echo_raw, acked = [], [], []
         for i in range(commands):
             t0 = time.perf_counter()
-            bus.rpc(DRIVER, "get_point", "demo/meter", "BaseLoadKw")
+            bus.rpc(DRIVER, DriverRpc.GET_POINT, "demo/meter", "BaseLoadKw")
             rpc_raw.append((time.perf_counter() - t0) * 1000)
             seen = len(echo)
             t0 = time.perf_counter()
@@ -242,7 +244,7 @@ def on_platform(commands: int) -> None:
             wait_for(lambda key=f"bench-{i}": key in acks, timeout=10, step=0.0005, what=f"ack of bench-{i}")
             acked.append((acks[f"bench-{i}"] - t0) * 1000)
             gevent.sleep(0.05)
-        status = bus.rpc(identity, "status")
+        status = bus.rpc(identity, VenRpc.STATUS)
         latency = status["latencyMs"]
         python = str(Path(sys.executable))
         bare = bare_agent_rss_kb(python)

@@ -299,23 +299,9 @@ class VenEngine:
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """Event, shed actions, restore queue, overrides, counters, refusals, recent problems."""
-        event = self.event
-        control = self.control
-        return {
-            "venId": self.cfg.ven_id,
-            "event": None if event is None else {**event.to_dict(), "startTime": iso(event.start),
-                                                 "untilTime": iso(event.until), "active": self._active()},
-            "actions": {lid: a.to_dict() for lid, a in self.actions.items()},
-            "restoreQueue": [[t, lid] for t, lid in control.restore_queue],
-            "overrides": sorted(control.excluded_overrides()),
-            "optOut": control.opted_out(event),
-            "meterKw": self.site.meter[1] if self.site.meter else None,
-            "historySamples": len(self.site.history),
-            "counters": dict(self.counters),
-            "rejects": self.intake.rejects.snapshot(),
-            "problems": list(self.problems[-10:]),
-            "lastEvent": self.last_event_summary,
-        }
+        return {**report.status(self.cfg, self.control, self.event), "counters": dict(self.counters),
+                "rejects": self.intake.rejects.snapshot(), "problems": list(self.problems[-10:]),
+                "lastEvent": self.last_event_summary}
 
     def state(self) -> dict[str, Any]:
         """What is saved: event, actions, overrides and the site view's picture."""

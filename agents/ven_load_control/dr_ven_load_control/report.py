@@ -1,4 +1,4 @@
-"""What the VEN reports: the 5-second telemetry with every load's detail (the shape is in the README,
+"""What the VEN reports: its status and the 5-second telemetry with every load's detail (the shape is in the README,
 "Telemetry `loads`"), read from the shed-control room; nothing here changes state."""
 
 from __future__ import annotations
@@ -137,3 +137,19 @@ def constraint_entry(model: LoadModel, view: LoadView, values: dict[str, Any] | 
                 "reserveSocPercent": reserve, "maxDischargeKw": discharge,
                 "text": f"{soc_text}, reserve {reserve:.0f} %: may discharge {discharge or 0.0:.1f} kW"}
     return None
+
+
+def status(cfg: VenConfig, control: ShedControl, event: EventState | None) -> dict[str, Any]:
+    """The event, shed actions, restore queue, overrides and meter of the status RPC."""
+    site = control.site
+    return {
+        "venId": cfg.ven_id,
+        "event": None if event is None else {**event.to_dict(), "startTime": iso(event.start),
+                                             "untilTime": iso(event.until), "active": event.started},
+        "actions": {lid: a.to_dict() for lid, a in control.actions.items()},
+        "restoreQueue": [[t, lid] for t, lid in control.restore_queue],
+        "overrides": sorted(control.excluded_overrides()),
+        "optOut": control.opted_out(event),
+        "meterKw": site.meter[1] if site.meter else None,
+        "historySamples": len(site.history),
+    }
