@@ -115,6 +115,12 @@ def test_nan_inside_loads_is_refused_so_latest_stays_valid_json():
     json.dumps(live.latest, allow_nan=False)
 
 
+def test_a_time_beyond_float_range_is_refused_not_raised():
+    live = LiveState(clock=Clock())
+    assert live.on_items([tel("a", ts=10 ** 400), tel("b")]) == 1
+    assert list(live.latest) == ["b"] and live.rejects.snapshot()["byReason"] == {"payload": 1}
+
+
 # --- configuration ------------------------------------------------------------------------------------
 def test_one_config_error_and_camel_case_keys():
     assert ConfigError is CommonConfigError
@@ -154,3 +160,60 @@ def test_shipped_site_configs_start():
 def test_the_token_is_never_rendered():
     config = WebConfig(api_token="very-secret-token-1")
     assert "very-secret-token-1" not in repr(config) and "very-secret-token-1" not in str(config.model_dump())
+
+
+# --- fuzz: the bus and config parsers of dr.web never raise -------------------------------------------
+HOSTILE = [None, True, 0, -1, 2 ** 63, 10 ** 400, 1e308, float("nan"), float("inf"), "", "NaN", "1e999", "9" * 5000,
+           "a/b", "a\x00b", "a\u202eb", "ven-1\n", "x" * 5000, [], {}, [1, [2, [3]]], {"k": {"k": {"k": 1}}}]
+
+
+def _mutated(rng, base: dict) -> object:
+    roll = rng.random()
+    if roll < 0.05:
+        return rng.choice(HOSTILE)
+    out = dict(base)
+    for _ in range(rng.randint(1, 3)):
+        action = rng.random()
+        key = rng.choice(list(base) + ["x" * rng.choice([3, 300]), "Ven_ID", "used-power-kw", "loads"])
+        if action < 0.6:
+            out[key] = rng.choice(HOSTILE)
+        elif action < 0.8:
+            out.pop(key, None)
+        else:
+            out[key] = {"ev": {"powerKw": rng.choice(HOSTILE), "action": rng.choice(HOSTILE)}}
+    return out
+
+
+def test_fuzz_telemetry_and_config_parsers_never_raise_and_count_every_refusal(figure):
+    import random
+
+    rng = random.Random(13)
+    live = LiveState(clock=Clock(), max_vens=500)
+    live.set_registered(f"ven-{i}" for i in range(50))
+    base = {"venId": "ven-1", "usedPowerKw": 2.0, "shedPowerKw": 0.5, "ts": T0, "eventId": "evt-1",
+            "loads": {"ev": {"powerKw": 1.0}}}
+    items = refused = 0
+    for _ in range(20_000):
+        topic = rng.choice(["dr/telemetry/ven-1", "dr/telemetry/ven-2", "dr/telemetry/a\x00", "dr/batch/telemetry"])
+        if topic == "dr/batch/telemetry":
+            message = {"items": [_mutated(rng, base) for _ in range(rng.randint(0, 5))]} if rng.random() < 0.9 \
+                else rng.choice(HOSTILE)
+            items += len(message["items"]) if isinstance(message, dict) and isinstance(message.get("items"), list) \
+                else 1
+        else:
+            message, items = _mutated(rng, base), items + 1
+        refused += live.on_message(topic, message)
+    assert live.received + live.rejected == items and live.rejected == refused
+    assert sum(live.rejects.snapshot()["byReason"].values()) == live.rejected
+    json.dumps(live.latest, allow_nan=False)
+    config_base = {"host": "127.0.0.1", "port": 0, "api_token": "a-real-token-1", "refresh_s": 1}
+    configs = bad = 0
+    for _ in range(5_000):
+        configs += 1
+        try:
+            parse_config(_mutated(rng, config_base))
+        except ConfigError as exc:
+            bad += 1
+            assert exc.key and "a-real-token-1" not in str(exc)
+    figure("dr.web fuzz: telemetry items / config entries", f"{items} items ({live.rejected} refused), "
+           f"{configs} configs ({bad} refused), no exception")

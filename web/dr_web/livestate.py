@@ -95,6 +95,10 @@ class LiveState:
                 refused += 1
                 self._refuse(str(exc), f"field:{exc.field}")
                 continue
+            except (OverflowError, ValueError) as exc:  # e.g. an integer time beyond float range
+                refused += 1
+                self._refuse(f"unusable payload ({exc.__class__.__name__})", "payload")
+                continue
             vid = telemetry.ven_id
             if self.registered is not None and vid not in self.registered:
                 refused += 1
