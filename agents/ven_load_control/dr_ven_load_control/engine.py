@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dr_common.payloads import OP_PING, OP_RESTORE, Ack, Command, Telemetry
+from dr_common.rejects import RateLimitedLog
 from dr_ven_load_control import report
 from dr_ven_load_control.config import VenConfig
 from dr_ven_load_control.control import ShedControl
@@ -65,6 +66,7 @@ class VenEngine:
         self.event: EventState | None = None
         self.last_event_summary: dict[str, Any] | None = None
         self.live_report_at: float | None = None  # when to read the meter live and report, after shed writes
+        self._problem_log = RateLimitedLog(_log, 60.0, clock)
 
     @property
     def store(self) -> StateStore | None:
@@ -311,8 +313,8 @@ class VenEngine:
                 **self.site.to_state()}
 
     def problem(self, text: str) -> None:
-        """Log and keep (the last 50) a problem the operator should see."""
-        _log.error("%s", text)
+        """Log (once a minute per kind of problem) and keep (the last 50) a problem the operator should see."""
+        self._problem_log.error(text[:48], "%s", text)
         self.counters["problems"] += 1
         self.problems.append(text)
         del self.problems[:-50]

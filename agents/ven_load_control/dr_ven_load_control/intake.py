@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 from dr_common.payloads import COMMAND_FIELDS, OP_EVENT, OP_SHED_PANEL, Ack, Command
 from dr_common.rejects import RateLimitedLog, RejectCounter
-from dr_common.schema import PayloadError, decode_json, normalize_key
+from dr_common.schema import PayloadError, check_tree, decode_json, normalize_key
 from dr_ven_load_control.config import VenConfig
 from dr_ven_load_control.control import ShedControl
 from dr_ven_load_control.controller import StepResult
@@ -54,6 +54,7 @@ class CommandIntake:
         """The command and its decoded payload; raises Refused with the `ok: false` ack."""
         try:
             payload = decode_json(raw) if isinstance(raw, (str, bytes, bytearray)) else raw
+            _check_values(payload)
             cmd = Command.from_payload(_start_now_if_relative(payload, now))
         except PayloadError as exc:
             self.counters["bad_commands"] += 1
@@ -199,6 +200,14 @@ def _start_now_if_relative(payload: object, now: float) -> object:
     if keys & _DURATION_KEYS and not keys & _START_KEYS:
         return {**payload, "startTime": now}
     return payload
+
+
+def _check_values(payload: object) -> None:
+    """Refuse, naming the key, a value JSON cannot carry faithfully (an RPC or bus payload arrives decoded:
+    integers beyond float range, non-finite numbers, oversized or deeply nested values)."""
+    if isinstance(payload, Mapping):
+        for key, value in payload.items():
+            check_tree(value, str(key)[:64])
 
 
 def _identity_of(payload: object) -> object:

@@ -75,13 +75,16 @@ class LoadView:
 
 
 def as_float(values: Mapping[str, Any] | None, point: str) -> float | None:
+    """A point's value as a finite float, or None (missing, not a number, out of float range)."""
     if values is None:
         return None
     value = values.get(point)
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+    if isinstance(value, int):
+        return float(value) if -1e308 <= value <= 1e308 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, str):
         try:
             number = float(value.strip())
