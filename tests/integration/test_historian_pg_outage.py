@@ -134,6 +134,13 @@ def test_postgres_unreachable_for_30s_loses_and_duplicates_nothing(vplatform, pg
             gevent.sleep(1)
         assert peak_backlog > 0, "the backlog shows in health while the database is unreachable"
         assert health["ok"] is False and health["dbUnavailableForS"] and "postgresql" in health["lastDbError"]
+        # a query during the outage: the caller learns an error id, never the SQL, the driver text or the URL
+        with pytest.raises(Exception, match=r"error id [0-9a-f]{12}") as info:
+            vplatform.rpc(IDENTITY, HistorianRpc.QUERY, topic="pgfault/meter/PowerKw", start=base.isoformat())
+        text = str(info.value)
+        for leak in ("SELECT", "psycopg2", "OperationalError", str(proxy.port), pg_database, "127.0.0.1"):
+            assert leak not in text, leak
+        assert vplatform.rpc(IDENTITY, HistorianRpc.HEALTH)["rpcFailures"] >= 1
         proxy.start()
         back = time.monotonic()
         waiting = len(published)
