@@ -45,6 +45,8 @@ MAX_FOLLOW_UPS = 8  # rounds of make-up writes after failed ones, per trigger
 
 
 class VenLoadControlAgent(Agent):
+    """dr.ven.<venId>: wires a VenEngine to the bus, the config store, RPC and platform.driver."""
+
     def __init__(self, config_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._install_config: dict[str, Any] = load_config(config_path) if config_path else {}
@@ -363,6 +365,7 @@ def _rss_kb() -> int:
 
 
 def main() -> None:
+    """Run the agent (VOLTTRON entry point)."""
     bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(VenLoadControlAgent, version=__version__)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Baseline:
+    """A baseline figure: mean kW and how many readings it is made of."""
+
     kw: float
     samples: int
     window_s: float
@@ -48,9 +50,11 @@ class PowerHistory:
                 self._samples[index] = (ts, kw, True)
 
     def latest(self) -> tuple[float, float] | None:
+        """The newest reading (instant, kW), or None."""
         return self._samples[-1][:2] if self._samples else None
 
     def oldest(self) -> tuple[float, float] | None:
+        """The oldest reading kept (instant, kW), or None."""
         return self._samples[0][:2] if self._samples else None
 
     def mean(self, start: float, end: float, include_curtailed: bool = False) -> Baseline | None:
@@ -75,4 +79,5 @@ class PowerHistory:
         return self.mean(at - window_s, at)
 
     def samples(self) -> list[tuple[float, float, bool]]:
+        """The readings kept: (instant shown, kW, curtailed)."""
         return list(self._samples)

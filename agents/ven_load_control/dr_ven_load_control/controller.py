@@ -20,6 +20,8 @@ EPS_KW = 1e-4
 
 @dataclass
 class StepResult:
+    """What one closed-loop step decided: targets per load, forced releases, skipped loads, residual."""
+
     targets: dict[str, float] = field(default_factory=dict)  # load_id -> new shed kW (0: release); changes only
     forced: dict[str, str] = field(default_factory=dict)  # load_id -> why it was released or trimmed
     error_kw: float = 0.0  # the error once forced changes are counted

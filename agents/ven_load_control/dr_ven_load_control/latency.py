@@ -16,18 +16,23 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class LatencyLog:
+    """The last `keep` latencies (ms) and how many were recorded in all."""
+
     def __init__(self, keep: int = 1000) -> None:
         self._values: deque[float] = deque(maxlen=keep)
         self.count = 0
 
     def add(self, ms: float) -> None:
+        """Record one latency (ms)."""
         self._values.append(ms)
         self.count += 1
 
     def values(self) -> list[float]:
+        """The latencies kept."""
         return list(self._values)
 
     def summary(self) -> dict[str, float | int | None]:
+        """count, p50, p99 and max of the latencies kept."""
         values = list(self._values)
         if not values:
             return {"count": 0, "p50": None, "p99": None, "max": None}

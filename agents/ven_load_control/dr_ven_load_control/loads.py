@@ -46,12 +46,14 @@ class Action:
     failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The stored form."""
         return {"loadId": self.load_id, "path": self.path, "shedKw": self.shed_kw, "freeKw": self.free_kw,
                 "commanded": dict(self.commanded), "originals": dict(self.originals), "since": self.since,
                 "restoring": self.restoring}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Action:
+        """Back from `to_dict`; raises KeyError, TypeError or ValueError."""
         return cls(load_id=str(data["loadId"]), path=str(data["path"]), shed_kw=float(data["shedKw"]),
                    free_kw=float(data["freeKw"]), commanded=dict(data.get("commanded") or {}),
                    originals=dict(data.get("originals") or {}), since=float(data.get("since", 0.0)),
@@ -60,6 +62,8 @@ class Action:
 
 @dataclass
 class LoadView:
+    """What one load can shed now, under its constraint (the planner's and the report's input)."""
+
     load_id: str
     kind: str
     priority: int
@@ -95,6 +99,7 @@ def as_float(values: Mapping[str, Any] | None, point: str) -> float | None:
 
 
 def as_bool(values: Mapping[str, Any] | None, point: str) -> bool | None:
+    """A point's value as a bool, or None (missing or not a boolean)."""
     if values is None:
         return None
     value = values.get(point)
@@ -112,11 +117,14 @@ def as_bool(values: Mapping[str, Any] | None, point: str) -> bool | None:
 
 
 class LoadModel(ABC):
+    """How one kind of load is read and shed."""
+
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
 
     @property
     def load_id(self) -> str:
+        """The load id (its configured name)."""
         return self.cfg.name
 
     @property
@@ -146,6 +154,7 @@ class LoadModel(ABC):
 
     @property
     def power_point(self) -> str:
+        """The point of the load's power."""
         return self._point("power")
 
     def _point(self, role: str) -> str:
@@ -159,13 +168,17 @@ class LoadModel(ABC):
                         detail={k: v for k, v in detail.items() if v is not None})
 
     def unknown(self, action: Action | None) -> LoadView:
+        """The view of a load not read yet."""
         free = action.free_kw if action else 0.0
         return self._view(False, None, free, 0.0)
 
 
 class EvChargerModel(LoadModel):
+    """EV charger: lower PowerLimitKw, keep the energy needed by departure."""
+
     @property
     def shed_points(self) -> tuple[str, ...]:
+        """The writable points this load's actions write (and restores put back)."""
         return (self._point("limit"),)
 
     def min_power_kw(self, needed_kwh: float | None, departure_h: float | None, rated_kw: float,
@@ -186,6 +199,7 @@ class EvChargerModel(LoadModel):
         return min(rated_kw, max(0.0, needed - after_event_kwh) / event_h)
 
     def view(self, values: Mapping[str, Any] | None, action: Action | None, hours_left: float) -> LoadView:
+        """What the load can shed now."""
         power = as_float(values, self._point("power"))
         if power is None:
             return self.unknown(action)
@@ -202,17 +216,22 @@ class EvChargerModel(LoadModel):
 
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+        """Point values that shed about `shed_kw`, and the reduction expected."""
         rated = as_float(values, self._point("rated")) or view.free_kw
         limit = min(rated, max(0.0, round(view.free_kw - shed_kw, 2)))
         return max(0.0, view.free_kw - limit), {self._point("limit"): limit}
 
 
 class WaterHeaterModel(LoadModel):
+    """Water heater: element off while the tank stays above minTankTempC."""
+
     @property
     def shed_points(self) -> tuple[str, ...]:
+        """The writable points this load's actions write (and restores put back)."""
         return (self._point("enable"),)
 
     def view(self, values: Mapping[str, Any] | None, action: Action | None, hours_left: float) -> LoadView:
+        """What the load can shed now."""
         power = as_float(values, self._point("power"))
         if power is None:
             return self.unknown(action)
@@ -236,12 +255,16 @@ class WaterHeaterModel(LoadModel):
 
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+        """Point values that shed about `shed_kw`, and the reduction expected."""
         return view.free_kw, {self._point("enable"): False}
 
 
 class HvacModel(LoadModel):
+    """HVAC: raise the cooling setpoint within the comfort band."""
+
     @property
     def shed_points(self) -> tuple[str, ...]:
+        """The writable points this load's actions write (and restores put back)."""
         return (self._point("setpoint"),)
 
     def _original_setpoint(self, values: Mapping[str, Any] | None, action: Action | None) -> float | None:
@@ -252,11 +275,13 @@ class HvacModel(LoadModel):
         return as_float(values, self._point("setpoint"))
 
     def max_offset_c(self, original: float | None) -> float:
+        """How far the setpoint may rise from `original` within the comfort band."""
         if original is None:
             return 0.0
         return max(0.0, min(self.cfg.max_offset_c, self.cfg.max_zone_temp_c - original))
 
     def view(self, values: Mapping[str, Any] | None, action: Action | None, hours_left: float) -> LoadView:
+        """What the load can shed now."""
         power = as_float(values, self._point("power"))
         if power is None:
             return self.unknown(action)
@@ -275,6 +300,7 @@ class HvacModel(LoadModel):
 
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+        """Point values that shed about `shed_kw`, and the reduction expected."""
         original = self._original_setpoint(values, action)
         if original is None:
             return 0.0, {}
@@ -286,11 +312,15 @@ class HvacModel(LoadModel):
 
 
 class CircuitModel(LoadModel):
+    """Panel circuit: switch off, never a critical one."""
+
     @property
     def shed_points(self) -> tuple[str, ...]:
+        """The writable points this load's actions write (and restores put back)."""
         return (self._point("enable"),)
 
     def view(self, values: Mapping[str, Any] | None, action: Action | None, hours_left: float) -> LoadView:
+        """What the load can shed now."""
         device_critical = as_bool(values, self._point("critical"))
         critical = self.cfg.critical or bool(device_critical)
         power = as_float(values, self._point("power"))
@@ -304,15 +334,20 @@ class CircuitModel(LoadModel):
 
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+        """Point values that shed about `shed_kw`, and the reduction expected."""
         return view.free_kw, {self._point("enable"): False}
 
 
 class BatteryModel(LoadModel):
+    """Battery: lower the power setpoint, never below the reserve by the event end."""
+
     @property
     def shed_points(self) -> tuple[str, ...]:
+        """The writable points this load's actions write (and restores put back)."""
         return (self._point("setpoint"),)
 
     def view(self, values: Mapping[str, Any] | None, action: Action | None, hours_left: float) -> LoadView:
+        """What the load can shed now."""
         power = as_float(values, self._point("power"))
         if power is None:
             return self.unknown(action)
@@ -337,13 +372,16 @@ class BatteryModel(LoadModel):
         return view
 
     def effective_shed(self, action: Action, view: LoadView) -> float:
+        """What the action takes off the site now (a battery: what it was set to)."""
         return action.shed_kw
 
     def idle(self, view: LoadView) -> bool:
+        """A battery is never idle: its setpoint always matters."""
         return False
 
     def command(self, shed_kw: float, view: LoadView, action: Action | None,
                 values: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+        """Point values that shed about `shed_kw`, and the reduction expected."""
         max_kw = as_float(values, self._point("max"))
         setpoint = round(view.free_kw - shed_kw, 2)
         if max_kw is not None:
@@ -356,4 +394,5 @@ _MODELS: dict[str, type[LoadModel]] = {KIND_EV: EvChargerModel, KIND_WATER_HEATE
 
 
 def build_model(cfg: LoadConfig) -> LoadModel:
+    """The model of a load config."""
     return _MODELS[cfg.kind](cfg)

@@ -25,6 +25,8 @@ EPS_KW = 1e-6
 
 @dataclass(frozen=True)
 class Candidate:
+    """A load the planner may use: priority, what it can give, continuous or all-or-nothing."""
+
     load_id: str
     priority: int
     available_kw: float
@@ -34,20 +36,25 @@ class Candidate:
 
 @dataclass
 class Plan:
+    """Allocations per load for a need, and what was skipped."""
+
     need_kw: float
     allocations: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_kw(self) -> float:
+        """The sum of the allocations."""
         return sum(self.allocations.values())
 
     @property
     def shortfall_kw(self) -> float:
+        """How much of the need is not allocated."""
         return max(0.0, self.need_kw - self.total_kw)
 
     @property
     def overshoot_kw(self) -> float:
+        """How much the allocations exceed the need."""
         return max(0.0, self.total_kw - self.need_kw)
 
 

@@ -23,6 +23,8 @@ MAX_PERIODS = 100  # shed periods kept (within the history window)
 
 
 class SiteView:
+    """What the VEN knows of its site's readings, its own writes and their effects."""
+
     def __init__(self, lag_s: float, history_s: float) -> None:
         self.lag_s = lag_s
         self.history_s = history_s
@@ -107,10 +109,12 @@ class SiteView:
         self.last_write_at = max(self.last_write_at, now)
 
     def wrote(self, path: str, point: str, value: Any, now: float) -> None:
+        """Record a point value the VEN wrote now."""
         self.written[(path, point)] = (value, now)
 
     # --- shed periods and baselines ---------------------------------------------------------------------------
     def shed_started(self, now: float) -> None:
+        """Loads are shed from now (a shed period opens)."""
         if self.shed_periods and self.shed_periods[-1][1] is None:
             return
         last_end = self.shed_periods[-1][1] if self.shed_periods else None
@@ -122,6 +126,7 @@ class SiteView:
         self.shed_periods = [p for p in self.shed_periods if p[1] is None or p[1] >= horizon][-MAX_PERIODS:]
 
     def shed_ended(self, now: float) -> None:
+        """No load is shed any more (the open shed period closes)."""
         if self.shed_periods and self.shed_periods[-1][1] is None:
             self.shed_periods[-1][1] = now
 
@@ -133,10 +138,12 @@ class SiteView:
         return False
 
     def baseline(self, at: float, window_s: float) -> Baseline | None:
+        """The mean uncurtailed meter power of the `window_s` before `at`, or None."""
         return self.history.baseline(at, window_s)
 
     # --- persistence ------------------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
+        """What a restarted agent needs of this view."""
         return {"written": [[path, point, value, at] for (path, point), (value, at) in self.written.items()],
                 "opEffects": [[at, kw] for at, kw, _ in self.effects],
                 "shedPeriods": [list(p) for p in self.shed_periods]}

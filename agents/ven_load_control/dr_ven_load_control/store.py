@@ -24,6 +24,8 @@ class StateError(RuntimeError):
 
 
 class StateStore:
+    """The VEN's state file: atomic JSON replace, corrupt files moved aside."""
+
     def __init__(self, path: str | os.PathLike[str], fsync: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
@@ -68,6 +70,7 @@ class StateStore:
         return data
 
     def clear(self) -> None:
+        """Remove the state file (no error when there is none)."""
         try:
             self.path.unlink()
         except FileNotFoundError:
