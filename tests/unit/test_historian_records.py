@@ -129,3 +129,14 @@ def test_point_values_round_trip_through_writer(tmp_path, value):
     assert store.query("t/p")["values"][0][1] == value
     store.write([Point("t/p", NOW + timedelta(seconds=1), value)])
     assert len(store.query("t/p")["values"]) == 2
+
+
+def test_numbers_no_float_holds_are_refused_not_raised():
+    huge = 10 ** 400
+    out = convert("dr/cmd/ven1", {"TimeStamp": huge}, {"op": "event", "eventId": "ev1", "venId": "ven1",
+                                                       "requestedReductionKw": 1.0, "startTime": huge}, NOW)
+    assert [p.topic for p in out.points] == ["dr/cmd/ven1"] and out.points[0].ts == NOW
+    assert len(out.errors) == 1 and ("out of range" in out.errors[0] or "startTime" in out.errors[0])
+    assert event_entry("dr/cmd/ven1", NOW, {"op": "event", "eventId": "ev1", "until": huge}) is None
+    status = convert("dr/batch/status", {}, {"items": [{"venId": "v1", "online": True, "ts": huge}]}, NOW)
+    assert status.errors and {p.ts for p in status.points} == {NOW}

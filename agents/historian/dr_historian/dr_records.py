@@ -42,6 +42,9 @@ _TELEMETRY_KW = (("usedPowerKw", "used_power_kw"), ("shedPowerKw", "shed_power_k
                  ("requestedReductionKw", "requested_reduction_kw"), ("baselinePowerKw", "baseline_power_kw"),
                  ("availableShedKw", "available_shed_kw"))
 _TS_KEYS = {"ts", "timestamp", "time"}
+# what parsing a hostile payload may raise: PayloadError (a ValueError), and OverflowError or TypeError from
+# numbers no float holds (a 400-digit epoch time)
+_UNPARSABLE = (ValueError, TypeError, OverflowError)
 _ISSUED_KEYS = {"issuedat", "ts", "sentat", "timestamp"}
 
 
@@ -53,6 +56,10 @@ class Conversion:
     errors: list[str] = field(default_factory=list)
 
 
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, PayloadError) else f"{type(exc).__name__}: value out of range"
+
+
 def header_time(headers: Mapping[str, Any] | None, now: datetime) -> datetime:
     """The VOLTTRON header's TimeStamp or Date, else `now`."""
     for key in ("TimeStamp", "Date", "timestamp", "date"):
@@ -60,7 +67,7 @@ def header_time(headers: Mapping[str, Any] | None, now: datetime) -> datetime:
         if value:
             try:
                 return parse_time(value)
-            except ValueError:
+            except (ValueError, TypeError, OverflowError):
                 continue
     return now
 
@@ -121,8 +128,8 @@ def _telemetry(message: Any, ven: str | None, fallback: datetime, out: Conversio
     base = T.bus_telemetry(ven)
     try:
         tel = Telemetry.from_payload(message)
-    except PayloadError as exc:
-        out.errors.append(f"{source}: {exc}")
+    except _UNPARSABLE as exc:
+        out.errors.append(f"{source}: {_why(exc)}")
         out.points.append(Point(base, fallback, dict(message), JSON_META))
         return
     ts = tel.ts if _has_key(message, _TS_KEYS) else fallback
@@ -143,8 +150,8 @@ def _command(message: Any, ven: str | None, fallback: datetime, out: Conversion,
     base = T.bus_cmd(ven)
     try:
         cmd = Command.from_payload(message)
-    except PayloadError as exc:
-        out.errors.append(f"{source}: {exc}")
+    except _UNPARSABLE as exc:
+        out.errors.append(f"{source}: {_why(exc)}")
         out.points.append(Point(base, fallback, dict(message), JSON_META))
         return
     ts = cmd.issued_at if cmd.issued_at is not None and _has_key(message, _ISSUED_KEYS) else fallback
@@ -161,8 +168,8 @@ def _ack(message: Any, ven: str | None, fallback: datetime, out: Conversion, sou
     base = T.bus_ack(ven)
     try:
         ack = Ack.from_payload(message)
-    except PayloadError as exc:
-        out.errors.append(f"{source}: {exc}")
+    except _UNPARSABLE as exc:
+        out.errors.append(f"{source}: {_why(exc)}")
         out.points.append(Point(base, fallback, dict(message), JSON_META))
         return
     ts = ack.ts if ack.ts is not None and _has_key(message, _TS_KEYS) else fallback
@@ -182,8 +189,8 @@ def _status(message: Mapping[str, Any], ven: str | None, fallback: datetime, out
     if raw_ts is not None:
         try:
             ts = parse_time(raw_ts)
-        except ValueError:
-            out.errors.append(f"{source}: status item of {ven}: bad ts {raw_ts!r}")
+        except (ValueError, TypeError, OverflowError):
+            out.errors.append(f"{source}: status item of {ven}: bad ts {str(raw_ts)[:40]!r}")
     base = T.hist_status(ven)
     out.points.append(Point(base, ts, dict(message), JSON_META))
     out.points.append(Point(T.field_topic(base, "online"), ts, online, BOOL_META))
@@ -196,7 +203,7 @@ def event_entry(topic: str, ts: datetime, value: Any) -> EventEntry | None:
         return None
     try:
         cmd = Command.from_payload(value)
-    except PayloadError:
+    except _UNPARSABLE:
         return None
     if not cmd.event_id or cmd.op not in (OP_EVENT, OP_SHED_PANEL, OP_RESTORE):
         return None
