@@ -140,3 +140,16 @@ def test_numbers_no_float_holds_are_refused_not_raised():
     assert event_entry("dr/cmd/ven1", NOW, {"op": "event", "eventId": "ev1", "until": huge}) is None
     status = convert("dr/batch/status", {}, {"items": [{"venId": "v1", "online": True, "ts": huge}]}, NOW)
     assert status.errors and {p.ts for p in status.points} == {NOW}
+
+
+def test_an_unstorable_value_drops_that_reading_not_the_batch(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'w.sqlite'}")
+    store.setup()
+    writer = Writer(store)
+    records = [{"topic": "d/ok", "timestamp": TS_DT, "value": 1.5, "meta": {}},
+               {"topic": "d/huge", "timestamp": TS_DT, "value": 10 ** 5000, "meta": {}},  # str() refuses it
+               {"topic": "d/ok2", "timestamp": TS_DT, "value": {"a": [1, 2]}, "meta": {}}]
+    assert writer.publish(records) is True
+    assert store.query("d/ok")["values"][0][1] == 1.5 and store.query("d/ok2")["values"][0][1] == {"a": [1, 2]}
+    assert store.query("d/huge")["values"] == [] and writer.stats.unstorable == 1
+    store.dispose()

@@ -240,6 +240,7 @@ class HistorianAgent(BaseHistorian):
             "readingsWritten": stats.readings if stats else 0,
             "batchesWritten": stats.batches if stats else 0,
             "writeFailures": stats.failures if stats else 0,
+            "unstorableReadings": stats.unstorable if stats else 0,
             "dbUnavailableForS": round(time.monotonic() - failing_since, 1) if failing_since else None,
             "lastDbError": (stats.last_error if stats else None) or self._setup_error,
             "setupError": self._setup_error,

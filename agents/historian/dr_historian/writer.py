@@ -12,7 +12,7 @@ from dr_common.topics import BUS_CMD_PREFIX
 from dr_historian.dr_records import event_entry
 from dr_historian.schema import EventEntry, Point, StoreError
 from dr_historian.store import Store
-from dr_historian.values import as_utc
+from dr_historian.values import as_utc, encode_value
 
 _log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class WriteStats:
     batches: int = 0
     readings: int = 0
     failures: int = 0
+    unstorable: int = 0  # readings dropped because their value cannot be stored (e.g. a 5,000-digit integer)
     last_error: str | None = None
     last_write_monotonic: float | None = None
     failing_since_monotonic: float | None = None
@@ -51,7 +52,7 @@ class Writer:
         try:
             if not self.store.ready:
                 self.store.setup()
-            written = self.store.write(points, events)
+            written = self._write(points, events)
         except StoreError as exc:
             self.stats.failures += 1
             if self.stats.failing_since_monotonic is None:
@@ -70,3 +71,27 @@ class Writer:
         self.stats.readings += written
         self.stats.last_write_monotonic = time.monotonic()
         return True
+
+    def _write(self, points: list[Point], events: list[EventEntry]) -> int:
+        """Write the batch; a value that cannot be stored drops that reading only, never the batch (which
+        would otherwise stay in the backup cache and fail again forever)."""
+        try:
+            return self.store.write(points, events)
+        except _UNSTORABLE:
+            good = [p for p in points if _storable(p.value)]
+        dropped = len(points) - len(good)
+        self.stats.unstorable += dropped
+        _log.warning("dropped %d reading(s) whose value cannot be stored (%d so far)", dropped,
+                     self.stats.unstorable)
+        return self.store.write(good, events)
+
+
+_UNSTORABLE = (ValueError, TypeError, OverflowError, RecursionError)
+
+
+def _storable(value: Any) -> bool:
+    try:
+        encode_value(value)
+    except _UNSTORABLE:
+        return False
+    return True
