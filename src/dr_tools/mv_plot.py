@@ -1,8 +1,9 @@
 """The M&V chart of one DR event: metered power against each method's baseline, drawn with matplotlib (Agg).
 
 What it shows: the event window shaded, one stepped baseline per method (each interval's value), the metered
-power, the reduction against the first baseline filled inside the window, the target (that baseline minus the
-requested kW) dashed, a legend, axes with units, times in the M&V time zone, and a title naming the event.
+power, the reduction against one baseline (CAISO 10-in-10 when computed, else the next of PJM, meter-before,
+VEN-reported) filled inside the window, the target (that baseline minus the requested kW) dashed, a legend, axes
+with units, times in the M&V time zone, and a title naming the event.
 No pyplot and no display: a Figure on an Agg canvas, safe in scripts and threads.
 """
 
@@ -27,6 +28,8 @@ METHOD_COLORS = {"meter-before": "#d62728", "caiso-10in10": "#2ca02c", "pjm-high
 METHOD_LABELS = {"meter-before": "Meter-before baseline", "caiso-10in10": "CAISO 10-in-10 baseline",
                  "pjm-high4of5": "PJM high 4 of 5 baseline", "ven-reported": "VEN-reported baseline"}
 _OTHER_COLORS = ("#17becf", "#8c564b", "#e377c2", "#7f7f7f")
+# the baseline the reduction is filled against: the first of these that the report has
+_REFERENCE_ORDER = ("caiso-10in10", "pjm-high4of5", "meter-before", "ven-reported")
 _GAP = timedelta(minutes=5)  # metered readings further apart than this are not joined
 
 
@@ -97,7 +100,9 @@ def render(chart: Chart) -> Figure:
             ax.stairs(values, edges, baseline=None, color=color, lw=2.2, zorder=3,
                       label=METHOD_LABELS.get(series.label, series.label))
     in_window = [(t, v) for t, v in chart.metered if chart.window_start <= t < chart.window_end]
-    reference = next((s for s in chart.baselines if any(v is not None for v in s.values)), None)
+    known = [s for s in chart.baselines if any(v is not None for v in s.values)]
+    reference = min(known, key=lambda s: _REFERENCE_ORDER.index(s.label) if s.label in _REFERENCE_ORDER else 99,
+                    default=None)
     if reference is not None and in_window:
         times = [t for t, _ in in_window]
         used = [v for _, v in in_window]

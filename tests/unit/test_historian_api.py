@@ -47,9 +47,9 @@ def test_redos_pattern_from_the_field_answers_at_once(setup, figure):
 
 def test_glob_prefix_and_contains_matching(setup):
     store, api, _, _ = setup
-    store.write([Point(t, T0, 1.0) for t in ("histapi/dev/A", "histapi/dev/B", "histapi/dev/C", "dr/telemetry/v1/usedPowerKw",
-                                             "dr/telemetry/v2/usedPowerKw", "dr/telemetry/v2/shedPowerKw", "x/a_b",
-                                             "x/aXb", "x/100%")])
+    names = ("histapi/dev/A", "histapi/dev/B", "histapi/dev/C", "dr/telemetry/v1/usedPowerKw",
+             "dr/telemetry/v2/usedPowerKw", "dr/telemetry/v2/shedPowerKw", "x/a_b", "x/aXb", "x/100%")
+    store.write([Point(t, T0, 1.0) for t in names])
     assert set(api.topics_by_pattern("histapi/dev/[AB]")) == {"histapi/dev/A", "histapi/dev/B"}
     assert set(api.topics_by_pattern("DR/telemetry/*/usedpowerkw")) == {"dr/telemetry/v1/usedPowerKw",
                                                                         "dr/telemetry/v2/usedPowerKw"}
