@@ -69,7 +69,8 @@ def test_mv_options():
     assert (mv.interval_minutes, mv.methods) == (60, ("meter-before",))
 
 
-@pytest.mark.parametrize("path", ["agents/historian/config.json", "platform-config/sites/demo/historian.json"])
+@pytest.mark.parametrize("path", ["agents/historian/config.json", *sorted(
+    str(p.relative_to(REPO)) for p in (REPO / "platform-config" / "sites").glob("*/historian.json"))])
 def test_shipped_configs_are_valid(path, monkeypatch):
     monkeypatch.setenv("VOLTTRON_HOME", "/var/lib/x/vhome")
     parse_config(json.loads((REPO / path).read_text()))
