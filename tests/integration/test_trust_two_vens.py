@@ -114,7 +114,7 @@ def test_ven_b_cannot_ack_reject_or_report_for_ven_a(stack):
         a_cmd, b_cmd = ven_b.commands(A, event_id)[0], ven_b.commands(B, event_id)[0]
         a_cid = a_cmd["correlationId"]
         assert a_cid.rsplit(":", 1)[0].replace(A, B) == b_cmd["correlationId"].rsplit(":", 1)[0]
-        assert a_cid.replace(A, B) != b_cmd["correlationId"]  # the HMAC part is not derivable
+        assert a_cid.replace(A, B) != b_cmd["correlationId"]  # the MAC part is not derivable
         # B acks its own command
         ven_b.publish(topics.MQTT_ACK, {"correlationId": b_cmd["correlationId"], "op": "event", "ok": True,
                                         "data": {"targetKw": 2.0, "acceptedReduceKw": 2.0}})

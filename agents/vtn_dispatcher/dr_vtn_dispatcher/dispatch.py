@@ -1,15 +1,14 @@
 """Building commands and keeping the book of what was sent, acked and is due for a retry.
 
 Commands are idempotent by correlationId: the id is derived from (event, modification, revision, op, VEN),
-so a retry or a resend after a restart carries the same id and a VEN applies it once. It ends with an HMAC
-of that derivation under the VTN's secret (kept in its store), so no VEN can derive another VEN's id from its
-own. A command is sent again only while it is pending (active and not acked), at its backoff instant.
+so a retry or a resend after a restart carries the same id and a VEN applies it once. It ends with a MAC
+(keyed BLAKE2b, 64 bits) of that derivation under the VTN's secret (kept in its store), so no VEN can derive
+another VEN's id from its own. A command is sent again only while it is pending (active and not acked), at its backoff instant.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import heapq
 import logging
 from collections import Counter
@@ -23,7 +22,7 @@ from dr_vtn_dispatcher.model import CommandRecord, Event, correlation_id
 
 _log = logging.getLogger(__name__)
 
-TAG_HEX = 16  # hex digits of the HMAC part of a correlationId (64 bits)
+TAG_BYTES = 8  # the MAC part of a correlationId: 64 bits, 16 hex digits
 
 
 class Sender(Protocol):
@@ -92,12 +91,12 @@ class CommandBook:
         self.factory = PayloadFactory()
 
     def correlation_id(self, event_id: str, modification: int, op: str, ven_id: str, revision: int = 0) -> str:
-        """The command's id: its derivation plus an HMAC of it under the VTN's secret (stable across retries
-        and restarts, not derivable by a VEN)."""
+        """The command's id: its derivation plus a MAC of it under the VTN's secret (stable across retries
+        and restarts, not derivable by a VEN). Keyed BLAKE2b: a MAC by design, a sixth of HMAC-SHA256's cost."""
         base = correlation_id(event_id, modification, op, ven_id, revision)
         if not self._secret:
             return base
-        tag = hmac.new(self._secret, base.encode("utf-8"), hashlib.sha256).hexdigest()[:TAG_HEX]
+        tag = hashlib.blake2b(base.encode("utf-8"), key=self._secret, digest_size=TAG_BYTES).hexdigest()
         return f"{base}:{tag}"
 
     def __contains__(self, correlation_id: str) -> bool:

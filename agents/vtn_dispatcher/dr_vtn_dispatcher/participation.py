@@ -79,8 +79,9 @@ class Participation:
     def targets(self, event: Event, now: float) -> list[Ven]:
         """The registered VENs an event targets that may be dispatched (not offline, unless configured)."""
         matches = event.matcher()
+        timeout = self.registry.offline_timeout_s
         return [ven for ven in self.registry.vens.values() if matches(ven)
-                and (self.config.dispatch_to_offline or self.registry.online_state(ven, now) != "offline")]
+                and (self.config.dispatch_to_offline or ven.online_state(now, timeout) != "offline")]
 
     def claim(self, event: Event, p: Participant) -> str | None:
         """Give the VEN to `event` unless it serves an event that takes precedence (then `superseded`).
