@@ -39,6 +39,7 @@ BUS_STATUS_BATCH = "dr/batch/status"        # dr.mqtt -> dr.vtn: {"items": [{"ve
 BUS_EVENT_STATUS = "dr/event/{eventId}"
 
 DEVICES_PREFIX = "devices/"
+DR_PREFIX = "dr/"  # every volttron-dr bus topic starts with it (the historian records them all)
 
 
 def bus_cmd(ven_id: str) -> str:
