@@ -25,7 +25,7 @@ from volttron.utils.commands import vip_main
 from dr_common.config import ConfigError
 from dr_common.rejects import RateLimitedLog
 from dr_common.timeutil import utcnow
-from dr_common.topics import HistorianRpc
+from dr_common.topics import DR_PREFIX, HistorianRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_historian import __version__
 from dr_historian.api import HistorianApi
@@ -38,7 +38,6 @@ from dr_historian.writer import Writer
 
 _log = logging.getLogger(__name__)
 
-DR_PREFIX = "dr/"
 BASE_KEYS = ("retry_period", "submit_size_limit", "max_time_publishing", "backup_storage_limit_gb",
              "backup_storage_report", "topic_replace_list", "gather_timing_data", "readonly", "capture_device_data",
              "capture_log_data", "capture_analysis_data", "capture_record_data", "message_publish_count",
