@@ -22,9 +22,8 @@ except ImportError:  # the plain-core tests also run without VOLTTRON installed
 from dr_mqtt_bridge.config import parse_config
 from dr_mqtt_bridge.core import BridgeCore
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from fleet.brokers import Mosquitto, make_certs  # noqa: E402
-from fleet.probe import Probe, tls_context  # noqa: E402
+from dr_tools.fleet.brokers import Mosquitto, make_certs  # noqa: E402
+from dr_tools.fleet.probe import Probe, tls_context  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.mqtt]
 
@@ -259,7 +258,7 @@ def test_ven_side_last_will_and_birth(tmp_path):
     try:
         wait(lambda: states() == [True], 10, "birth message")
         # the connection dies without a DISCONNECT (network loss): the broker publishes the last will
-        core._link._client.socket().shutdown(_socket.SHUT_RDWR)
+        core.out.link._client.socket().shutdown(_socket.SHUT_RDWR)
         wait(lambda: False in states(), 15, "last will on ven/status/will-1")
         wait(lambda: states()[-1] is True and core.connected, 15, "back online with a new birth message")
         assert states()[:2] == [True, False]
@@ -296,7 +295,7 @@ def test_a_large_fan_out_is_written_in_blocks_and_a_burst_of_acks_read_in_few_wa
     core = _core(tmp_path, "bulk", bus, broker={"port": broker.port, "client_id": "bulk", "clean_session": True},
                  batch={"max_items": 1000})
     probe = Probe(port=broker.port, client_id="bulk-probe", subscriptions=["ven/cmd/+"]).start()
-    client = core._link._client
+    client = core.out.link._client
     sends: list[int] = []
     wakes: list[int] = []
     real_send, real_read = client._sock_send, client.loop_read
@@ -382,13 +381,12 @@ def test_fleet_simulator_acks_after_its_ack_delay(tmp_path):
 
 _RECEIPTS_DRIVER = r'''
 import json, os, signal, sys, time
-sys.path.insert(0, sys.argv[1])
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from fleet.sim import FleetOptions
-from fleet.workers import FleetProcesses
+from dr_tools.fleet.sim import FleetOptions
+from dr_tools.fleet.workers import FleetProcesses
 
-port = int(sys.argv[2])
+port = int(sys.argv[1])
 fleet = FleetProcesses(FleetOptions(port=port, count=3, prefix="ts", telemetry_interval_s=0, record=True), 1).start()
 assert fleet.wait_connected(20), "fleet did not connect"
 acks = []
@@ -430,8 +428,7 @@ def test_fleet_records_when_commands_reach_the_socket_and_moves_its_acks(tmp_pat
 
     broker = Mosquitto(tmp_path / "broker", persistence=False).start()
     try:
-        scripts = str(Path(__file__).resolve().parents[2] / "scripts")
-        run = subprocess.run([sys.executable, "-c", _RECEIPTS_DRIVER, scripts, str(broker.port)],
+        run = subprocess.run([sys.executable, "-c", _RECEIPTS_DRIVER, str(broker.port)],
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         out = json.loads(run.stdout.strip().splitlines()[-1])

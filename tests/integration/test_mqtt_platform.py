@@ -179,3 +179,32 @@ def test_agent_connects_with_mutual_tls(bridge, tmp_path):
         bridge.wait_for(lambda: (s := bridge.rpc(BRIDGE, BridgeRpc.STATUS))["connected"] and not s["tls"],
                         timeout=20, what="dr.mqtt back on 127.0.0.1:1883")
         broker.stop()
+
+
+def test_a_configuration_that_cannot_run_never_takes_the_link_down(bridge, probe):
+    before = bridge.rpc(BRIDGE, BridgeRpc.STATUS)
+    assert before["connected"] and before["configError"] is None
+    secret = f"Pw-{RUN}-never-shown"
+    bad_configs = [
+        # TLS files that do not exist: refused when read, before the running bridge is touched
+        (dict(_vtn_config(bridge), broker={"host": "127.0.0.1", "port": 8883, "client_id": f"pytest-gone-{RUN}",
+                                            "tls": {"ca_file": f"/nonexistent/{RUN}/ca.pem"}}), "broker.tls.ca_file"),
+        # a wrong-typed password: named, never echoed
+        (dict(_vtn_config(bridge), broker={"host": "127.0.0.1", "client_id": f"pytest-pw-{RUN}", "username": "u",
+                                            "password": [secret]}), "broker.password"),
+    ]
+    for config, key in bad_configs:
+        bridge.store_config(BRIDGE, "config", config)
+        health = bridge.wait_for(lambda: (h := bridge.rpc(BRIDGE, BridgeRpc.HEALTH)) and key in h["context"] and h,
+                                 timeout=20, what=f"the configuration naming {key} refused")
+        status = bridge.rpc(BRIDGE, BridgeRpc.STATUS)
+        assert status["connected"] and status["clientId"] == before["clientId"], "the running bridge was stopped"
+        assert health["status"] == "GOOD" and "last configuration rejected" in health["context"]
+        assert secret not in json.dumps(health) + json.dumps(status)
+    # the link still works on the previous configuration
+    bridge.publish(topics.BUS_CMD_BATCH, {"commands": [{"venId": V3, "op": "ping", "correlationId": f"still-{RUN}"}]})
+    bridge.wait_for(lambda: any(c["correlationId"] == f"still-{RUN}" for c in _json_on(probe, f"ven/cmd/{V3}")),
+                    timeout=10, what="a command through the bridge that kept running")
+    bridge.store_config(BRIDGE, "config", _vtn_config(bridge))
+    bridge.wait_for(lambda: bridge.rpc(BRIDGE, BridgeRpc.STATUS)["configError"] is None, timeout=20,
+                    what="a good configuration clears the error")

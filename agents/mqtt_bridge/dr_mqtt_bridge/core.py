@@ -262,7 +262,8 @@ class BridgeCore:
             self.out.drain_wakeup.set()
         elif kind == link_mod.EV_DISCONNECTED:
             if self.out.connected:
-                _log.warning("disconnected from %s:%s: %s", broker.host, broker.port, event[1])
+                _log.log(logging.WARNING if self._running else logging.INFO, "disconnected from %s:%s: %s",
+                         broker.host, broker.port, event[1])
             self.out.connected = False
             self._gate.release()
             self._last_error = f"disconnected: {event[1]}"
