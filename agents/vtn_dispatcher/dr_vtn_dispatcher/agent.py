@@ -50,9 +50,11 @@ class CoreScheduler:
         self._core = core
 
     def now(self) -> float:
+        """Wall-clock seconds since the epoch."""
         return time.time()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Any:
+        """Run `callback` at the absolute instant `when` on a core timer."""
         return self._core.schedule(datetime.fromtimestamp(when, UTC), callback)
 
 
@@ -70,12 +72,15 @@ class BusSender:
             raise BusError(f"publish on {topic} timed out after {PUBLISH_TIMEOUT_S:g} s") from None
 
     def send_local(self, ven_id: str, payload: dict[str, Any]) -> None:
+        """One command on dr/cmd/<venId>."""
         self._publish(topics.bus_cmd(ven_id), payload)
 
     def send_batch(self, payloads: list[dict[str, Any]]) -> None:
+        """A round's commands for the bridge on dr/batch/cmd, compacted."""
         self._publish(topics.BUS_CMD_BATCH, compact_batch(payloads, "commands"))
 
     def publish_event(self, event: dict[str, Any]) -> None:
+        """An event's status on dr/event/<eventId>."""
         self._publish(topics.BUS_EVENT_STATUS.format(eventId=event["eventId"]), event)
 
 
@@ -174,6 +179,7 @@ class VtnAgent(Agent):
     # ---------------------------------------------------------------------------- lifecycle -------
     @Core.receiver("onstart")
     def onstart(self, sender: Any, **kwargs: Any) -> None:
+        """Subscribe to the inbound topics and start the VTN when configured."""
         for prefix, kind, batched in ((topics.BUS_ACK_PREFIX, "ack", False),
                                       (topics.BUS_TELEMETRY_PREFIX, "telemetry", False),
                                       (topics.BUS_ACK_BATCH, "ack", True),
@@ -186,6 +192,7 @@ class VtnAgent(Agent):
 
     @Core.receiver("onstop")
     def onstop(self, sender: Any, **kwargs: Any) -> None:
+        """Stop the VTN (timers, pending writes, store)."""
         self._running = False
         self._stop_service()
 
@@ -288,6 +295,7 @@ class VtnAgent(Agent):
 
 
 def main() -> None:
+    """Run the agent (VOLTTRON entry point)."""
     bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
     vip_main(VtnAgent, version=__version__)
 

@@ -24,12 +24,14 @@ EPS = 1e-9
 
 @dataclass(frozen=True)
 class Candidate:
+    """A VEN that may get a share: its capacity and what it already has."""
     ven_id: str
     capacity_kw: float | None  # None: unknown (unbounded)
     allocated_kw: float = 0.0  # what it already carries (for re-allocation)
 
     @property
     def headroom_kw(self) -> float | None:
+        """kW it can still take (None: unknown capacity)."""
         if self.capacity_kw is None:
             return None
         return max(0.0, self.capacity_kw - self.allocated_kw)
@@ -37,11 +39,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Allocation:
+    """Shares by venId and what could not be placed."""
     shares: dict[str, float]
     unallocated_kw: float
 
     @property
     def total_kw(self) -> float:
+        """Sum of the shares."""
         return sum(self.shares.values())
 
 

@@ -60,6 +60,7 @@ class PayloadFactory:
         self._templates: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def render(self, record: CommandRecord, issued_at: float) -> dict[str, Any]:
+        """The command's canonical payload as issued at `issued_at`."""
         key = (record.event_id, record.op, record.modification_number, record.start, record.until,
                record.priority, record.test, issued_at)
         template = self._templates.get(key)
@@ -77,6 +78,7 @@ class PayloadFactory:
         return payload
 
     def clear(self) -> None:
+        """Forget the templates of the round."""
         self._templates.clear()
 
 
@@ -103,6 +105,7 @@ class CommandBook:
         return correlation_id in self.records
 
     def get(self, correlation_id: str) -> CommandRecord | None:
+        """The command of a correlationId, or None."""
         return self.records.get(correlation_id)
 
     def add(self, record: CommandRecord) -> CommandRecord:
@@ -116,10 +119,12 @@ class CommandBook:
         return record
 
     def forget_event(self, event_id: str) -> None:
+        """Drop a finished event's commands from memory."""
         for cid in [cid for cid, rec in self.records.items() if rec.event_id == event_id]:
             del self.records[cid]
 
     def for_event(self, event_id: str) -> list[CommandRecord]:
+        """The commands of one event."""
         return [rec for rec in self.records.values() if rec.event_id == event_id]
 
     def render_round(self, records: Iterable[CommandRecord], now: float,
@@ -162,6 +167,7 @@ class CommandBook:
         return out
 
     def next_retry(self) -> float | None:
+        """The earliest pending retry instant, or None."""
         while self._heap:
             when, cid = self._heap[0]
             record = self.records.get(cid)
@@ -172,6 +178,7 @@ class CommandBook:
         return None
 
     def pending_count(self) -> int:
+        """Commands still waiting for an ack."""
         return sum(1 for rec in self.records.values() if rec.pending)
 
 
@@ -189,12 +196,15 @@ class MemorySender:
         return self._clock() if self._clock is not None else None
 
     def send_local(self, ven_id: str, payload: dict[str, Any]) -> None:
+        """Keep one local command."""
         self.local.append((self._now(), ven_id, payload))
 
     def send_batch(self, payloads: list[dict[str, Any]]) -> None:
+        """Keep one batch."""
         self.batches.append((self._now(), list(payloads)))
 
     def publish_event(self, event: dict[str, Any]) -> None:
+        """Keep one event notice."""
         self.events.append(event)
 
     def commands(self) -> list[dict[str, Any]]:
@@ -202,6 +212,7 @@ class MemorySender:
         return [payload for _, _, payload in self.local] + [p for _, batch in self.batches for p in batch]
 
     def clear(self) -> None:
+        """Forget everything kept."""
         self.local.clear()
         self.batches.clear()
         self.events.clear()

@@ -20,6 +20,7 @@ _VEN_KEYS = {"venid", "ven"}
 
 @dataclass
 class Parsed(Generic[T]):
+    """Items parsed from a message and the errors of the refused ones."""
     items: list[T] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -33,6 +34,7 @@ def _with_ven_id(raw: object, ven_id: str | None) -> object:
 
 
 def parse_ack(raw: object, ven_id: str | None = None) -> Ack:
+    """An Ack; its venId from the payload, else from the topic."""
     ack = Ack.from_payload(raw)
     if ack.ven_id is None:
         ack.ven_id = ven_id
@@ -40,10 +42,12 @@ def parse_ack(raw: object, ven_id: str | None = None) -> Ack:
 
 
 def parse_telemetry(raw: object, ven_id: str | None = None) -> Telemetry:
+    """A Telemetry; its venId from the payload, else from the topic."""
     return Telemetry.from_payload(_with_ven_id(raw, ven_id))
 
 
 def parse_status(raw: object, ven_id: str | None = None) -> VenStatus:
+    """A VenStatus; its venId from the payload, else from the topic."""
     return VenStatus.from_payload(_with_ven_id(raw, ven_id))
 
 

@@ -18,15 +18,20 @@ from dr_vtn_dispatcher.model import ACTIVE, CANCELLED, COMPLETED, FAR, NEAR, Eve
 
 
 class TimerHandle(Protocol):
-    def cancel(self) -> None: ...
+    """What `call_at` returns: a timer that can be cancelled."""
+
+    def cancel(self) -> None:
+        """Do not run the callback."""
 
 
 class Scheduler(Protocol):
     """A clock and one-shot timers. Callbacks run on the caller's thread of control (the gevent hub)."""
 
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """Seconds since the epoch."""
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle: ...
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run `callback` at `when`."""
 
 
 def status_at(event: Event, now: float) -> str:
@@ -96,14 +101,17 @@ class ManualScheduler:
         self._seq = itertools.count()
 
     def now(self) -> float:
+        """The manual clock's reading."""
         return self._now
 
     def call_at(self, when: float, callback: Callable[[], None]) -> _Entry:
+        """Run `callback` when the clock passes `when`."""
         entry = _Entry(when, next(self._seq), callback)
         heapq.heappush(self._heap, entry)
         return entry
 
     def pending(self) -> list[float]:
+        """Instants of the timers not yet run or cancelled."""
         return sorted(entry.when for entry in self._heap if not entry.cancelled)
 
     def advance_to(self, when: float) -> None:
@@ -117,4 +125,5 @@ class ManualScheduler:
         self._now = max(self._now, when)
 
     def advance(self, seconds: float) -> None:
+        """Move the clock `seconds` ahead, running what comes due."""
         self.advance_to(self._now + seconds)

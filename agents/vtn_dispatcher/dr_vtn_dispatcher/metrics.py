@@ -26,6 +26,7 @@ from dr_vtn_dispatcher.model import (
 
 def event_metrics(event: Event, participants: Iterable[Participant], commands: Iterable[CommandRecord],
                   vens: Mapping[str, Ven], now: float, offline_timeout_s: float) -> dict[str, Any]:
+    """The metrics of one event with per-VEN detail (see the module docstring)."""
     by_ven: dict[str, list[CommandRecord]] = {}
     response_times: list[float] = []
     responding: set[str] = set()

@@ -39,15 +39,18 @@ EPS_KW = 1e-6
 
 
 def iso(ts: float | None) -> str | None:
+    """ISO 8601 (UTC) of epoch seconds, None stays None."""
     return None if ts is None else to_iso(datetime.fromtimestamp(ts, UTC))
 
 
 def epoch(value: datetime) -> float:
+    """Epoch seconds of an aware datetime."""
     return value.timestamp()
 
 
 @dataclass(slots=True)
 class Ven:
+    """A registered VEN and its latest known state."""
     ven_id: str
     name: str | None = None
     site: str | None = None
@@ -77,6 +80,7 @@ class Ven:
         return "online" if now - self.last_seen <= timeout_s else "offline"
 
     def to_dict(self, now: float, timeout_s: float) -> dict[str, Any]:
+        """The API form of the VEN at `now`."""
         return {"venId": self.ven_id, "name": self.name, "site": self.site, "group": self.group,
                 "maxShedKw": self.max_shed_kw, "transport": self.transport,
                 "status": self.online_state(now, timeout_s), "online": self.online_state(now, timeout_s) == "online",
@@ -87,6 +91,7 @@ class Ven:
 
 @dataclass(slots=True)
 class Event:
+    """A DR event as the VTN keeps it."""
     event_id: str
     start: float
     end: float
@@ -109,9 +114,11 @@ class Event:
 
     @property
     def all_vens(self) -> bool:
+        """True when the event targets every VEN."""
         return not self.ven_ids and not self.groups
 
     def targets(self, ven: Ven) -> bool:
+        """True when `ven` is targeted by the event."""
         return self.matcher()(ven)
 
     def matcher(self) -> Callable[[Ven], bool]:
@@ -122,6 +129,7 @@ class Event:
         return lambda ven: ven.ven_id in ids or (ven.group is not None and ven.group in groups)
 
     def to_dict(self) -> dict[str, Any]:
+        """The API form of the event."""
         return {"eventId": self.event_id, "programId": self.program_id, "name": self.name, "status": self.status,
                 "signal": self.signal, "level": self.level, "requestedReductionKw": self.requested_kw,
                 "startTime": iso(self.start), "endTime": iso(self.end), "durationS": round(self.end - self.start, 3),
@@ -133,6 +141,7 @@ class Event:
 
 @dataclass(slots=True)
 class Participant:
+    """One VEN in one event: its state and share."""
     event_id: str
     ven_id: str
     state: str = P_PLANNED
@@ -148,6 +157,7 @@ class Participant:
 
 @dataclass(slots=True)
 class CommandRecord:
+    """One command with its sends and its ack."""
     correlation_id: str
     event_id: str
     ven_id: str
@@ -172,9 +182,11 @@ class CommandRecord:
 
     @property
     def pending(self) -> bool:
+        """True while it is active and not acked (it is retried)."""
         return self.active and self.acked_at is None
 
     def to_dict(self) -> dict[str, Any]:
+        """The API form of the command."""
         return {"correlationId": self.correlation_id, "eventId": self.event_id, "venId": self.ven_id, "op": self.op,
                 "modificationNumber": self.modification_number, "requestedReductionKw": self.requested_kw,
                 "firstSentAt": iso(self.first_sent_at), "lastSentAt": iso(self.last_sent_at),

@@ -107,6 +107,7 @@ meta_table = Table(
 
 @dataclass(frozen=True)
 class AckRow:
+    """One ack received, as written to vtn_acks."""
     received_at: float
     correlation_id: str
     ven_id: str | None
@@ -123,6 +124,7 @@ class AckRow:
 
 @dataclass(frozen=True)
 class TelemetryRow:
+    """One telemetry summary, as written to vtn_telemetry."""
     ven_id: str
     ts: float
     received_at: float
@@ -162,6 +164,7 @@ def _driver_error(dialect: str) -> type[Exception]:
 
 
 def sqlite_url(path: str) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
     return f"sqlite:///{os.path.abspath(path)}"
 
 
@@ -182,6 +185,7 @@ class Store:
         metadata.create_all(self.engine)
 
     def close(self) -> None:
+        """Release the connections."""
         self.engine.dispose()
 
     # --- writing ---------------------------------------------------------------------------------
@@ -261,6 +265,7 @@ class Store:
 
     # --- reading ---------------------------------------------------------------------------------
     def load_vens(self) -> list[Ven]:
+        """Every registered VEN."""
         with self.engine.connect() as conn:
             return [_ven_from(row) for row in conn.execute(select(vens_table)).mappings()]
 
@@ -272,11 +277,13 @@ class Store:
             return [_event_from(row) for row in conn.execute(query).mappings()]
 
     def get_event(self, event_id: str) -> Event | None:
+        """One event, or None."""
         with self.engine.connect() as conn:
             row = conn.execute(select(events_table).where(events_table.c.event_id == event_id)).mappings().first()
         return _event_from(row) if row is not None else None
 
     def list_events(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Event]:
+        """Events by status, latest start first, paged."""
         query = select(events_table)
         if status is not None:
             query = query.where(events_table.c.status == status)
@@ -285,6 +292,7 @@ class Store:
             return [_event_from(row) for row in conn.execute(query).mappings()]
 
     def load_participants(self, event_ids: Sequence[str]) -> list[Participant]:
+        """The participants of these events."""
         if not event_ids:
             return []
         query = select(participants_table).where(participants_table.c.event_id.in_(list(event_ids)))
@@ -292,6 +300,7 @@ class Store:
             return [Participant(**dict(row)) for row in conn.execute(query).mappings()]
 
     def load_commands(self, event_ids: Sequence[str]) -> list[CommandRecord]:
+        """The commands of these events."""
         if not event_ids:
             return []
         query = select(commands_table).where(commands_table.c.event_id.in_(list(event_ids)))
@@ -299,6 +308,7 @@ class Store:
             return [_command_from(row) for row in conn.execute(query).mappings()]
 
     def acks(self, event_id: str | None = None) -> list[dict[str, Any]]:
+        """Acks received (of one event, or all)."""
         query = select(acks_table).order_by(acks_table.c.id)
         if event_id is not None:
             query = query.where(acks_table.c.event_id == event_id)
@@ -307,6 +317,7 @@ class Store:
 
     def telemetry(self, ven_id: str | None = None, event_id: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
+        """Telemetry rows, filtered by VEN and event."""
         query = select(telemetry_table).order_by(telemetry_table.c.ts.desc()).limit(limit)
         if ven_id is not None:
             query = query.where(telemetry_table.c.ven_id == ven_id)
