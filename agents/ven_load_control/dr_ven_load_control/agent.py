@@ -276,24 +276,35 @@ class VenLoadControlAgent(Agent):
             self._wake.wait(timeout=timeout)
             self._wake.clear()
             gevent.sleep(0)  # never starve the other greenlets, whatever the deadlines say
-            report: Telemetry | None = None
-            with self._lock:
-                engine, cfg = self._engine, self._cfg
-                if engine is not None:
-                    self._execute(engine.on_timer())
-                    if engine.live_report_due():
-                        # what the devices do now, not the driver's previous scrape
-                        self._read_meter_live(engine)
-                        report = engine.telemetry()
-            if report is not None and cfg is not None:
-                self._publish_telemetry(cfg, report)
+            try:
+                self._timer_tick()
+            except Exception:  # a defect must never stop the timers that restore the loads
+                _log.exception("timer tick failed; carrying on")
+                gevent.sleep(0.5)
+
+    def _timer_tick(self) -> None:
+        report: Telemetry | None = None
+        with self._lock:
+            engine, cfg = self._engine, self._cfg
+            if engine is not None:
+                self._execute(engine.on_timer())
+                if engine.live_report_due():
+                    # what the devices do now, not the driver's previous scrape
+                    self._read_meter_live(engine)
+                    report = engine.telemetry()
+        if report is not None and cfg is not None:
+            self._publish_telemetry(cfg, report)
 
     def _telemetry_loop(self, period_s: float) -> None:
         while True:
             gevent.sleep(period_s - (time.time() % period_s))
             with self._lock:
                 engine, cfg = self._engine, self._cfg
-                report = engine.telemetry() if engine is not None else None
+                try:
+                    report = engine.telemetry() if engine is not None else None
+                except Exception as exc:  # a defect costs one report, never the loop
+                    self._rate_log.error("telemetry-build", "telemetry could not be built: %r", exc)
+                    report = None
             if report is None or cfg is None:
                 continue
             self._publish_telemetry(cfg, report)
