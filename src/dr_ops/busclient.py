@@ -96,12 +96,13 @@ class BusClient:
         self.agent.vip.pubsub.subscribe("pubsub", prefix, handler).get(timeout=10)
         return sub
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the client agent; waits at most `timeout` s (the platform may already be gone)."""
         if self.agent is not None:
             try:
-                self.agent.core.stop(timeout=5)
+                self.agent.core.stop(timeout=timeout)
             except gevent.Timeout:
-                _log.warning("bus client %s did not stop within 5 s", self.identity)
+                _log.warning("bus client %s did not stop within %.0f s", self.identity, timeout)
             self.agent = None
 
 

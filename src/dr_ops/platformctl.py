@@ -6,6 +6,8 @@ the same way an operator does (`vctl install --vip-identity --agent-config --tag
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -14,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 _log = logging.getLogger(__name__)
 
@@ -121,6 +123,16 @@ class SitePlatform:
         proc = self._run([str(self.scripts / "platform"), "status", "--site", self.site], check=False, timeout=60)
         return proc.returncode == 0
 
+    def platform_pid(self) -> int | None:
+        """The site's running platform process (its VOLTTRON_PID file), or None; starts no process (unlike
+        `is_running`, which asks vctl), so it can be polled."""
+        try:
+            pid = int((self.home / "VOLTTRON_PID").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if b"volttron" in cmdline else None
+
     def vctl(self, *args: str, stdin: bytes | None = None, timeout: float = 180, check: bool = True) -> str:
         proc = self._run([str(self.scripts / "vctl"), "--site", self.site, *args], stdin=stdin, timeout=timeout,
                          check=check, what="vctl " + " ".join(args[:3]))
@@ -157,10 +169,32 @@ class SitePlatform:
                                          running="running" in status)
         return agents
 
+    @contextlib.contextmanager
+    def staged(self, rel: str | None) -> Iterator[None]:
+        """Hold the staging lock of a repository folder while it is staged and installed from: every site
+        installs from the same staged copy, and restaging replaces it whole (another site's `vctl install`
+        running in it would fail with "No such file or directory")."""
+        if rel is None:
+            yield
+            return
+        lock = self.state / "stage" / (".lock-" + rel.strip("/").replace("/", "_"))
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def install_agent(self, identity: str, *, path: str | None = None, package: str | None = None,
                       config: dict[str, Any] | None = None, tag: str = "dr", priority: int = 50,
                       start_time_s: int = 3) -> str:
         """Install (or update) one agent; returns what was done: installed, restarted, reconfigured, unchanged."""
+        with self.staged(path):
+            return self._install_agent(identity, path, package, config, tag, priority, start_time_s)
+
+    def _install_agent(self, identity: str, path: str | None, package: str | None, config: dict[str, Any] | None,
+                       tag: str, priority: int, start_time_s: int) -> str:
         stamp_dir = self.site_dir / "installed"
         stamp_file = stamp_dir / f"{identity}.stamp"
         source = self.repo / path if path else None
@@ -214,6 +248,12 @@ class SitePlatform:
         want = {"src": tree_hash(source) if is_folder else f"package:{lib}"}
         if self._read_stamp(stamp_file) == want:
             return "unchanged"
+        with self.staged(lib if is_folder else None):
+            self._install_lib(lib, source, is_folder)
+        self._write_stamp(stamp_file, want)
+        return "installed"
+
+    def _install_lib(self, lib: str, source: Path, is_folder: bool) -> None:
         if is_folder:
             target = str(self.stage(lib))
             dist = project_name(source / "pyproject.toml")
@@ -222,8 +262,6 @@ class SitePlatform:
             self.vctl("install-lib", target, timeout=300)
         else:
             self.vctl("install-lib", lib, "--pre", timeout=300)
-        self._write_stamp(stamp_file, want)
-        return "installed"
 
     def store_config(self, identity: str, name: str, data: Any, csv: bool = False) -> None:
         """Store one entry in an agent's config store (a dict/list as JSON, or text; `csv` for registries)."""
