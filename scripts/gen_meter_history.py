@@ -14,6 +14,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -62,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.event and not args.ven:
         parser.error("--event needs --ven")
-    config = sitedb.resolve(args.db, args.site)
+    try:
+        config = sitedb.resolve(args.db, args.site)
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:  # ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     end = args.end or datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=args.days)
     profile = MeterProfile(kind=args.kind, base_kw=args.base_kw, shape_kw=args.shape_kw)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-png", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON instead of the table")
     args = parser.parse_args(argv)
-    config = sitedb.resolve(args.db, args.site or (None if args.db else "demo"))
+    try:
+        config = sitedb.resolve(args.db, args.site or (None if args.db else "demo"))
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:  # ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     mv = config.mv
     options = MvOptions(methods=tuple(args.method or mv.methods), timezone=args.tz or mv.timezone,
                         interval_minutes=args.interval or mv.interval_minutes,

@@ -6,23 +6,34 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from dr_historian.config import HistorianConfig, parse_config
 
-REPO = Path(os.environ.get("VDR_REPO") or Path(__file__).resolve().parents[2])
+
+def repo_root() -> Path:
+    """The checkout whose platform-config/ is read: $VDR_REPO, else the one of the running script (scripts/X.py),
+    else the folder this module was installed from."""
+    script = Path(sys.argv[0]).resolve().parents[1] if sys.argv and sys.argv[0] else None
+    for candidate in (os.environ.get("VDR_REPO"), script, Path(__file__).resolve().parents[2]):
+        if candidate and (Path(candidate) / "platform-config" / "sites").is_dir():
+            return Path(candidate)
+    raise FileNotFoundError("cannot find the volttron-dr checkout (its platform-config/): set VDR_REPO")
 
 
-def site_home(site: str, repo: Path = REPO) -> Path:
+def site_home(site: str, repo: Path | None = None) -> Path:
     """The VOLTTRON_HOME of a site run by scripts/platform."""
+    repo = repo or repo_root()
     out = subprocess.run(["bash", "-c", f'source "{repo}/scripts/lib.sh"; echo "$VDR_STATE"'],
                          env={k: v for k, v in os.environ.items() if k != "VOLTTRON_HOME"} | {"VDR_SITE": site},
                          capture_output=True, text=True, check=True)
     return Path(out.stdout.strip()) / "sites" / site / "vhome"
 
 
-def site_config(site: str, repo: Path = REPO) -> HistorianConfig:
+def site_config(site: str, repo: Path | None = None) -> HistorianConfig:
     """The historian configuration of a site (platform-config/sites/SITE/historian.json)."""
+    repo = repo or repo_root()
     path = repo / "platform-config" / "sites" / site / "historian.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the site has no historian configuration")

@@ -204,3 +204,15 @@ def test_generator_and_report_scripts(tmp_path, capsys):
     assert report.main(["ev-t1", "--db", str(tmp_path / "missing.sqlite"), "--no-png"]) == 1
     assert "no historian database" in capsys.readouterr().err
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_site_database_is_found_from_the_checkout(monkeypatch):
+    from dr_tools import sitedb
+
+    monkeypatch.setenv("VDR_REPO", str(ROOT))
+    assert sitedb.repo_root() == ROOT
+    config = sitedb.resolve(None, "demo")
+    assert config.backend == "sqlite" and config.url.endswith("/data/historian.sqlite")
+    with pytest.raises(FileNotFoundError):
+        sitedb.resolve(None, "no-such-site")
+    assert sitedb.resolve("/tmp/x.sqlite", "demo").url == "sqlite:////tmp/x.sqlite"
