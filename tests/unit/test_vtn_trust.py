@@ -9,7 +9,7 @@ import pytest
 from dr_vtn_dispatcher.config import parse_config
 from dr_vtn_dispatcher.errors import api_call
 from dr_vtn_dispatcher.journal import Journal
-from dr_vtn_dispatcher.store import TelemetryRow
+from dr_vtn_dispatcher.store import AckRow, TelemetryRow
 from sqlalchemy.exc import OperationalError
 
 from dr_common.config import ConfigError
@@ -287,3 +287,15 @@ def test_the_journal_keeps_at_most_rows_max_rows_while_the_database_is_down(h):
     journal.flush()
     assert [row["ts"] for row in h.store.telemetry(ven_id="a")][:1] in ([150.0], [249.0])
     assert len(h.store.telemetry(ven_id="a")) == 100
+
+
+def test_the_journal_drops_old_ack_rows_too_when_only_acks_pile_up(h):
+    journal = Journal(h.store, rows_max=10)
+    rows = [AckRow(received_at=float(i), correlation_id=f"c{i}", ven_id="a", event_id=None, op="event", ok=True,
+                   target_kw=None, accepted_kw=None, error=None, ack_ts=None, response_ms=None, outcome="unknown")
+            for i in range(25)]
+    for row in rows:
+        journal.stage(acks=[row])
+    assert journal.dropped_rows == 15
+    journal.flush()
+    assert sorted(r["correlation_id"] for r in h.store.acks()) == sorted(f"c{i}" for i in range(15, 25))

@@ -15,9 +15,9 @@ from typing import Any
 from dr_vtn_dispatcher.model import CommandRecord, Event, Participant, Ven
 from dr_vtn_dispatcher.store import AckRow, Store, TelemetryRow
 
-# Rows kept for the next flush at most; beyond, the oldest telemetry rows are dropped (counted): a database
-# that stays down must not take the VTN's memory with it. Commands, participants and VENs are bounded by the
-# live state they mirror.
+# Rows kept for the next flush at most; beyond, the oldest telemetry rows, then the oldest ack rows, are dropped
+# (counted): a database that stays down must not take the VTN's memory with it. Commands, participants and VENs
+# are bounded by the live state they mirror.
 ROWS_MAX = 200_000
 
 
@@ -74,11 +74,15 @@ class Journal:
             self._bound()
 
     def _bound(self) -> None:
+        """Drop the oldest telemetry rows, then the oldest ack rows, beyond `rows_max` (counted). An ack's
+        effect is kept all the same: its command's state is a record, written with the commands."""
         over = len(self._telemetry) + len(self._acks) - self._rows_max
-        if over > 0 and self._telemetry:
-            cut = min(over, len(self._telemetry))
-            del self._telemetry[:cut]
-            self.dropped_rows += cut
+        for rows in (self._telemetry, self._acks):
+            cut = min(max(over, 0), len(rows))
+            if cut:
+                del rows[:cut]
+                self.dropped_rows += cut
+                over -= cut
 
     @property
     def empty(self) -> bool:
