@@ -89,7 +89,8 @@ def test_tls_and_custom_maps(tmp_path):
         "inbound": [{"mqtt": "site/{venId}/ack", "bus": "dr/ack/{venId}", "kind": "ack"}],
         "batch": {"max_items": 10, "max_delay_ms": 5}, "store": {"path": "/tmp/x.sqlite", "max_messages": 7}})
     assert cfg.broker.port == 8883 and cfg.broker.tls.alpn == ["x-amzn-mqtt-ca"]
-    assert cfg.broker.username == "u" and cfg.broker.password.get_secret_value() == "p" and cfg.batch_max_items == 10 and cfg.batch_max_delay_s == 0.005
+    assert cfg.broker.username == "u" and cfg.broker.password.get_secret_value() == "p"
+    assert cfg.batch_max_items == 10 and cfg.batch_max_delay_s == 0.005
     assert cfg.store_max_messages == 7 and cfg.outbound[0].items_key is None
 
 

@@ -34,6 +34,7 @@ class VipBus:
         self._agent = agent
 
     def publish(self, topic: str, message: Any) -> None:
+        """Publish on the bus and wait for it (BusPublishError after BUS_PUBLISH_TIMEOUT_S)."""
         try:
             self._agent.vip.pubsub.publish("pubsub", topic, headers={}, message=message).get(
                 timeout=BUS_PUBLISH_TIMEOUT_S)
@@ -121,6 +122,7 @@ class MqttBridgeAgent(Agent):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the agent (the `volttron-dr-mqtt-bridge` entry point)."""
     try:
         bound_message_repr()  # VOLTTRON 11 renders every VIP message for its debug log
         vip_main(MqttBridgeAgent, version="0.1.0")

@@ -7,6 +7,8 @@ from typing import Any
 
 
 class Batcher:
+    """Items waiting per bus topic, with the time the oldest arrived."""
+
     def __init__(self, max_items: int, max_delay_s: float) -> None:
         self.max_items = max_items
         self.max_delay_s = max_delay_s
@@ -31,6 +33,7 @@ class Batcher:
         return [self._take(t) for t, since in list(self._since.items()) if now - since >= self.max_delay_s]
 
     def flush_all(self) -> list[tuple[str, list[Any]]]:
+        """Every waiting batch, due or not (at stop)."""
         return [self._take(t) for t in list(self._since)]
 
     def next_deadline(self) -> float | None:

@@ -44,7 +44,8 @@ BUS_ATTEMPTS = 3
 class BusPort(Protocol):
     """Where the bridge publishes on the bus. `publish` blocks the calling greenlet and raises on failure."""
 
-    def publish(self, topic: str, message: Any) -> None: ...
+    def publish(self, topic: str, message: Any) -> None:
+        """Publish `message` on `topic`; raises when it did not complete."""
 
 
 class BridgeCore:
@@ -182,7 +183,8 @@ class BridgeCore:
         received = time.monotonic()
         result = self.out.send_batch(commands, shared)
         if result is None:
-            return {"sent": 0, "queued": 0, "refused": 0, "rejected": len(commands) if isinstance(commands, list) else 1}
+            rejected = len(commands) if isinstance(commands, list) else 1
+            return {"sent": 0, "queued": 0, "refused": 0, "rejected": rejected}
         self._note_fanout("rpc:send_batch", result, received)
         return result
 

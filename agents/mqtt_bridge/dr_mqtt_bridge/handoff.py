@@ -57,6 +57,7 @@ class HubInbox:
         return out
 
     def close(self) -> None:
+        """Stop the watcher; a consumer waiting in get_all returns."""
         self._closed = True
         self._watcher.stop()
         self._watcher.close()

@@ -51,7 +51,10 @@ EV_BATCH = "batch"  # (EV_BATCH, [event, ...]): everything paho reported while h
 
 
 class Inbox(Protocol):
-    def put(self, item: Any) -> None: ...
+    """Where paho's thread hands events to the hub (`handoff.HubInbox`)."""
+
+    def put(self, item: Any) -> None:
+        """Hand one event over (any thread, never blocks)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class _NativeSocketClient(mqtt.Client):
         return self._acks is not None
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's read step, repeated until every whole packet of the buffer is handled."""
         self._acks = _Block(_PUBACK, 0, self._sock)
         try:
             for _ in range(MAX_READS_PER_WAKE):
@@ -193,6 +197,7 @@ class _NativeSocketClient(mqtt.Client):
 
     @contextmanager
     def coalesced(self) -> Iterator[None]:
+        """This thread's QoS>0 PUBLISH packets are queued in blocks of up to COALESCE_BYTES."""
         self._bulk = _Block(_PUBLISH, 1, self._sock)
         try:
             yield
@@ -230,6 +235,7 @@ class PublicApiClient(mqtt.Client):
     reading = False
 
     def coalesced(self) -> Any:
+        """No blocks: every message is queued on its own."""
         return nullcontext()
 
 
@@ -244,14 +250,17 @@ class _Block:
         self.buf = bytearray()
 
     def takes(self, command: int, qos: int) -> bool:
+        """True for a packet of this block's kind queued by the thread that opened it."""
         return (command & 0xF0 == self.kind and (self.kind != _PUBLISH or qos > 0)
                 and self.owner == _os_thread_ident())
 
     def add(self, packet: bytes | bytearray) -> int:
+        """Append a packet; returns the block's size."""
         self.buf += packet
         return len(self.buf)
 
     def take(self) -> bytes:
+        """The block's bytes, emptying it."""
         data, self.buf = bytes(self.buf), bytearray()
         return data
 
@@ -285,6 +294,8 @@ def _set_ctx(ctx: _ssl_module.SSLContext, name: str, value: Any) -> None:
 
 
 class MqttLink:
+    """One paho client with its network thread; reports connection changes, messages and PUBACKs."""
+
     def __init__(self, broker: BrokerConfig, inbox: Inbox, subscriptions: list[tuple[str, int]],
                  birth: Birth | None = None, log_packets: bool = False,
                  client_class: type[mqtt.Client] | None = None) -> None:

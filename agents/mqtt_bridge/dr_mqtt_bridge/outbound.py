@@ -82,10 +82,12 @@ class FanoutGate:
         return max(0.0, self.until - self._clock())
 
     def acknowledged(self, mid: int) -> None:
+        """The broker acknowledged `mid`: the hold ends if it was the fan-out's last."""
         if mid == self.mid:
             self.mid = None
 
     def release(self) -> None:
+        """End any hold (disconnect, stop)."""
         self.mid = None
 
 

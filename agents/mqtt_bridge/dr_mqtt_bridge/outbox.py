@@ -47,6 +47,8 @@ class OutboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class OutboxRow:
+    """One queued message."""
+
     id: int
     topic: str
     payload: bytes

@@ -27,6 +27,7 @@ class LatencyReservoir:
         self._rand = random.Random(seed)
 
     def add(self, value: float) -> None:
+        """Record one value."""
         self.count += 1
         if value > self.max:
             self.max = value
@@ -55,15 +56,19 @@ def percentile(ordered: list[float], pct: float) -> float:
 
 
 class BridgeStats:
+    """Counters, rejects by reason, and the hand-off latency reservoir."""
+
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
         self.handoff = LatencyReservoir()
 
     def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to counter `name`."""
         self.counters[name] += n
 
     def reject(self, reason: str, n: int = 1) -> None:
+        """Count `n` refused messages under `reason`."""
         self.rejects[reason] += n
 
 

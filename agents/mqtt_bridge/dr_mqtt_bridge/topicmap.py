@@ -18,6 +18,8 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class TopicTemplate:
+    """An MQTT or bus topic with at most one whole-segment `{venId}` placeholder."""
+
     text: str
 
     def __post_init__(self) -> None:
@@ -40,6 +42,7 @@ class TopicTemplate:
 
     @property
     def has_ven_id(self) -> bool:
+        """True when the template has the `{venId}` placeholder."""
         return PLACEHOLDER in self.text
 
     @property
