@@ -299,3 +299,12 @@ def test_the_journal_drops_old_ack_rows_too_when_only_acks_pile_up(h):
     assert journal.dropped_rows == 15
     journal.flush()
     assert sorted(r["correlation_id"] for r in h.store.acks()) == sorted(f"c{i}" for i in range(15, 25))
+
+
+def test_the_database_url_is_a_secret_never_rendered():
+    config = parse_config({"databaseUrl": "postgresql+psycopg2://vtn:s3cret-pw@db.example/volttron_dr"})
+    assert "s3cret-pw" not in repr(config) and "s3cret-pw" not in str(config.model_dump())
+    assert config.database_url.get_secret_value().endswith("@db.example/volttron_dr")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"databaseUrl": "postgresql://vtn:s3cret-pw@db/x", "surprise": 1})
+    assert "s3cret-pw" not in str(info.value)

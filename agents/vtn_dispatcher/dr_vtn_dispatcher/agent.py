@@ -127,8 +127,8 @@ class VtnAgent(Agent):
             self._start_service()
 
     def _database_url(self, config: VtnConfig) -> str:
-        if config.database_url:
-            return config.database_url
+        if config.database_url is not None and config.database_url.get_secret_value():
+            return config.database_url.get_secret_value()
         if config.sqlite_path:
             return sqlite_url(config.sqlite_path)
         home = os.environ.get("VOLTTRON_HOME", os.path.expanduser("~/.volttron"))

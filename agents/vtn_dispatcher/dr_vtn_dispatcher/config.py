@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from dr_common import topics
 from dr_common.config import ConfigError, ConfigModel, load_model
@@ -80,7 +80,8 @@ class ProgramOverride(ConfigModel):
 class VtnConfig(ConfigModel):
     """The validated dr.vtn configuration (see the module docstring for every key)."""
 
-    database_url: str | None = Field(default=None, max_length=2000, validation_alias=AliasChoices(
+    # a URL may carry the database password: kept as a secret, never rendered
+    database_url: SecretStr | None = Field(default=None, max_length=2000, validation_alias=AliasChoices(
         "databaseUrl", "database_url", "database", "dbUrl", "url"))
     sqlite_path: str | None = Field(default=None, max_length=2000, validation_alias=AliasChoices(
         "sqlitePath", "sqlite_path", "sqlite", "dbPath"))
