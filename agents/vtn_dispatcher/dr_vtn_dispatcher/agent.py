@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from types import MethodType
 from typing import Any
 
 import gevent
@@ -23,12 +24,12 @@ from volttron.utils import load_config
 from volttron.utils.commands import vip_main
 
 from dr_common import topics
+from dr_common.config import ConfigError
 from dr_common.payloads import compact_batch
+from dr_common.rejects import RateLimitedLog
 from dr_common.timeutil import UTC
 from dr_common.vip_repr import bound_message_repr
 from dr_vtn_dispatcher import __version__
-from dr_common.config import ConfigError
-from dr_common.rejects import RateLimitedLog
 from dr_vtn_dispatcher.config import VtnConfig, parse_config
 from dr_vtn_dispatcher.errors import INTERNAL, api_call
 from dr_vtn_dispatcher.service import VtnService
@@ -221,67 +222,68 @@ class VtnAgent(Agent):
         return on_message
 
     # ---------------------------------------------------------------------------- RPC -------------
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a VtnService method (given as `VtnService.x`) on the running service by the API convention."""
         if self.service is None:
             reason = self.config_error or "not started"
             return {"error": f"dr.vtn is not running: {reason}", "field": "<config>", "code": INTERNAL}
-        return api_call(getattr(self.service, method), *args, **kwargs)
+        return api_call(MethodType(method, self.service), *args, **kwargs)
 
     @RPC.export(topics.VtnRpc.REGISTER_VEN)
     def register_ven(self, ven: dict[str, Any]) -> Any:
         """Register a VEN, or update it when its venId is known."""
-        return self._call("register_ven", ven)
+        return self._call(VtnService.register_ven, ven)
 
     @RPC.export(topics.VtnRpc.UPDATE_VEN)
     def update_ven(self, ven_id: str, changes: dict[str, Any]) -> Any:
         """Change a registered VEN."""
-        return self._call("update_ven", ven_id, changes)
+        return self._call(VtnService.update_ven, ven_id, changes)
 
     @RPC.export(topics.VtnRpc.LIST_VENS)
     def list_vens(self, status: str | None = None, group: str | None = None, site: str | None = None,
                   transport: str | None = None) -> Any:
         """Registered VENs, filtered by status, group, site or transport."""
-        return self._call("list_vens", status=status, group=group, site=site, transport=transport)
+        return self._call(VtnService.list_vens, status=status, group=group, site=site, transport=transport)
 
     @RPC.export(topics.VtnRpc.GET_VEN)
     def get_ven(self, ven_id: str) -> Any:
         """One VEN, with the event it serves."""
-        return self._call("get_ven", ven_id)
+        return self._call(VtnService.get_ven, ven_id)
 
     @RPC.export(topics.VtnRpc.CREATE_EVENT)
     def create_event(self, event: dict[str, Any]) -> Any:
         """Create an event."""
-        return self._call("create_event", event)
+        return self._call(VtnService.create_event, event)
 
     @RPC.export(topics.VtnRpc.UPDATE_EVENT)
     def update_event(self, event_id: str, changes: dict[str, Any]) -> Any:
         """Change an open event (modificationNumber + 1)."""
-        return self._call("update_event", event_id, changes)
+        return self._call(VtnService.update_event, event_id, changes)
 
     @RPC.export(topics.VtnRpc.STOP_EVENT)
     def stop_event(self, event_id: str) -> Any:
         """End an event now (active: completed, else cancelled)."""
-        return self._call("stop_event", event_id)
+        return self._call(VtnService.stop_event, event_id)
 
     @RPC.export(topics.VtnRpc.CANCEL_EVENT)
     def cancel_event(self, event_id: str) -> Any:
         """Cancel an event; VENs already dispatched are restored."""
-        return self._call("cancel_event", event_id)
+        return self._call(VtnService.cancel_event, event_id)
 
     @RPC.export(topics.VtnRpc.GET_EVENT)
     def get_event(self, event_id: str) -> Any:
         """One event."""
-        return self._call("get_event", event_id)
+        return self._call(VtnService.get_event, event_id)
 
     @RPC.export(topics.VtnRpc.LIST_EVENTS)
     def list_events(self, status: str | None = None, limit: int = 100, offset: int = 0) -> Any:
         """Events, latest start first."""
-        return self._call("list_events", status=status, limit=limit, offset=offset)
+        return self._call(VtnService.list_events, status=status, limit=limit, offset=offset)
 
     @RPC.export(topics.VtnRpc.EVENT_METRICS)
     def event_metrics(self, event_id: str) -> Any:
         """Per-event metrics with per-VEN detail."""
-        return self._call("event_metrics", event_id)
+        return self._call(VtnService.event_metrics, event_id)
 
     @RPC.export(topics.VtnRpc.HEALTH)
     def health(self) -> dict[str, Any]:
