@@ -1,7 +1,9 @@
 """The status page in a real browser: Debian's chromium, headless, driven over the DevTools protocol (a small
 stdlib websocket client below). Load the dashboard, save the token, create an event through the form, see
 the banner and the chart's event window appear and the site power drop without a reload, follow the event
-to its page (ack, response time), stop it with its button. Screenshots go to test-artifacts/.
+to its page (ack, response time), stop it with its button. On a VEN's page, see which loads it shed (EV
+charger limited, HVAC setpoint raised, the constraint that limits each) and see them come back live when the
+event stops. Screenshots go to test-artifacts/.
 
 The test process plays the VEN on the bus: telemetry (a batch of history, then one payload a second), the
 ack to dr.vtn's command, a lower power while shedding.
@@ -29,6 +31,7 @@ import gevent
 import pytest
 
 from dr_common import topics
+from dr_ops.busclient import BusClient
 from tests.integration.test_web_platform import TOKEN, Http, iso, start_stack, web_url
 from tests.support.services import IN_CI
 
@@ -238,8 +241,10 @@ def browser():
 class FakeVenOnTheBus:
     """Plays one VEN on the bus: telemetry every second, acks dr.vtn's commands, sheds while asked to."""
 
-    def __init__(self, plat, ven_id: str, base_kw: float = 5.0) -> None:
+    def __init__(self, plat, ven_id: str, base_kw: float = 5.0, with_loads: bool = False) -> None:
         self.plat, self.ven_id, self.base_kw = plat, ven_id, base_kw
+        self.with_loads = with_loads
+        self.bus: BusClient | None = None  # the VEN's own identity: dr.vtn takes its acks only from it
         self.shed_kw = 0.0
         self.event_id: str | None = None
         self.commands: list[dict] = []
@@ -253,6 +258,7 @@ class FakeVenOnTheBus:
         times = [now - 300 + 5 * i for i in range(60)]
         history = [{"venId": self.ven_id, "ts": iso(t), "usedPowerKw": self.baseline(t),
                     "baselinePowerKw": self.baseline(t), "shedPowerKw": 0.0} for t in times]
+        self.bus = BusClient(self.plat.plat, topics.ven_identity(self.ven_id)).connect()
         self.plat.publish(topics.BUS_TELEMETRY_BATCH, {"items": history})
         self.plat.bus.subscribe(topics.bus_cmd(self.ven_id), self._on_command)
         self._loop = gevent.spawn(self._run)
@@ -263,7 +269,7 @@ class FakeVenOnTheBus:
             self.shed_kw, self.event_id = float(message["requestedReductionKw"]), message.get("eventId")
         elif message.get("op") == "restore":
             self.shed_kw, self.event_id = 0.0, None
-        gevent.spawn(self.plat.publish, topics.bus_ack(self.ven_id), {
+        gevent.spawn(self.bus.publish, topics.bus_ack(self.ven_id), {
             "correlationId": message["correlationId"], "op": message["op"], "ok": True, "venId": self.ven_id,
             "data": {"targetKw": self.shed_kw, "acceptedReduceKw": self.shed_kw, "until": message.get("until")}})
 
@@ -271,15 +277,57 @@ class FakeVenOnTheBus:
         while True:
             now = time.time()
             base = self.baseline(now)
-            self.plat.publish(topics.bus_telemetry(self.ven_id), {
-                "venId": self.ven_id, "ts": iso(now), "usedPowerKw": round(base - self.shed_kw, 3),
-                "baselinePowerKw": base, "shedPowerKw": self.shed_kw, "eventId": self.event_id,
-                "requestedReductionKw": self.shed_kw})
+            payload = {"venId": self.ven_id, "ts": iso(now), "usedPowerKw": round(base - self.shed_kw, 3),
+                       "baselinePowerKw": base, "shedPowerKw": self.shed_kw, "eventId": self.event_id,
+                       "requestedReductionKw": self.shed_kw}
+            if self.with_loads:
+                payload["loads"] = self.loads(now)
+            self.bus.publish(topics.bus_telemetry(self.ven_id), payload)
             gevent.sleep(1.0)
+
+    def loads(self, now: float) -> dict[str, Any]:
+        """Per-load detail in the shape the VEN documents: the EV charger limited first, then the HVAC."""
+        ev_shed = min(self.shed_kw, 4.2)
+        hvac_shed = round(max(0.0, self.shed_kw - ev_shed), 3)
+        since = iso(now - 5)
+
+        def load(kind, priority, power, shed, capacity, action, constraint, state=None, **flags):
+            return {"kind": kind, "priority": priority, "state": state or ("shed" if shed > 0 else "available"),
+                    "powerKw": power, "shedKw": shed, "capacityKw": capacity, "action": action,
+                    "constraint": constraint, "override": flags.get("override", False), "optOut": False,
+                    "critical": flags.get("critical", False), "blocked": None,
+                    "setPoints": action["points"] if action else {}}
+
+        ev_limit = round(7.2 - ev_shed, 2)
+        hvac_offset = round(hvac_shed / 1.5, 2)
+        return {
+            "ev_charger": load("ev_charger", 10, ev_limit, ev_shed, 4.2,
+                               {"type": "powerLimit", "points": {"PowerLimitKw": ev_limit},
+                                "from": {"PowerLimitKw": 7.2}, "since": since, "restoring": False}
+                               if ev_shed > 0 else None,
+                               {"type": "departureEnergy", "limiting": ev_shed >= 4.2, "energyNeededKwh": 18.0,
+                                "departureHours": 6.0, "minKw": 3.0,
+                                "text": "keeps 3.0 kW to add 18.0 kWh by departure in 6.0 h"}),
+            "hvac": load("hvac", 30, round(2.0 - hvac_shed, 3), hvac_shed, 3.0,
+                         {"type": "setpointRaise", "points": {"CoolingSetpointC": round(24 + hvac_offset, 2)},
+                          "offsetC": hvac_offset, "from": {"CoolingSetpointC": 24.0}, "since": since,
+                          "restoring": False} if hvac_shed > 0 else None,
+                         {"type": "comfortBand", "limiting": False, "zoneTempC": 24.4, "maxZoneTempC": 27.0,
+                          "maxOffsetC": 2.0, "text": "zone 24.4 C of 27.0 C max; 2.0 C of offset left"}),
+            "battery": load("battery", 50, 0.0, 0.0, 0.0, None,
+                            {"type": "reserve", "limiting": True, "socPercent": 20, "reserveSocPercent": 20,
+                             "maxDischargeKw": 0.0, "text": "20 % charged, at its 20 % reserve"},
+                            state="limited"),
+            "panel.Fridge": load("circuit", 40, 0.15, 0.0, 0.0, None,
+                                 {"type": "critical", "limiting": True, "text": "critical circuit"},
+                                 state="critical", critical=True),
+        }
 
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.kill()
+        if self.bus is not None:
+            self.bus.close()
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +387,7 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
                   "the site shedding 1.5 kW")
         # the VEN sheds whole loads, so it may shed more than asked (a 2 kW water heater for 1.5 kW)
         shed_kw = float(page.js("parseFloat(document.getElementById('stat-shed').textContent)"))
-        page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] a')?.textContent"
+        page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] td:last-child a')?.textContent"
                   f" === '{event_id}'", 10, "the VEN row showing the event")
         gevent.sleep(2.5)  # a few more points of the lower power on the chart
         shed_kw = max(shed_kw, float(page.js("parseFloat(document.getElementById('stat-shed').textContent)")))
@@ -377,6 +425,70 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
         figure("status page screenshots", f"{shot} ({shot.stat().st_size} B), {event_shot}")
     except BaseException:
         failed = page.screenshot(ARTIFACTS / "web_failure.png")
+        print(f"\nscreenshot of the failure: {failed}\npage text:\n{page.js('document.body.innerText')[:3000]}"
+              f"\nbrowser errors: {page.errors()}")
+        raise
+    finally:
+        ven.stop()
+
+
+def test_ven_page_shows_which_loads_were_shed_and_updates_live(stack, browser, figure):
+    """The seed's step 7: the operator sees the EV charger limited and the HVAC setpoint raised, each with the
+    constraint that limits it, and sees them given back when the event stops, without reloading."""
+    plat, _ = stack
+    base = web_url(plat).rstrip("/")
+    http = Http(base)
+    ven_id = f"ven-loads-{uuid.uuid4().hex[:4]}"
+    status, _ = http("POST", "/api/vens/", {"venId": ven_id, "name": "Loads test home", "transport": "bus",
+                                            "status": "online", "maxShedKw": 6})
+    assert status == 201
+    ven = FakeVenOnTheBus(plat, ven_id, with_loads=True)
+    ven.start()
+    page = browser
+    row = "document.querySelector('#load-table tr[data-load=\"{}\"]')"
+    cell = "document.querySelector('#load-table tr[data-load=\"{}\"] td.{}')?.textContent || ''"
+    try:
+        page.navigate(base + "/")
+        page.events.clear()  # what the previous page logged is not this test's
+        page.wait(f"document.querySelector('#ven-table tr[data-ven-id=\"{ven_id}\"] a')", 15, "the VEN listed")
+        page.click(f"#ven-table tr[data-ven-id=\"{ven_id}\"] td a")
+        page.wait(f"location.pathname === '/vens/{ven_id}'", 10, "the VEN's page")
+        page.wait(f"{row.format('ev_charger')}?.dataset.state === 'available'", 15, "the loads, none shed")
+        page.wait("[...document.querySelectorAll('#load-table tbody tr')].map(r => r.dataset.load).join(',') === "
+                  "'ev_charger,hvac,panel.Fridge,battery'", 5, "every load in shed order")
+        assert "critical" in page.js(cell.format("panel.Fridge", "flags"))
+        assert "reserve" in page.js(cell.format("battery", "constraint"))
+        page.js("window.__noReload = 'same VEN page'")
+
+        status, event = http("POST", "/api/events/", {"startTime": iso(time.time()), "durationS": 120,
+                                                      "requestedReductionKw": 5.0, "venIds": [ven_id],
+                                                      "name": "loads test"})
+        assert status == 201, event
+        t0 = time.monotonic()
+        page.wait(f"{row.format('ev_charger')}?.dataset.state === 'shed' && "
+                  f"{row.format('hvac')}?.dataset.state === 'shed'", 15, "the EV charger and the HVAC shed")
+        shown_s = time.monotonic() - t0
+        ev_action = page.js(cell.format("ev_charger", "action"))
+        hvac_action = page.js(cell.format("hvac", "action"))
+        assert "power limit" in ev_action and "PowerLimitKw 7.2 -> 3" in ev_action, ev_action
+        assert "setpoint raised" in hvac_action and "CoolingSetpointC 24 -> 24.53" in hvac_action, hvac_action
+        assert "departure" in page.js(cell.format("ev_charger", "constraint"))
+        assert "limiting" in page.js(cell.format("ev_charger", "constraint"))
+        assert "comfort" in page.js(cell.format("hvac", "constraint")) or \
+            "27.0 C max" in page.js(cell.format("hvac", "constraint"))
+        assert page.js("document.getElementById('v-shed').textContent") == "5.00 kW"
+        shot = page.screenshot(ARTIFACTS / "web_ven_loads.png")
+
+        status, _ = http("POST", f"/api/events/{event['eventId']}/stop")
+        assert status == 200
+        page.wait(f"{row.format('ev_charger')}?.dataset.state === 'available' && "
+                  f"{row.format('hvac')}?.dataset.state === 'available'", 15, "the loads given back, live")
+        assert page.js("window.__noReload") == "same VEN page"
+        assert page.errors(expected_urls=("/performance",)) == []  # a poll of the previous page in flight
+        figure("VEN page in chromium: event created -> loads shown shed", f"{shown_s * 1000:.0f} ms")
+        figure("VEN page screenshot", f"{shot} ({shot.stat().st_size} B)")
+    except BaseException:
+        failed = page.screenshot(ARTIFACTS / "web_ven_failure.png")
         print(f"\nscreenshot of the failure: {failed}\npage text:\n{page.js('document.body.innerText')[:3000]}"
               f"\nbrowser errors: {page.errors()}")
         raise

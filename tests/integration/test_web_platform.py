@@ -9,6 +9,7 @@ exercised by the end-to-end test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -60,6 +61,26 @@ class Http:
         status, data = self("GET", path)
         assert status == 200, (path, status, data)
         return data
+
+
+@contextlib.contextmanager
+def as_ven(plat, ven_id: str):
+    """A bus client with the VEN's own identity (dr.ven.<venId>): dr.vtn takes a VEN's acks only from it."""
+    from dr_ops.busclient import BusClient
+
+    client = BusClient(plat.plat, topics.ven_identity(ven_id)).connect()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _health(plat, identity: str = topics.WEB_IDENTITY) -> dict | None:
+    """An agent's health, or None while it does not answer (restarting)."""
+    try:
+        return plat.rpc(identity, "health", timeout=3)
+    except gevent.Timeout:  # not an Exception
+        return None
 
 
 def _healthy(plat, identity: str) -> bool:
@@ -123,17 +144,19 @@ def test_register_create_dispatch_ack_metrics_stop_over_http(stack, figure):
     assert http.get(f"/api/events/{event_id}")["eventId"] == event_id
     assert event_id in [e["eventId"] for e in http.get("/api/events/?status=far")]
 
-    plat.wait_for(lambda: arrivals, timeout=10, step=0.02, what="the command on dr/cmd/<venId>")
-    received_at, command = arrivals[0]
-    assert command["op"] == "event" and command["eventId"] == event_id and command["requestedReductionKw"] == 1.5
-    latency_ms = (received_at - start) * 1000
+    with as_ven(plat, ven) as the_ven:
+        plat.wait_for(lambda: arrivals, timeout=10, step=0.02, what="the command on dr/cmd/<venId>")
+        received_at, command = arrivals[0]
+        assert command["op"] == "event" and command["eventId"] == event_id
+        assert command["requestedReductionKw"] == 1.5
+        latency_ms = (received_at - start) * 1000
 
-    acked_at = time.time()
-    plat.publish(topics.bus_ack(ven), {"correlationId": command["correlationId"], "op": "event", "ok": True,
-                                       "venId": ven, "data": {"targetKw": 1.5, "acceptedReduceKw": 1.5}})
-    plat.publish(topics.bus_telemetry(ven), {"venId": ven, "ts": iso(time.time()), "usedPowerKw": 2.5,
-                                             "baselinePowerKw": 4.0, "shedPowerKw": 1.5, "eventId": event_id,
-                                             "requestedReductionKw": 1.5})
+        acked_at = time.time()
+        the_ven.publish(topics.bus_ack(ven), {"correlationId": command["correlationId"], "op": "event", "ok": True,
+                                              "venId": ven, "data": {"targetKw": 1.5, "acceptedReduceKw": 1.5}})
+        the_ven.publish(topics.bus_telemetry(ven), {"venId": ven, "ts": iso(time.time()), "usedPowerKw": 2.5,
+                                                    "baselinePowerKw": 4.0, "shedPowerKw": 1.5, "eventId": event_id,
+                                                    "requestedReductionKw": 1.5})
     metrics = plat.wait_for(lambda: (m := http.get(f"/api/events/{event_id}/metrics"))["vensResponding"] == 1
                             and m["currentReductionKw"] == 1.5 and m, timeout=10, step=0.02,
                             what="metrics show the ack")
@@ -208,7 +231,8 @@ def test_a_peer_that_is_not_there_is_a_503_naming_it(stack, figure):
         status, error = http("GET", "/api/vens/")
         elapsed = time.monotonic() - t0
         assert status == 503 and error["field"] == "<dr.vtn.absent>" and error["code"] == "unavailable", error
-        status, error = http("POST", "/api/events/", {"startTime": iso(time.time() + 60), "durationS": 60, "kw": 1})
+        status, error = http("POST", "/api/events/", {"startTime": iso(time.time() + 60), "durationS": 60, "kw": 1,
+                                                      "allVens": True})
         assert status == 503 and "dr.vtn.absent" in error["error"]
         status, error = http("GET", "/api/events/evt-1/performance")
         assert status == 503 and "platform.historian.absent" in error["error"]
@@ -227,6 +251,63 @@ def _peers(plat) -> dict:
     if not url:
         return {}
     return Http(url).get("/api/health")["peers"]
+
+
+def test_a_placeholder_token_beyond_loopback_is_refused_and_said_at_start(stack):
+    """The shipped token on 0.0.0.0: a reconfiguration is refused (the previous one stays); at start dr.web keeps
+    running without serving HTTP and says why in health. A real configuration brings it back."""
+    plat, _ = stack
+    exposed = {**WEB_CONFIG, "host": "0.0.0.0", "api_token": "demo-token-change-me"}
+    plat.store_config(topics.WEB_IDENTITY, "config", exposed)
+    try:
+        health = plat.wait_for(lambda: (h := plat.rpc(topics.WEB_IDENTITY, "health"))["configError"] and h,
+                               timeout=15, what="the placeholder token refused")
+        assert "apiToken" in health["configError"] and "placeholder" in health["configError"]
+        assert "demo-token-change-me" not in json.dumps(health)
+        assert health["url"].startswith("http://127.0.0.1:") and not health["ok"]  # the previous one serves
+        plat.restart_agent(topics.WEB_IDENTITY)
+        health = plat.wait_for(lambda: (h := _health(plat)) and h["configError"] and h, timeout=60,
+                               what="dr.web restarted with the placeholder token")
+        assert health["url"] is None and not health["ok"] and "apiToken" in health["configError"]
+    finally:
+        plat.store_config(topics.WEB_IDENTITY, "config", WEB_CONFIG)
+    assert web_url(plat).startswith("http://127.0.0.1:")
+
+
+def test_telemetry_of_an_unregistered_ven_is_refused_and_not_shown(stack):
+    plat, http = stack
+    http = Http(web_url(plat))
+    known, stray = f"ven-web-{uuid.uuid4().hex[:6]}", f"ven-stray-{uuid.uuid4().hex[:6]}"
+    assert http("POST", "/api/vens/", {"venId": known, "transport": "bus"})[0] == 201
+    plat.wait_for(lambda: plat.rpc(topics.WEB_IDENTITY, "health")["registryKnown"], timeout=30,
+                  what="dr.web read dr.vtn's registry")
+    before = plat.rpc(topics.WEB_IDENTITY, "health")["telemetryRejectedByReason"].get("unregistered", 0)
+    plat.publish(topics.bus_telemetry(stray), {"venId": stray, "usedPowerKw": 100_000.0})
+    plat.publish(topics.bus_telemetry(known), {"venId": known, "usedPowerKw": 1.25})
+    plat.wait_for(lambda: known in plat.rpc(topics.WEB_IDENTITY, "latest_telemetry"), timeout=10,
+                  what="the registered VEN's telemetry")
+    health = plat.wait_for(lambda: (h := plat.rpc(topics.WEB_IDENTITY, "health"))["telemetryRejectedByReason"]
+                           .get("unregistered", 0) > before and h, timeout=10, what="the stray VEN refused")
+    assert stray not in plat.rpc(topics.WEB_IDENTITY, "latest_telemetry")
+    dash = http.get("/api/dashboard")
+    assert stray not in [v["venId"] for v in dash["vens"]] and dash["site"]["latest"]["usedPowerKw"] < 100_000
+    status, error = http("GET", f"/api/telemetry/vens/{stray}/loads")
+    assert status == 404 and error["field"] == "venId"
+    assert health["vensSeen"] >= 1
+
+
+def test_ids_and_numbers_over_http(stack):
+    plat, _ = stack
+    http = Http(web_url(plat))
+    for path, field in (("/api/events/a%00b", "eventId"), ("/api/vens/ven%E2%80%AE", "venId"),
+                        ("/api/events/" + "e" * 65 + "/metrics", "eventId")):
+        status, error = http("GET", path)
+        assert status == 400 and error["field"] == field, (path, error)
+    for raw in (b'{"venId": "ven-n", "maxShedKw": NaN}', b'{"venId": "ven-n", "x": 1' + b"0" * 4400 + b"}"):
+        status, error = http("POST", "/api/vens/", raw=raw)
+        assert status == 400 and error["field"] == "<payload>", error
+    with urllib.request.urlopen(http.base + "/api/vens/", timeout=10) as response:
+        json.loads(response.read(), parse_constant=lambda c: pytest.fail(f"{c} in a response"))
 
 
 FUZZ_COUNTS: dict[int, int] = {}
