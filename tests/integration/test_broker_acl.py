@@ -47,7 +47,7 @@ PASSWORDS = {VTN_USER: "vtn-pw-1d7f", A: "a-pw-93kq", B: "b-pw-x2m8"}
 
 
 # --- certificates and the broker --------------------------------------------------------------------------
-def _certs(folder: Path, users: list[str]) -> dict[str, tuple[str, str]]:
+def fleet_certs(folder: Path, users: list[str]) -> dict[str, tuple[str, str]]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate per user (CN = user); name -> (cert,
     key) with 'ca' -> (ca.pem, '')."""
     from cryptography import x509
@@ -101,11 +101,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Broker:
+class ShippedBroker:
     """The shipped .conf with its listener, file paths and ACL path pointed at the test's own."""
 
     def __init__(self, folder: Path, shipped: Path, replace: dict[str, str]) -> None:
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.log = folder / "mosquitto.log"
         lines = []
@@ -127,20 +128,20 @@ class Broker:
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Broker:
+    def start(self) -> ShippedBroker:
         if shutil.which("mosquitto") is None:
             pytest.skip("mosquitto is not installed")
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"mosquitto exited: {self.proc.stderr.read().decode()}\n{self.tail()}"
+            assert self.proc.poll() is None, f"mosquitto exited: {self.proc.stderr.read().decode()}\n{self.log_tail()}"
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.05)
-        raise AssertionError(f"mosquitto did not listen\n{self.tail()}")
+        raise AssertionError(f"mosquitto did not listen\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -151,7 +152,7 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
 
-    def tail(self, n: int = 40) -> str:
+    def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
@@ -229,17 +230,17 @@ def _wait(predicate, timeout: float, what: str):
 # --- the test ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("identity", ["certificate", "password"])
 def test_a_ven_can_act_only_as_itself_at_the_broker(tmp_path, identity, figure):
-    certs = _certs(tmp_path / "certs", [VTN_USER, A, B])
+    certs = fleet_certs(tmp_path / "certs", [VTN_USER, A, B])
     ca, (server_cert, server_key) = certs["ca"][0], certs["server"]
     if identity == "certificate":
-        broker = Broker(tmp_path, CONF_DIR / "volttron-dr-mtls.conf", {
+        broker = ShippedBroker(tmp_path, CONF_DIR / "volttron-dr-mtls.conf", {
             "cafile": ca, "certfile": server_cert, "keyfile": server_key, "acl_file": str(ACL)})
     else:
         passwd = tmp_path / "passwd"
         for n, (user, password) in enumerate(PASSWORDS.items()):
             subprocess.run(["mosquitto_passwd", *(["-c"] if n == 0 else []), "-b", str(passwd), user, password],
                            check=True, capture_output=True)
-        broker = Broker(tmp_path, CONF_DIR / "volttron-dr-password.conf", {
+        broker = ShippedBroker(tmp_path, CONF_DIR / "volttron-dr-password.conf", {
             "certfile": server_cert, "keyfile": server_key, "password_file": str(passwd), "acl_file": str(ACL)})
     broker.start()
 
@@ -265,7 +266,7 @@ def test_a_ven_can_act_only_as_itself_at_the_broker(tmp_path, identity, figure):
     vens: list[Ven] = []
     try:
         core.start()
-        _wait(lambda: core.connected, 15, f"the VTN bridge connected\n{broker.tail()}")
+        _wait(lambda: core.connected, 15, f"the VTN bridge connected\n{broker.log_tail()}")
         _wait(lambda: core.health()["status"] == "GOOD", 10, "the VTN bridge's subscriptions granted")
         ven_a = Ven(broker.port, A, tls_for(A), password(A))
         ven_b = Ven(broker.port, B, tls_for(B), password(B))

@@ -25,6 +25,8 @@ from dr_mqtt_bridge.core import BridgeCore
 from dr_tools.fleet.brokers import Mosquitto, make_certs  # noqa: E402
 from dr_tools.fleet.probe import Probe, tls_context  # noqa: E402
 
+from tests.integration.test_broker_acl import ACL, CONF_DIR, ShippedBroker, fleet_certs
+
 pytestmark = [pytest.mark.integration, pytest.mark.mqtt]
 
 
@@ -65,21 +67,26 @@ def _core(tmp_path: Path, name: str, bus: RecordingBus, **cfg) -> BridgeCore:
 
 # --- mutual TLS -----------------------------------------------------------------------------------
 def test_bridge_connects_with_mutual_tls_and_a_client_without_certificate_is_refused(tmp_path):
-    certs = make_certs(tmp_path / "certs")
-    broker = Mosquitto(tmp_path / "broker", certs=certs).start()
+    # the broker runs the shipped configuration (platform-config/mosquitto: mutual TLS, CN as username, the ACL)
+    fleet = fleet_certs(tmp_path / "certs", ["dr-vtn-bridge", "tls-ven"])
+    broker = ShippedBroker(tmp_path / "broker", CONF_DIR / "volttron-dr-mtls.conf", {
+        "cafile": fleet["ca"][0], "certfile": fleet["server"][0], "keyfile": fleet["server"][1],
+        "acl_file": str(ACL)}).start()
+    untrusted = make_certs(tmp_path / "other")
     cores: list[BridgeCore] = []
     probes: list[Probe] = []
     try:
         bus = RecordingBus()
-        tls = {"ca_file": str(certs.ca), "cert_file": str(certs.client_cert), "key_file": str(certs.client_key)}
-        core = _core(tmp_path, "tls", bus, broker={"port": broker.port, "client_id": "tls-bridge", "tls": tls,
+        ca = fleet["ca"][0]
+        tls = {"ca_file": ca, "cert_file": fleet["dr-vtn-bridge"][0], "key_file": fleet["dr-vtn-bridge"][1]}
+        core = _core(tmp_path, "tls", bus, broker={"port": broker.port, "client_id": "dr-vtn-bridge", "tls": tls,
                                                     "reconnect_max_s": 1})
         cores.append(core)
         wait(lambda: core.connected, 15, "bridge connected with mTLS")
         assert core.status()["tls"] is True
 
         ven = Probe(port=broker.port, client_id="tls-ven", subscriptions=["ven/cmd/tls-ven"],
-                    tls=tls_context(str(certs.ca), str(certs.client_cert), str(certs.client_key))).start()
+                    tls=tls_context(ca, *fleet["tls-ven"])).start()
         probes.append(ven)
         core.on_bus_message("dr/batch/cmd", {"commands": [{"venId": "tls-ven", "op": "ping", "correlationId": "t1"}]})
         wait(lambda: ven.snapshot("ven/cmd/"), 10, "command over mTLS")
@@ -89,12 +96,12 @@ def test_bridge_connects_with_mutual_tls_and_a_client_without_certificate_is_ref
         assert acks[0]["venId"] == "tls-ven" and acks[0]["correlationId"] == "t1"
 
         # a client without a certificate: the TLS handshake is refused
-        anonymous = Probe(port=broker.port, client_id="no-cert", tls=tls_context(str(certs.ca)))
+        anonymous = Probe(port=broker.port, client_id="no-cert", tls=tls_context(ca))
         with pytest.raises(OSError):
             anonymous.start(timeout=5)
         # the bridge configured without its certificate never gets connected, and says why
         bare = _core(tmp_path, "bare", RecordingBus(), broker={
-            "port": broker.port, "client_id": "no-cert-bridge", "tls": {"ca_file": str(certs.ca)},
+            "port": broker.port, "client_id": "no-cert-bridge", "tls": {"ca_file": ca},
             "reconnect_min_s": 0.2, "reconnect_max_s": 0.5})
         cores.append(bare)
         wait(lambda: bare.status()["connectFailures"] + bare.status()["disconnects"] >= 2, 15,
@@ -104,7 +111,7 @@ def test_bridge_connects_with_mutual_tls_and_a_client_without_certificate_is_ref
         # a server certificate from a CA the bridge does not trust is refused too
         wrong_ca = _core(tmp_path, "wrong", RecordingBus(), broker={
             "port": broker.port, "client_id": "wrong-ca-bridge", "reconnect_min_s": 0.2, "reconnect_max_s": 0.5,
-            "tls": dict(tls, ca_file=str(certs.other_ca))})
+            "tls": dict(tls, ca_file=str(untrusted.other_ca))})
         cores.append(wrong_ca)
         wait(lambda: wrong_ca.status()["connectFailures"] >= 2, 15, "untrusted server refused")
         assert wrong_ca.status()["connects"] == 0
