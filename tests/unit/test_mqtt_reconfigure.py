@@ -127,3 +127,23 @@ def test_a_full_outbox_sheds_telemetry_for_acks_on_the_ven_side(tmp_path):
     more = core.on_bus_message("dr/telemetry/home-1", {"venId": "home-1", "usedPowerKw": 1.0, "ts": 9})
     assert more["refused"] == 2  # telemetry does not push out telemetry
     core.stop(timeout=0.2)
+
+
+def test_stale_telemetry_expires_from_the_outbox_of_the_core(tmp_path):
+    from dr_mqtt_bridge.config import parse_config
+
+    now = [5000.0]
+    events = Events()
+    core = BridgeCore(parse_config({"mode": "ven", "ven_id": "home-1", "store": {
+        "path": str(tmp_path / "o.sqlite"), "max_messages": 4, "telemetry_ttl_s": 60}}), object(),
+        link_factory=lambda *a, **k: OfflineLink(events, *a, **k), wall_clock=lambda: now[0])
+    core.start()
+    core.on_bus_message("dr/telemetry/home-1", {"venId": "home-1", "usedPowerKw": 1.0, "ts": 1})  # 2 rows
+    core.on_bus_message("dr/ack/home-1", {"correlationId": "c1", "ok": True, "op": "event"})
+    now[0] += 61
+    # full: the stale telemetry expires first, so the new report takes its place without shedding
+    result = core.on_bus_message("dr/telemetry/home-1", {"venId": "home-1", "usedPowerKw": 2.0, "ts": 2})
+    status = core.status()
+    assert result["queued"] == 2 and status["outboxExpired"] == 2 and status["outboxShed"] == 0
+    assert status["backlog"] == 3
+    core.stop(timeout=0.2)

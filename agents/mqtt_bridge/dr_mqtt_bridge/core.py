@@ -354,7 +354,7 @@ class BridgeCore:
             backlog=outbox.depth if outbox else 0, backlog_limit=cfg.store_max_messages,
             oldest_backlog_age_s=outbox.oldest_age_s() if outbox and self._running else None,
             inflight_from_backlog=len(self.out.inflight_rows), outbox_shed=c["outbox_shed"],
-            outbox_expired=c["outbox_expired"], messages_in=c["in"], messages_accepted=c["in_accepted"],
+            outbox_expired=outbox.expired if outbox else 0, messages_in=c["in"], messages_accepted=c["in_accepted"],
             duplicates=c["duplicates"], messages_out=c["out_direct"] + c["out_drained"],
             messages_queued=c["out_queued"], messages_acked=c["out_acked"],
             unacknowledged=self.out.unacknowledged(), bus_published=c["bus_published"], bus_items=c["bus_items"],

@@ -262,9 +262,7 @@ class OutboundPath:
         outbox, link = self.outbox, self.link
         if outbox is None or link is None:
             return
-        expired = outbox.expire()
-        if expired:
-            self.stats.count("outbox_expired", expired)
+        outbox.expire()
         qos = self.config.qos
         drained = 0
         while self.running and self.connected and self.backlog:
