@@ -194,3 +194,25 @@ def test_not_configured_is_unavailable():
     api = HistorianApi(lambda: None, lambda: None)
     with pytest.raises(HistorianUnavailable):
         api.guarded("query", lambda: api.query("a"))
+
+
+def test_every_rpc_is_exported_under_its_name_constant_with_a_docstring():
+    import ast
+    from pathlib import Path
+
+    from dr_common.topics import HistorianRpc
+
+    source = Path(__file__).resolve().parents[2] / "agents" / "historian" / "dr_historian" / "agent.py"
+    exported = {}
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.FunctionDef):
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Attribute) and deco.attr == "export":
+                    raise AssertionError(f"{node.name}: bare @RPC.export")
+                if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "export":
+                    arg = deco.args[0]
+                    assert isinstance(arg, ast.Attribute) and arg.value.id == "HistorianRpc", node.name
+                    assert ast.get_docstring(node), node.name
+                    exported[getattr(HistorianRpc, arg.attr)] = node.name
+    assert exported == {name: name for name in exported}  # each constant names the method it exports
+    assert {"query", "get_topics_by_pattern", "event_performance", "baseline", "health"} <= set(exported)
