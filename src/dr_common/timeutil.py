@@ -31,7 +31,11 @@ def parse_time(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"expected a time, got {value!r}")
     if isinstance(value, (int, float)):
-        return _from_epoch(float(value))
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("expected a time, got an integer out of range") from None
+        return _from_epoch(seconds)
     if isinstance(value, str):
         text = value.strip()
         if not text:

@@ -155,3 +155,11 @@ def test_device_models_raise_the_one_config_error() -> None:
     with pytest.raises(ConfigError) as err:
         build_device("toaster", {})
     assert err.value.key == "type"
+
+
+def test_integer_times_beyond_float_range_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        parse_time(10 ** 400)
+    with pytest.raises(PayloadError) as err:
+        Command.from_payload({"op": "event", "requestedReductionKw": 1, "until": 10 ** 400})
+    assert err.value.field == "until"
