@@ -132,3 +132,28 @@ def test_fuzzed_rpc_arguments_get_a_named_error_never_an_internal_one(h):
             assert result["code"] in ("invalid", "not_found", "conflict"), (method, args, result)
             assert isinstance(result["field"], str) and result["field"]
     assert h.svc.counters["timerErrors"] == 0
+
+
+CONFIG_KEYS = ("databaseUrl", "sqlitePath", "allocation", "simpleLevelsKw", "programs", "offlineTimeoutS",
+               "dispatchToOffline", "retryInitialS", "retryFactor", "retryMaxS", "restoreRetryWindowS",
+               "randomizeGranularityS", "flushIntervalS", "batchSize", "maxEventDurationS", "maxRequestedKw",
+               "maxStartAheadS", "trustedBridges")
+
+
+def test_fuzzed_configs_are_a_config_error_naming_a_key_or_a_valid_model():
+    from dr_common.config import ConfigError
+    from dr_vtn_dispatcher.config import VtnConfig, parse_config
+
+    rng = random.Random(1302)
+    valid = 0
+    for _ in range(N):
+        raw = {rng.choice(CONFIG_KEYS) if rng.random() < 0.9 else junk_key(rng): junk(rng)
+               for _ in range(rng.randrange(4))} if rng.random() < 0.9 else junk(rng)
+        try:
+            config = parse_config(raw)
+        except ConfigError as exc:
+            assert exc.key and isinstance(exc.key, str)
+            continue
+        assert isinstance(config, VtnConfig)
+        valid += 1
+    assert 0 < valid < N
