@@ -31,7 +31,7 @@ from dr_mqtt_bridge import link as link_mod
 from dr_mqtt_bridge.config import parse_config
 from dr_mqtt_bridge.core import BridgeCore
 
-VARIANTS = {"private-internals": None, "public-api": link_mod.PublicApiClient}
+VARIANTS = {"private-internals": None, "public-api": getattr(link_mod, "PublicApiClient", None)}
 
 
 class CountingBus:
@@ -74,7 +74,7 @@ def _wait(predicate, timeout: float) -> bool:
     return False
 
 
-def run(n: int, rounds: int) -> dict:
+def run(n: int, rounds: int, variants: list[str]) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="linkbench-"))
     broker = Mosquitto(folder / "broker", persistence=False).start()
     sub = CountingSubscriber("127.0.0.1", broker.port, ["ven/cmd/+"])
@@ -83,17 +83,20 @@ def run(n: int, rounds: int) -> dict:
     go, done, started = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
     pub = ctx.Process(target=_ack_publisher, args=(broker.port, n, go, done, started), daemon=True)
     pub.start()
+    chosen = {v: VARIANTS[v] for v in variants}
     figures: dict[str, dict[str, list[float]]] = {v: {"fanoutMs": [], "pubackMs": [], "faninMs": [], "cpuMs": []}
-                                                  for v in VARIANTS}
+                                                  for v in chosen}
     commands = [{"venId": f"v-{i:05d}", "correlationId": f"c{i}"} for i in range(n)]
     shared = {"op": "event", "eventId": "bench", "requestedReductionKw": 1.0, "until": "2099-01-01T00:00:00Z"}
     try:
         for _ in range(rounds):
-            for variant, client_class in VARIANTS.items():
+            for variant, client_class in chosen.items():
                 bus = CountingBus()
 
                 def factory(*args, _cls=client_class, **kwargs):
-                    return link_mod.MqttLink(*args, client_class=_cls, **kwargs)
+                    if _cls is not None:
+                        kwargs["client_class"] = _cls
+                    return link_mod.MqttLink(*args, **kwargs)
 
                 core = BridgeCore(parse_config({
                     "broker": {"port": broker.port, "client_id": f"bench-{variant}", "clean_session": True},
@@ -136,9 +139,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000, help="commands per fan-out and acks per fan-in (1000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant, alternating (5)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, of {', '.join(VARIANTS)} (default: both)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = parser.parse_args()
-    out = run(args.n, args.rounds)
+    out = run(args.n, args.rounds, [v for v in args.variants.split(",") if v])
     print(f"N={args.n}, median of {args.rounds} rounds (CPU includes the 2.2 s idle wait between the two halves)")
     print(f"{'variant':<20}{'fan-out ms':>12}{'all PUBACKs ms':>16}{'fan-in ms':>12}{'CPU ms':>10}")
     for variant, f in out.items():
