@@ -13,8 +13,8 @@ requested kW).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from dr_common.topics import telemetry_field
 from dr_historian.mv import baselines as B
 from dr_historian.mv.calendar import HolidayCalendar
+from dr_historian.mv.engine import KIND_METER, BaselineSpec, compute_spec
 from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, day_windows, interval_grid, snap
 
 
@@ -51,7 +52,7 @@ class MvSource(Protocol):
 class MvOptions:
     """The options of one M&V calculation."""
 
-    methods: tuple[str, ...] = B.METHODS
+    methods: tuple[str, ...] = B.DEFAULT_METHODS
     timezone: str = "UTC"
     interval_minutes: int = 15
     meter_before_minutes: int = 30
@@ -59,6 +60,11 @@ class MvOptions:
     holidays: tuple[date, ...] = ()
     meter_topics: tuple[str, ...] = ()
     plot_margin_minutes: int | None = None  # include plot series covering this margin around the event
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # {method: {parameter: value}}
+
+    def spec(self, method: str) -> BaselineSpec:
+        """The engine spec of a meter-data method with this calculation's parameters."""
+        return B.spec_for(method, self.meter_before_minutes, dict(self.overrides.get(method) or {}) or None)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -141,10 +147,12 @@ class _Evaluator:
         """A topic's load series over [start, end) in buckets of bucket_s."""
         return LoadSeries(self.source.interval_sums(topic, start, end, bucket_s, windows), bucket_s)
 
-    def history(self, topic: str, window: Window, extra: Sequence[Window] = ()) -> LoadSeries:
+    def history(self, topic: str, window: Window, extra: Sequence[Window] = (),
+                specs: Sequence[BaselineSpec] = ()) -> LoadSeries:
         """What day matching reads: the adjustment window through the end of the event (and of `extra`
-        grids) on the event day and on each day of the look-back."""
-        span = Window(min([B.adjustment_window(window, self.tz).start, window.start] + [w.start for w in extra]),
+        grids, and what each spec reads before the event) on the event day and on each day of the look-back."""
+        span = Window(min([B.adjustment_window(window, self.tz).start, window.start] + [w.start for w in extra]
+                          + [s.needs_before(window, self.tz) for s in specs]),
                       max([window.end] + [w.end for w in extra]))
         windows = day_windows(span, self.tz, self.options.lookback_days + 1)
         return self.series(topic, windows[-1][0], windows[0][1], self.bucket_s, windows)
@@ -157,7 +165,8 @@ class _Evaluator:
         margin = timedelta(minutes=opts.plot_margin_minutes or 0)
         fine_start = min(window.start - timedelta(minutes=opts.meter_before_minutes),
                          B.adjustment_window(window, self.tz).start, window.start - margin)
-        fine_end = max(window.end, grid[-1].end) + margin
+        specs = {m: opts.spec(m) for m in methods if m != B.VEN_REPORTED}
+        fine_end = max([window.end, grid[-1].end] + [s.needs_after(window) for s in specs.values()]) + margin
         fine = self.series(topic, fine_start, fine_end, FINE_BUCKET_S)
         actual = fine.means([Window(max(w.start, window.start), min(w.end, window.end)) for w in grid])
         plot_grid = interval_grid(Window(window.start - margin, window.end + margin), self.tz, self.interval_s) \
@@ -182,20 +191,22 @@ class _Evaluator:
                     if plot_grid is not None:
                         out["plot"]["baselines"][method] = reported.means(plot_grid)
                 else:
-                    if method == B.METER_BEFORE:
+                    spec = specs[method]
+                    if spec.kind == KIND_METER:
                         series = fine
                     else:
                         if history is None:
-                            history = self.history(topic, window, list(grid) + list(plot_grid or []))
+                            history = self.history(topic, window, list(grid) + list(plot_grid or []),
+                                                   [s for s in specs.values() if s.kind != KIND_METER])
                         series = history
-                    result = B.compute(method, series, window, self.tz, self.interval_s, event_days, self.calendar,
-                                       opts.lookback_days, opts.meter_before_minutes, grid=grid)
+                    result = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
+                                          self.calendar, opts.lookback_days, grid=grid)
                     base = result.baseline_kw
                     detail = result.to_dict()
                     detail.pop("intervals")
                     if plot_grid is not None:
-                        plot = B.compute(method, series, window, self.tz, self.interval_s, event_days,
-                                         self.calendar, opts.lookback_days, opts.meter_before_minutes, grid=plot_grid)
+                        plot = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
+                                            self.calendar, opts.lookback_days, grid=plot_grid)
                         out["plot"]["baselines"][method] = plot.baseline_kw
             except MvError as exc:
                 out["methods"][method] = {"error": str(exc)}
@@ -260,6 +271,8 @@ def event_performance(source: MvSource, event_id: str, options: MvOptions | None
     for method in options.methods:
         if method not in B.METHODS:
             raise MvError(f"unknown method {method!r}; known: {', '.join(B.METHODS)}")
+        if method != B.VEN_REPORTED:
+            options.spec(method)  # a bad override is refused before anything is read
     windows = [w for w in source.event_windows(event_id) if w.start is not None and w.effective_end is not None]
     if not windows:
         raise UnknownEvent(f"no event or shedPanel command with eventId {event_id!r} is recorded")
@@ -312,13 +325,15 @@ def topic_baseline(source: MvSource, topic: str, start: datetime, end: datetime,
     days.discard(start.astimezone(options.tz).date())
     if method == B.VEN_REPORTED:
         raise MvError("ven-reported is a per-VEN telemetry baseline; use event_performance")
-    if method == B.METER_BEFORE:
-        series = evaluator.series(topic, start - timedelta(minutes=options.meter_before_minutes + 60), end,
+    spec = options.spec(method)
+    if spec.kind == KIND_METER:
+        series = evaluator.series(topic, min(start - timedelta(minutes=options.meter_before_minutes + 60),
+                                             spec.needs_before(window, options.tz)), spec.needs_after(window),
                                   FINE_BUCKET_S)
     else:
-        series = evaluator.history(topic, window, interval_grid(window, options.tz, options.interval_s))
-    result = B.compute(method, series, window, options.tz, options.interval_s, days, evaluator.calendar,
-                       options.lookback_days, options.meter_before_minutes)
+        series = evaluator.history(topic, window, interval_grid(window, options.tz, options.interval_s), [spec])
+    result = compute_spec(spec, series, window, options.tz, options.interval_s, days, evaluator.calendar,
+                          options.lookback_days)
     out = result.to_dict()
     out.update(topic=topic, window=_window_dict(window), timezone=options.timezone,
                intervalMinutes=options.interval_minutes)
