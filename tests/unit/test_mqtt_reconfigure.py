@@ -147,3 +147,17 @@ def test_stale_telemetry_expires_from_the_outbox_of_the_core(tmp_path):
     assert result["queued"] == 2 and status["outboxExpired"] == 2 and status["outboxShed"] == 0
     assert status["backlog"] == 3
     core.stop(timeout=0.2)
+
+
+def test_an_unexpected_error_is_counted_and_logged_once_a_minute(tmp_path, caplog, monkeypatch):
+    from dr_mqtt_bridge import core as core_mod
+    from dr_mqtt_bridge.config import parse_config
+
+    core = BridgeCore(parse_config({"store": {"path": str(tmp_path / "o.sqlite")}}), object())
+    monkeypatch.setattr(core_mod, "validate", lambda *a: 1 / 0)
+    with caplog.at_level("WARNING"):
+        for _ in range(100):
+            core._handle_safely((link_mod.EV_MESSAGE, "ven/ack/v1", b"{}"), [])
+    assert core.status()["rejects"] == {"internal_error": 100}
+    lines = [r for r in caplog.records if "internal_error" in r.getMessage()]
+    assert len(lines) == 1 and "ZeroDivisionError" in lines[0].getMessage()

@@ -240,9 +240,10 @@ class BridgeCore:
     def _handle_safely(self, event: tuple[Any, ...], acked: list[int]) -> None:
         try:
             self._handle(event, acked)
-        except Exception:  # one bad event must not stop the bridge
-            self.stats.reject(REASON_INTERNAL)
-            _log.exception("handling MQTT event %s failed", event[0])
+        except Exception as exc:  # one bad event must not stop the bridge; counted, logged once a minute
+            topic = event[1] if event[0] == link_mod.EV_MESSAGE else str(event[0])
+            self._rejects.refuse(REASON_INTERNAL, topic, f"{exc.__class__.__name__}: {exc}")
+            _log.debug("handling MQTT event %s failed", event[0], exc_info=True)
 
     def _handle(self, event: tuple[Any, ...], acked: list[int]) -> None:
         kind = event[0]
