@@ -145,6 +145,8 @@ class HistorianRpc:
     GET_TOPICS_METADATA = "get_topics_metadata"
     EVENT_PERFORMANCE = "event_performance"
     BASELINE = "baseline"
+    BASELINE_ACCURACY = "baseline_accuracy"
+    BASELINE_PRESETS = "baseline_presets"
     HEALTH = "health"
 
 

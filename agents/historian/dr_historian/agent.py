@@ -218,6 +218,20 @@ class HistorianAgent(BaseHistorian):
         return self._run(HistorianRpc.BASELINE, lambda: self._api.baseline(topic, start, end, baseline_method,
                                                                            interval_minutes, timezone))
 
+    @RPC.export(HistorianRpc.BASELINE_ACCURACY)
+    def baseline_accuracy(self, event_id: Any = None, topic: Any = None, start: Any = None, end: Any = None,
+                          days: Any = 60, methods: Any = None, interval_minutes: Any = None,
+                          timezone: Any = None) -> dict[str, Any]:
+        """Accuracy of every baseline preset backcast on the non-event days before an event (or start/end), ranked
+        by relative RMSE, with the configured method's figures (see dr_historian.mv.accuracy)."""
+        return self._run(HistorianRpc.BASELINE_ACCURACY, lambda: self._api.baseline_accuracy(
+            event_id, topic, start, end, days, methods, interval_minutes, timezone))
+
+    @RPC.export(HistorianRpc.BASELINE_PRESETS)
+    def baseline_presets(self) -> dict[str, Any]:
+        """Every baseline preset's parameters and the program document it follows."""
+        return self._run(HistorianRpc.BASELINE_PRESETS, self._api.baseline_presets)
+
     @RPC.export(HistorianRpc.HEALTH)
     def health(self) -> dict[str, Any]:
         """Configuration, database and backlog state, write and refusal counts."""

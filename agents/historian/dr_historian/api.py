@@ -6,7 +6,8 @@
   `HistorianUnavailable` with an error id; the log line with that id carries the detail.
 * Every answer is bounded: `count` defaults to `query.default_count` and may not exceed `query.max_count` rows per
   topic, a query names at most `query.max_topics` topics, topic listings and pattern searches return at most
-  `query.max_topic_results` names, a baseline spans at most `MAX_BASELINE_DAYS`.
+  `query.max_topic_results` names, a baseline spans at most `MAX_BASELINE_DAYS`, an accuracy backcast at most
+  `MAX_BACKCAST_DAYS` days of an event-hours window of at most a day.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from dr_common.schema import PayloadError, check_id
 from dr_common.timeutil import parse_time, utcnow
 from dr_common.topics import DEVICES_PREFIX
 from dr_historian.config import HistorianConfig
+from dr_historian.mv.accuracy import MAX_BACKCAST_DAYS, event_accuracy, site_accuracy
 from dr_historian.mv.baselines import CAISO_10IN10, METHODS, VEN_REPORTED
+from dr_historian.mv.presets import PRESETS, describe
 from dr_historian.mv.performance import MvOptions, UnknownEvent, event_performance, topic_baseline
-from dr_historian.mv.series import MvError
+from dr_historian.mv.series import MvError, Window
 from dr_historian.reads import ORDER_FIRST_TO_LAST, ORDER_LAST_TO_FIRST
 from dr_historian.schema import QueryError, StoreError
 from dr_historian.store import Store
@@ -253,6 +256,38 @@ class HistorianApi:
             raise QueryError("baseline_method", f"must be one of {', '.join(m for m in METHODS if m != VEN_REPORTED)}")
         options = self.mv_options(None, interval_minutes, timezone)
         return topic_baseline(store, name, start_dt, end_dt, str(baseline_method), options)
+
+    def baseline_accuracy(self, event_id: object = None, topic: object = None, start: object = None,
+                          end: object = None, days: object = 60, methods: object = None,
+                          interval_minutes: object = None, timezone: object = None) -> dict[str, Any]:
+        """Backcast of the methods on non-event days at an event's hours (or start/end's), ranked by relative RMSE."""
+        store, _ = self._ready()
+        n_days = _int_arg(days, "days", 1, MAX_BACKCAST_DAYS)
+        names = None if methods is None else [m for m in _methods(methods, ()) if m != VEN_REPORTED]
+        if names is not None and not names:
+            raise QueryError("methods", "must name a meter-data method")
+        name = None if topic is None else check_topic(topic).removeprefix(DEVICES_PREFIX)
+        options = self.mv_options(None, interval_minutes, timezone)
+        if event_id is not None:
+            if start is not None or end is not None:
+                raise QueryError("start", "give an eventId or a start and end, not both")
+            event = check_id(event_id, "eventId")
+            try:
+                return event_accuracy(store, event, options, n_days, names, name)
+            except UnknownEvent as exc:
+                return {"error": f"eventId: {exc}", "field": "eventId", "code": "not_found"}
+        if name is None:
+            raise QueryError("topic", "is required without an eventId")
+        start_dt, end_dt = parse_query_time(start, "start"), parse_query_time(end, "end")
+        if start_dt is None or end_dt is None:
+            raise QueryError("start" if start_dt is None else "end", "is required without an eventId")
+        if not start_dt < end_dt <= start_dt + timedelta(hours=24):
+            raise QueryError("end", "must be after start and at most 24 hours after it")
+        return site_accuracy(store, name, Window(start_dt, end_dt), options, n_days, names)
+
+    def baseline_presets(self) -> dict[str, Any]:
+        """Every baseline preset's parameters and source."""
+        return {name: describe(spec) for name, spec in PRESETS.items()}
 
     def snapshot(self) -> dict[str, Any]:
         """Counts for health(): refused RPC arguments by RPC and argument, and failed RPCs."""

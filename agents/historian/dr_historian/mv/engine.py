@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -154,11 +155,7 @@ class _Context:
 
     def shifted(self, window: Window, day: date) -> Window:
         """The same local wall-clock interval on another day."""
-        start_local = window.start.astimezone(self.tz)
-        end_local = window.end.astimezone(self.tz)
-        start = _at(day + (start_local.date() - self.event_day), start_local.time(), self.tz)
-        end = _at(day + (end_local.date() - self.event_day), end_local.time(), self.tz)
-        return Window(start, end)
+        return _shifted(window, day, self.event_day, self.tz)
 
     def day_values(self, day: date, grid: Sequence[Window]) -> list[float | None]:
         """The values of one day's intervals."""
@@ -170,6 +167,15 @@ class _Context:
         if any(v is None for v in values):
             return None
         return sum(values) / len(values)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=65536)
+def _shifted(window: Window, day: date, event_day: date, tz: ZoneInfo) -> Window:
+    start_local = window.start.astimezone(tz)
+    end_local = window.end.astimezone(tz)
+    start = _at(day + (start_local.date() - event_day), start_local.time(), tz)
+    end = _at(day + (end_local.date() - event_day), end_local.time(), tz)
+    return Window(start, end)
 
 
 def _at(day: date, clock: time, tz: ZoneInfo) -> datetime:

@@ -1,0 +1,145 @@
+"""Baseline accuracy by backcast on non-event days.
+
+Hand-checkable case: every day reads 10 kW, except 14:00-16:00 UTC, which reads 12 kW. Day-matching methods
+predict 12 kW exactly (relative RMSE 0); meter-before (13:30-14:00), meter-after (16:00-16:30) and PJM Same Day
+(10:00-13:00 and 17:00-19:00) predict 10 kW: an error of -2 kW in every interval, so relative RMSE and bias are
+2/12 = 16.7 % and -16.7 %, and no day is within 10 %.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from dr_historian.mv.accuracy import backcast, event_accuracy, format_ranking, site_accuracy
+from dr_historian.mv.calendar import HolidayCalendar
+from dr_historian.mv.performance import MvOptions
+from dr_historian.mv.presets import PRESETS
+from dr_historian.mv.series import LoadSeries, MvError, Window
+from dr_historian.store import Point, Store
+from dr_historian.writer import Writer
+from dr_tools.synth import MeterProfile, generate
+
+UTC = timezone.utc
+TZ = ZoneInfo("UTC")
+WINDOW = Window(datetime(2026, 7, 15, 14, tzinfo=UTC), datetime(2026, 7, 15, 16, tzinfo=UTC))
+METER_LIKE = {"meter-before", "meter-after", "pjm-same-day"}
+
+
+def flat_series(days: int = 110) -> LoadSeries:
+    points = {}
+    for n in range(0, days):
+        day = WINDOW.start.date() - timedelta(days=n)
+        for q in range(96):
+            ts = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(minutes=15 * q)
+            points[ts] = 12.0 if 14 <= ts.hour < 16 else 10.0
+    return LoadSeries.from_interval_means(points, 900)
+
+
+def test_backcast_by_hand():
+    event_days = {date(2026, 7, 10), date(2026, 6, 1)}
+    report = backcast(flat_series(), list(PRESETS.values()), WINDOW, TZ, 3600, 60, event_days,
+                      HolidayCalendar(nerc=False))
+    assert report["backcastDays"] == 58  # 60 days minus the two event days
+    for name, m in report["methods"].items():
+        if name in METER_LIKE:
+            assert m["relativeRmse"] == pytest.approx(2 / 12) and m["bias"] == pytest.approx(-2 / 12)
+            assert m["within10Pct"] == 0.0 and m["under20"] is True and m["biasKw"] == pytest.approx(-2.0)
+        else:
+            assert m["relativeRmse"] == pytest.approx(0.0, abs=1e-12) and m["within10Pct"] == 1.0, name
+        assert m["days"] == 58
+    assert set(report["ranking"][-3:]) == METER_LIKE
+    assert "rel. RMSE" in format_ranking(report)
+
+
+def test_backcast_counts_days_without_data_and_bounds_days():
+    sparse = flat_series(days=30)  # history for the last 30 days only: older days cannot be backcast
+    report = backcast(sparse, [PRESETS["meter-before"], PRESETS["caiso-10in10"]], WINDOW, TZ, 3600, 60)
+    assert report["backcastDays"] == 29
+    assert report["methods"]["meter-before"]["days"] == 29
+    assert report["methods"]["caiso-10in10"]["daysNotComputable"] > 0
+    with pytest.raises(MvError, match="days"):
+        backcast(sparse, [PRESETS["meter-before"]], WINDOW, TZ, 3600, 500)
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    """60 days (plus the 45-day look-back) of 1-minute synthetic residential meter data, one recorded event."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('acc') / 'h.sqlite'}")
+    store.setup()
+    tz = ZoneInfo("America/New_York")
+    end = datetime(2026, 8, 1, tzinfo=tz)
+    store.write([Point("site/meter/PowerKw", ts, kw)
+                 for ts, kw in generate(end - timedelta(days=108), end, 60, MeterProfile(), tz, seed=11)])
+    start = datetime(2026, 7, 31, 14, tzinfo=tz)
+    value = {"op": "event", "correlationId": "c1", "eventId": "ev-acc", "requestedReductionKw": 1.0,
+             "startTime": start.isoformat(), "until": (start + timedelta(hours=2)).isoformat(),
+             "issuedAt": start.isoformat()}
+    Writer(store).publish([{"timestamp": start, "topic": "dr/cmd/ven-a", "value": value, "meta": {}}])
+    yield store
+    store.dispose()
+
+
+def test_accuracy_on_60_days_of_synthetic_meter_data(synthetic_store, figure):
+    options = MvOptions(timezone="America/New_York", interval_minutes=60, meter_topics=("site/meter/PowerKw",))
+    report = event_accuracy(synthetic_store, "ev-acc", options, days=60)
+    assert report["topic"] == "site/meter/PowerKw" and report["backcastDays"] == 60
+    assert report["chosenMethod"] == "meter-before" and report["chosenAccuracy"]["days"] == 60
+    assert set(report["ranking"]) == set(PRESETS)
+    rmses = [report["methods"][n]["relativeRmse"] for n in report["ranking"]]
+    assert all(r is not None for r in rmses) and rmses == sorted(rmses)
+    figure("M&V accuracy backcast, 60 days of 1-minute synthetic residential data, 14:00-16:00 New York",
+           "\n" + format_ranking(report))
+    # the same through site_accuracy with two methods only
+    two = site_accuracy(synthetic_store, "site/meter/PowerKw", Window(datetime.fromisoformat(report["window"]["start"]),
+                                                                     datetime.fromisoformat(report["window"]["end"])),
+                        options, 60, ["caiso-10in10", "pjm-high4of5"])
+    assert two["methods"]["caiso-10in10"] == report["methods"]["caiso-10in10"]
+
+
+# --- the RPC --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def api(synthetic_store):
+    from dr_historian.api import HistorianApi
+    from dr_historian.config import parse_config
+
+    config = parse_config({"connection": {"url": "sqlite:///unused.sqlite"},
+                           "mv": {"timezone": "America/New_York", "interval_minutes": 60,
+                                  "meter_topics": ["site/meter/PowerKw"], "methods": ["pjm-high4of5", "meter-before"]}})
+    return HistorianApi(lambda: synthetic_store, lambda: config)
+
+
+def test_rpc_ranks_the_presets_for_an_event_and_names_the_configured_method(api):
+    report = api.guarded("baseline_accuracy", lambda: api.baseline_accuracy("ev-acc", days=20))
+    assert report["backcastDays"] == 20 and report["chosenMethod"] == "pjm-high4of5"
+    assert report["chosenAccuracy"] == report["methods"]["pjm-high4of5"]
+    window = api.baseline_accuracy(topic="devices/site/meter/PowerKw", start="2026-07-31T18:00:00Z",
+                                   end="2026-07-31T20:00:00Z", days=20, methods=["caiso-10in10", "ven-reported"])
+    assert list(window["methods"]) == ["caiso-10in10"]
+    assert window["methods"]["caiso-10in10"] == report["methods"]["caiso-10in10"]
+    assert api.baseline_accuracy("ev-none")["code"] == "not_found"
+    presets = api.baseline_presets()
+    assert presets["caiso-10in10"]["adjustment"]["cap"] == 0.2 and presets["ieso-15of20"]["unverified"]
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"event_id": "a/b"}, "eventId"),
+    ({"event_id": "ev-acc", "days": 0}, "days"),
+    ({"event_id": "ev-acc", "days": 121}, "days"),
+    ({"event_id": "ev-acc", "days": True}, "days"),
+    ({"event_id": "ev-acc", "methods": ["guess"]}, "methods"),
+    ({"event_id": "ev-acc", "methods": ["ven-reported"]}, "methods"),
+    ({"event_id": "ev-acc", "start": "2026-07-31T18:00:00Z"}, "start"),
+    ({"topic": "site/meter/PowerKw", "start": "2026-07-31T18:00:00Z"}, "end"),
+    ({"start": "2026-07-31T18:00:00Z", "end": "2026-07-31T20:00:00Z"}, "topic"),
+    ({"topic": "m", "start": "2026-07-31T18:00:00Z", "end": "2026-08-02T20:00:00Z"}, "end"),
+    ({"topic": "m\x00", "start": "2026-07-31T18:00:00Z", "end": "2026-07-31T20:00:00Z"}, "topic"),
+])
+def test_rpc_arguments_are_named(api, kwargs, field):
+    from dr_historian.schema import QueryError
+
+    with pytest.raises(QueryError) as err:
+        api.guarded("baseline_accuracy", lambda: api.baseline_accuracy(**kwargs))
+    assert err.value.field == field
+    assert api.snapshot()["rpcRejects"]["total"] >= 1
