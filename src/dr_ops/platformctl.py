@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,6 @@ from typing import Any, Iterator
 
 _log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2] if (Path(__file__).resolve().parents[2] / "scripts").is_dir() else None
 
 
 class PlatformError(RuntimeError):
@@ -36,13 +36,22 @@ class AgentInfo:
     running: bool
 
 
+def is_checkout(folder: Path) -> bool:
+    """Whether a folder is a volttron-dr checkout (its scripts and site configurations)."""
+    return (folder / "scripts" / "lib.sh").is_file() and (folder / "platform-config" / "sites").is_dir()
+
+
 def repo_root() -> Path:
-    """The checkout to run scripts from: $VDR_REPO, else the folder this module was installed from."""
+    """The checkout to run scripts from: $VDR_REPO (the scripts set it), else the checkout that holds the running
+    program (a benchmark, a script) or the current folder (this package is installed from a staged copy)."""
     env = os.environ.get("VDR_REPO")
     if env:
         return Path(env)
-    if REPO is not None:
-        return REPO
+    starts = [Path(sys.argv[0]).resolve().parent] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else []
+    for start in [*starts, Path.cwd(), Path(__file__).resolve().parent]:
+        for folder in (start, *start.parents):
+            if is_checkout(folder):
+                return folder
     raise PlatformError("cannot find the volttron-dr checkout: set VDR_REPO")
 
 
