@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """M&V report of one DR event from the historian's database: a table of baseline and actual energy, average
 and peak reduction and percent of requested per VEN, total and site meter for each method, and a PNG of
-baseline vs metered power with the event window shaded.
+baseline vs metered power with the event window shaded; the days each method used and excluded (why) and its
+adjustment; CSV and JSON for settlement systems; and the accuracy of every baseline preset at the event's hours.
 
 Examples:
   scripts/mv_report.py ev-1234                                  # the demo site's historian database
   scripts/mv_report.py ev-1234 --site office --method caiso-10in10 --method pjm-high4of5
   scripts/mv_report.py ev-synth-1 --db /tmp/h.sqlite --png /tmp/ev.png --plot demo-home
   scripts/mv_report.py ev-1234 --json                           # the full result as JSON
+  scripts/mv_report.py ev-1234 --csv ev.csv --png-dir charts/   # settlement CSV, a chart per VEN, total, meter
+  scripts/mv_report.py ev-1234 --accuracy [--days 60]           # every preset backcast on non-event days, ranked
 """
 from __future__ import annotations
 
@@ -21,11 +24,14 @@ from typing import Any
 
 if __name__ == "__main__":  # started by another Python: run again with the platform's (platform_python.py)
     import platform_python  # noqa: F401,E402
+from dr_historian.mv.accuracy import event_accuracy, format_ranking  # noqa: E402
 from dr_historian.mv.baselines import METHODS  # noqa: E402
+from dr_historian.mv.performance import UnknownEvent, used_power_topic  # noqa: E402
 from dr_historian.mv.performance import MvOptions, event_performance  # noqa: E402
 from dr_historian.mv.series import MvError  # noqa: E402
 from dr_historian.store import Store, StoreError  # noqa: E402
 from dr_tools import sitedb  # noqa: E402
+from dr_tools.mv_export import csv_text, details, write_charts  # noqa: E402
 from dr_tools.mv_plot import PlotError, chart_from_report, write_png  # noqa: E402
 
 PLOT_MARGIN_MIN = 120
@@ -43,13 +49,19 @@ def method_note(m: dict[str, Any]) -> str:
     if detail.get("variant"):
         notes.append(detail["variant"])
     adj = detail.get("adjustment")
-    if adj is not None and detail.get("method") == "caiso-10in10":
-        notes.append(f"x{adj:.3f}" + (" (capped)" if detail.get("adjustmentCapped") else ""))
-    elif adj is not None and detail.get("method") == "pjm-high4of5":
-        notes.append(f"{adj:+.2f} kW")
+    capped = " (capped)" if detail.get("adjustmentCapped") else ""
+    if adj is not None:
+        notes.append((f"x{adj:.3f}" if _multiplicative(detail) else f"{adj:+.2f} kW") + capped)
     if detail.get("selectedDays"):
         notes.append(f"{len(detail['selectedDays'])} days")
     return ", ".join(notes)
+
+
+def _multiplicative(detail: dict[str, Any]) -> bool:
+    from dr_historian.mv.presets import PRESETS
+
+    spec = PRESETS.get(detail.get("method", ""))
+    return spec is not None and spec.adjustment.kind == "multiplicative"
 
 
 def table(report: dict[str, Any]) -> str:
@@ -92,10 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=int, help="interval minutes (default: the site's mv.interval_minutes)")
     parser.add_argument("--tz", help="time zone of day matching and the plot (default: the site's mv.timezone)")
     parser.add_argument("--meter", action="append", help="site meter topic (default: the site's mv.meter_topics)")
-    parser.add_argument("--plot", metavar="WHO", help="VEN id or meter topic to plot (default: meter, else total)")
+    parser.add_argument("--plot", metavar="WHO", help="VEN id or meter topic to plot (default: meter, else total); "
+                        "with --accuracy the one to backcast (default: the first meter, else the first VEN)")
     parser.add_argument("--png", help="PNG path (default: mv_EVENT_ID.png)")
     parser.add_argument("--no-png", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON instead of the table")
+    parser.add_argument("--csv", metavar="PATH", help="write the settlement CSV (summary and interval rows)")
+    parser.add_argument("--png-dir", metavar="DIR", help="write one chart per VEN, the total and each meter")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="rank every baseline preset by its accuracy on the non-event days at the event's hours")
+    parser.add_argument("--days", type=int, default=60, help="days backcast by --accuracy (default 60)")
     args = parser.parse_args(argv)
     try:
         config = sitedb.resolve(args.db, args.site or (None if args.db else "demo"))
@@ -113,7 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     store = Store(config.url)
     try:
+        if args.accuracy:
+            topic = None if not args.plot else args.plot if "/" in args.plot else used_power_topic(args.plot)
+            accuracy = event_accuracy(store, args.event_id, options, args.days, args.method, topic)
+            print(json.dumps(accuracy, indent=2) if args.json else format_ranking(accuracy))
+            return 0
         report = event_performance(store, args.event_id, options)
+    except UnknownEvent as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (MvError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -124,6 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(table(report))
+        print("\n" + details(report))
+    if args.csv:
+        Path(args.csv).write_text(csv_text(report), encoding="utf-8")
+        print(f"\ncsv: {args.csv}", file=sys.stderr if args.json else sys.stdout)
+    if args.png_dir and not args.no_png:
+        try:
+            paths = write_charts(report, args.png_dir, options.timezone)
+        except PlotError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("\ncharts: " + ", ".join(str(p) for p in paths), file=sys.stderr if args.json else sys.stdout)
     if not args.no_png:
         path = args.png or f"mv_{args.event_id}.png"
         try:
