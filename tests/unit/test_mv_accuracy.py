@@ -143,3 +143,18 @@ def test_rpc_arguments_are_named(api, kwargs, field):
         api.guarded("baseline_accuracy", lambda: api.baseline_accuracy(**kwargs))
     assert err.value.field == field
     assert api.snapshot()["rpcRejects"]["total"] >= 1
+
+
+def test_every_preset_for_one_stored_meter_with_one_history_read(synthetic_store):
+    from dr_historian.mv.performance import topic_methods
+
+    options = MvOptions(methods=tuple(PRESETS), timezone="America/New_York", interval_minutes=60)
+    start = datetime(2026, 7, 30, 14, tzinfo=ZoneInfo("America/New_York"))
+    report = topic_methods(synthetic_store, "site/meter/PowerKw", start, start + timedelta(hours=2), options)
+    assert set(report["methods"]) == set(PRESETS)
+    for name, m in report["methods"].items():
+        assert "error" not in m, (name, m.get("error"))
+        assert m["baselineKwh"] > 0 and len(m["intervals"]) == 2
+    # the meter-type presets read after the event too (the history read covers their windows)
+    assert report["methods"]["pjm-same-day"]["baseline"]["variant"] == \
+        "180 min before (skipping 60 min), 120 min after (skipping 60 min)"

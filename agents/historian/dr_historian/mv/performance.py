@@ -338,3 +338,17 @@ def topic_baseline(source: MvSource, topic: str, start: datetime, end: datetime,
     out.update(topic=topic, window=_window_dict(window), timezone=options.timezone,
                intervalMinutes=options.interval_minutes)
     return out
+
+
+def topic_methods(source: MvSource, topic: str, start: datetime, end: datetime,
+                  options: MvOptions | None = None) -> dict[str, Any]:
+    """Every method of `options` for one stored topic over [start, end), with one history read for all of them
+    (every recorded event day excluded): what a site meter's settlement computes."""
+    options = options or MvOptions()
+    window = Window(start, end)
+    days = event_day_set(source.events_between(start - timedelta(days=options.lookback_days + 2), end), options.tz)
+    days.discard(start.astimezone(options.tz).date())
+    methods = tuple(m for m in options.methods if m != B.VEN_REPORTED)
+    for method in methods:
+        options.spec(method)
+    return _Evaluator(source, options).evaluate(topic, window, methods, days, None)
