@@ -34,6 +34,7 @@ _log = logging.getLogger("dr_tools.devices")
 
 HOST = "127.0.0.1"
 MAX_LINE = 4096
+OPS = ("status", "fault", "clear", "read", "priority", "written")
 
 
 class Control:
@@ -47,6 +48,8 @@ class Control:
         if not isinstance(request, dict):
             return {"ok": False, "error": "request: expected a JSON object"}
         op = request.get("op")
+        if op not in OPS:
+            return {"ok": False, "error": f"op: expected one of {', '.join(OPS)}"}
         try:
             if op == "status":
                 return {"ok": True, "ports": self.ports, **self.site.status()}
@@ -72,7 +75,7 @@ class Control:
                                               priority_slots(self.apps[dev.name], obj_type, int(instance)).items()}}
         except (FieldConfigError, KeyError, ValueError) as exc:
             return {"ok": False, "error": str(exc)}
-        return {"ok": False, "error": "op: expected status, fault, clear, read, priority or written"}
+        return {"ok": False, "error": f"op: {op} not handled"}
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Answer requests on one connection until it closes."""
