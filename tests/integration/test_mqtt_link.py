@@ -336,8 +336,9 @@ def test_a_large_fan_out_is_written_in_blocks_and_a_burst_of_acks_read_in_few_wa
         assert [a["correlationId"] for a in acks] == [f"bulk-ev:{v}" for v in ids]
         assert [a["venId"] for a in acks] == ids
         assert len(wakes) <= n // 2, f"{len(wakes)} read wake-ups for {n} acks"
-        # every ack but (at most) the first packet of each wake-up took the fast path
-        assert client.fast_packets - fast_before >= n - len(wakes)
+        # every ack took the fast path but the first packet of each wake-up and those split across two recv()
+        # calls (the buffer's boundary; more of them when the machine is loaded and recv returns less): at most 2%
+        assert client.fast_packets - fast_before >= n - len(wakes) - n // 50
         in_sends = len(sends)  # the PUBACKs of a read go out together
         assert in_sends <= n // 5, f"{in_sends} socket writes of PUBACKs for {n} acks"
         wait(lambda: core.status()["unacknowledged"] == 0, 10, "the broker acknowledged every command")
