@@ -87,7 +87,8 @@ class CommandBook:
 
     def __init__(self, retry_delay: Callable[[int], float], secret: bytes = b"") -> None:
         self.records: dict[str, CommandRecord] = {}
-        self._secret = secret
+        # the keyed state, copied per id (cheaper than keying a new hash each time)
+        self._mac = hashlib.blake2b(key=secret, digest_size=TAG_BYTES) if secret else None
         self._retry_delay = retry_delay
         self._heap: list[tuple[float, str]] = []
         self.factory = PayloadFactory()
@@ -96,10 +97,11 @@ class CommandBook:
         """The command's id: its derivation plus a MAC of it under the VTN's secret (stable across retries
         and restarts, not derivable by a VEN). Keyed BLAKE2b: a MAC by design, a sixth of HMAC-SHA256's cost."""
         base = correlation_id(event_id, modification, op, ven_id, revision)
-        if not self._secret:
+        if self._mac is None:
             return base
-        tag = hashlib.blake2b(base.encode("utf-8"), key=self._secret, digest_size=TAG_BYTES).hexdigest()
-        return f"{base}:{tag}"
+        mac = self._mac.copy()
+        mac.update(base.encode("utf-8"))
+        return f"{base}:{mac.hexdigest()}"
 
     def __contains__(self, correlation_id: str) -> bool:
         return correlation_id in self.records
