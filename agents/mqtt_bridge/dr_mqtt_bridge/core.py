@@ -97,6 +97,7 @@ class BridgeCore:
             return
         cfg = self.config
         outbox = SqliteOutbox(self.store_path, cfg.store_max_messages, cfg.telemetry_ttl_s, self._wall_clock)
+        inbox = None
         try:
             inbox = HubInbox()
             birth = None
@@ -108,6 +109,8 @@ class BridgeCore:
             link = self._link_factory(cfg.broker, inbox, subs, birth, log_packets=cfg.log_mqtt_packets)
         except BaseException:
             outbox.close()
+            if inbox is not None:
+                inbox.close()
             raise
         self._inbox, self.out.outbox, self.out.link = inbox, outbox, link
         self._prepared = True
@@ -131,7 +134,9 @@ class BridgeCore:
         """Let go of what `prepare` built, for a configuration that is not started after all."""
         if not self._running and self.out.outbox is not None:
             self.out.outbox.close()
-            self.out.outbox, self.out.link, self._prepared = None, None, False
+            if self._inbox is not None:
+                self._inbox.close()
+            self.out.outbox, self.out.link, self._inbox, self._prepared = None, None, None, False
 
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect, publish what is batched, close the outbox. What is not yet acknowledged stays queued."""
