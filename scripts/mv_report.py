@@ -94,6 +94,32 @@ def table(report: dict[str, Any]) -> str:
     return title + "\n\n" + "\n".join(lines)
 
 
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """--set PRESET.PARAM[.PARAM]=JSON items as {preset: {param: {...: value}}}, checked against the presets."""
+    from dr_historian.mv.presets import preset
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        path, sep, raw = item.partition("=")
+        parts = path.split(".")
+        if not sep or len(parts) < 2:
+            raise ValueError(f"{item!r}: expected PRESET.PARAM=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out.setdefault(parts[0], {})
+        for key in parts[1:-1]:
+            node = node.setdefault(key, {})
+        node[parts[-1]] = value
+    for name, params in out.items():
+        try:
+            preset(name, params)
+        except MvError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("event_id")
@@ -114,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy", action="store_true",
                         help="rank every baseline preset by its accuracy on the non-event days at the event's hours")
     parser.add_argument("--days", type=int, default=60, help="days backcast by --accuracy (default 60)")
+    parser.add_argument("--set", action="append", default=[], metavar="PRESET.PARAM=JSON",
+                        help="override a preset parameter, e.g. caiso-10in10.adjustment.cap=0.3 (repeatable)")
     args = parser.parse_args(argv)
     try:
         config = sitedb.resolve(args.db, args.site or (None if args.db else "demo"))
@@ -121,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     mv = config.mv
-    options = MvOptions(methods=tuple(args.method or mv.methods), timezone=args.tz or mv.timezone,
+    try:
+        overrides = parse_sets(args.set)
+    except ValueError as exc:
+        print(f"error: --set: {exc}", file=sys.stderr)
+        return 1
+    options = MvOptions(overrides=overrides, methods=tuple(args.method or mv.methods), timezone=args.tz or mv.timezone,
                         interval_minutes=args.interval or mv.interval_minutes,
                         meter_before_minutes=mv.meter_before_minutes, lookback_days=mv.lookback_days,
                         holidays=mv.holidays, meter_topics=tuple(args.meter or mv.meter_topics),

@@ -158,3 +158,25 @@ def test_every_preset_for_one_stored_meter_with_one_history_read(synthetic_store
     # the meter-type presets read after the event too (the history read covers their windows)
     assert report["methods"]["pjm-same-day"]["baseline"]["variant"] == \
         "180 min before (skipping 60 min), 120 min after (skipping 60 min)"
+
+
+def test_rpc_overrides_change_a_preset_for_one_call(api):
+    plain = api.baseline_accuracy("ev-acc", days=10, methods=["caiso-10in10"])
+    uncapped = api.baseline_accuracy("ev-acc", days=10, methods=["caiso-10in10"],
+                                     overrides={"caiso-10in10": {"adjustment": {"cap": None}}})
+    assert plain["methods"]["caiso-10in10"] != uncapped["methods"]["caiso-10in10"]
+    perf = api.baseline("site/meter/PowerKw", "2026-07-30T18:00:00Z", "2026-07-30T20:00:00Z", "caiso-10in10",
+                        overrides={"caiso-10in10": {"weekday": {"keep": 5, "of": 5}}})
+    assert len(perf["selectedDays"]) == 5
+
+
+@pytest.mark.parametrize("overrides", [
+    {"magic": {}}, {"caiso-10in10": {"adjustment": {"cap": "x"}}}, {"caiso-10in10": 3}, ["caiso-10in10"],
+    {"caiso-10in10": {"lookbackDays": float("nan")}},
+])
+def test_rpc_bad_overrides_are_named(api, overrides):
+    from dr_historian.schema import QueryError
+
+    with pytest.raises(QueryError) as err:
+        api.guarded("event_performance", lambda: api.event_performance("ev-acc", overrides=overrides))
+    assert err.value.field == "overrides"

@@ -59,5 +59,11 @@ def test_report_csv_details_charts_and_accuracy(tmp_path, capsys):
                         "--method", "caiso-10in10", "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)
     assert ranked["topic"] == "dr/telemetry/home-2/usedPowerKw" and ranked["ranking"] == ["caiso-10in10"]
+    assert report.main(["ev-x1", "--db", str(db), "--no-png", "--json", "--method", "caiso-10in10",
+                        "--set", "caiso-10in10.weekday.keep=5", "--set", "caiso-10in10.weekday.of=5"]) == 0
+    five = json.loads(capsys.readouterr().out)["vens"]["home-1"]["methods"]["caiso-10in10"]["baseline"]
+    assert len(five["selectedDays"]) == 5
+    assert report.main(["ev-x1", "--db", str(db), "--no-png", "--set", "caiso-10in10.adjustment.cap=big"]) == 1
+    assert "adjustment.cap" in capsys.readouterr().err
     assert report.main(["nope", "--db", str(db), "--accuracy"]) == 1
     assert "no event" in capsys.readouterr().err

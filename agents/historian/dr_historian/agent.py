@@ -203,29 +203,29 @@ class HistorianAgent(BaseHistorian):
     # --- M&V ------------------------------------------------------------------------------------------
     @RPC.export(HistorianRpc.EVENT_PERFORMANCE)
     def event_performance(self, event_id: Any, methods: Any = None, interval_minutes: Any = None,
-                          timezone: Any = None, include_plot: Any = False) -> dict[str, Any]:
+                          timezone: Any = None, include_plot: Any = False, overrides: Any = None) -> dict[str, Any]:
         """Baseline and actual energy, average and peak reduction and percent of requested, per VEN, total and
         site meter, for each method (see dr_historian.mv.performance)."""
         return self._run(HistorianRpc.EVENT_PERFORMANCE, lambda: self._api.event_performance(
-            event_id, methods, interval_minutes, timezone, include_plot))
+            event_id, methods, interval_minutes, timezone, include_plot, overrides))
 
     @RPC.export(HistorianRpc.BASELINE)
     def baseline(self, topic: Any, start: Any, end: Any, baseline_method: Any = CAISO_10IN10,
-                 interval_minutes: Any = None, timezone: Any = None) -> dict[str, Any]:
+                 interval_minutes: Any = None, timezone: Any = None, overrides: Any = None) -> dict[str, Any]:
         """One method's baseline of a stored numeric topic over [start, end), every recorded event day excluded.
 
         (The method argument is not called `method`: VOLTTRON's rpc.call(peer, method, ...) takes that name.)"""
         return self._run(HistorianRpc.BASELINE, lambda: self._api.baseline(topic, start, end, baseline_method,
-                                                                           interval_minutes, timezone))
+                                                                           interval_minutes, timezone, overrides))
 
     @RPC.export(HistorianRpc.BASELINE_ACCURACY)
     def baseline_accuracy(self, event_id: Any = None, topic: Any = None, start: Any = None, end: Any = None,
                           days: Any = 60, methods: Any = None, interval_minutes: Any = None,
-                          timezone: Any = None) -> dict[str, Any]:
+                          timezone: Any = None, overrides: Any = None) -> dict[str, Any]:
         """Accuracy of every baseline preset backcast on the non-event days before an event (or start/end), ranked
         by relative RMSE, with the configured method's figures (see dr_historian.mv.accuracy)."""
         return self._run(HistorianRpc.BASELINE_ACCURACY, lambda: self._api.baseline_accuracy(
-            event_id, topic, start, end, days, methods, interval_minutes, timezone))
+            event_id, topic, start, end, days, methods, interval_minutes, timezone, overrides))
 
     @RPC.export(HistorianRpc.BASELINE_PRESETS)
     def baseline_presets(self) -> dict[str, Any]:

@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dr_common.rejects import RateLimitedLog, RejectCounter
-from dr_common.schema import PayloadError, check_id
+from dr_common.schema import PayloadError, check_id, check_tree
 from dr_common.timeutil import parse_time, utcnow
 from dr_common.topics import DEVICES_PREFIX
 from dr_historian.config import HistorianConfig
 from dr_historian.mv.accuracy import MAX_BACKCAST_DAYS, event_accuracy, site_accuracy
 from dr_historian.mv.baselines import CAISO_10IN10, METHODS, VEN_REPORTED
-from dr_historian.mv.presets import PRESETS, describe
+from dr_historian.mv.presets import PRESETS, describe, preset
 from dr_historian.mv.performance import MvOptions, UnknownEvent, event_performance, topic_baseline
 from dr_historian.mv.series import MvError, Window
 from dr_historian.reads import ORDER_FIRST_TO_LAST, ORDER_LAST_TO_FIRST
@@ -137,6 +137,23 @@ def _methods(value: object, default: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _overrides(value: object) -> dict[str, dict[str, Any]]:
+    """{preset: {parameter: value}} for one call, every parameter checked against the preset."""
+    if value is None:
+        return {}
+    check_tree(value, "overrides")
+    if not isinstance(value, dict) or len(value) > len(PRESETS):
+        raise QueryError("overrides", "must be an object of preset names to parameter objects")
+    for name, params in value.items():
+        if name not in PRESETS:
+            raise QueryError("overrides", f"unknown preset; known: {', '.join(PRESETS)}")
+        try:
+            preset(name, params)
+        except MvError as exc:
+            raise QueryError("overrides", f"{name}.{exc}") from None
+    return {name: dict(params) for name, params in value.items()}
+
+
 class HistorianApi:
     """Checks and runs the historian's RPCs against one store and configuration (both may be swapped)."""
 
@@ -219,7 +236,7 @@ class HistorianApi:
 
     # --- M&V ------------------------------------------------------------------------------------------
     def mv_options(self, methods: object = None, interval_minutes: object = None, timezone: object = None,
-                   include_plot: object = False) -> MvOptions:
+                   include_plot: object = False, overrides: object = None) -> MvOptions:
         """The M&V options of one call: the configured defaults with the call's checked overrides."""
         _, config = self._ready()
         mv = config.mv
@@ -229,21 +246,24 @@ class HistorianApi:
                          interval_minutes=_interval(interval_minutes, mv.interval_minutes),
                          meter_before_minutes=mv.meter_before_minutes, lookback_days=mv.lookback_days,
                          holidays=mv.holidays, meter_topics=mv.meter_topics,
-                         plot_margin_minutes=PLOT_MARGIN_MINUTES if include_plot else None)
+                         plot_margin_minutes=PLOT_MARGIN_MINUTES if include_plot else None,
+                         overrides=_overrides(overrides))
 
     def event_performance(self, event_id: object, methods: object = None, interval_minutes: object = None,
-                          timezone: object = None, include_plot: object = False) -> dict[str, Any]:
+                          timezone: object = None, include_plot: object = False,
+                          overrides: object = None) -> dict[str, Any]:
         """M&V of one event (see mv.performance); an unknown event is a not_found answer, not an exception."""
         store, _ = self._ready()
         event = check_id(event_id, "eventId")
-        options = self.mv_options(methods, interval_minutes, timezone, include_plot)
+        options = self.mv_options(methods, interval_minutes, timezone, include_plot, overrides)
         try:
             return event_performance(store, event, options)
         except UnknownEvent as exc:
             return {"error": f"eventId: {exc}", "field": "eventId", "code": "not_found"}
 
     def baseline(self, topic: object, start: object, end: object, baseline_method: object = CAISO_10IN10,
-                 interval_minutes: object = None, timezone: object = None) -> dict[str, Any]:
+                 interval_minutes: object = None, timezone: object = None,
+                 overrides: object = None) -> dict[str, Any]:
         """One method's baseline of a stored numeric topic over [start, end), at most MAX_BASELINE_DAYS long."""
         store, _ = self._ready()
         name = check_topic(topic).removeprefix(DEVICES_PREFIX)
@@ -254,12 +274,13 @@ class HistorianApi:
             raise QueryError("end", f"must be after start and at most {MAX_BASELINE_DAYS} days after it")
         if baseline_method not in METHODS or baseline_method == VEN_REPORTED:
             raise QueryError("baseline_method", f"must be one of {', '.join(m for m in METHODS if m != VEN_REPORTED)}")
-        options = self.mv_options(None, interval_minutes, timezone)
+        options = self.mv_options(None, interval_minutes, timezone, False, overrides)
         return topic_baseline(store, name, start_dt, end_dt, str(baseline_method), options)
 
     def baseline_accuracy(self, event_id: object = None, topic: object = None, start: object = None,
                           end: object = None, days: object = 60, methods: object = None,
-                          interval_minutes: object = None, timezone: object = None) -> dict[str, Any]:
+                          interval_minutes: object = None, timezone: object = None,
+                          overrides: object = None) -> dict[str, Any]:
         """Backcast of the methods on non-event days at an event's hours (or start/end's), ranked by relative RMSE."""
         store, _ = self._ready()
         n_days = _int_arg(days, "days", 1, MAX_BACKCAST_DAYS)
@@ -267,7 +288,7 @@ class HistorianApi:
         if names is not None and not names:
             raise QueryError("methods", "must name a meter-data method")
         name = None if topic is None else check_topic(topic).removeprefix(DEVICES_PREFIX)
-        options = self.mv_options(None, interval_minutes, timezone)
+        options = self.mv_options(None, interval_minutes, timezone, False, overrides)
         if event_id is not None:
             if start is not None or end is not None:
                 raise QueryError("start", "give an eventId or a start and end, not both")
