@@ -308,3 +308,17 @@ def test_the_database_url_is_a_secret_never_rendered():
     with pytest.raises(ConfigError) as info:
         parse_config({"databaseUrl": "postgresql://vtn:s3cret-pw@db/x", "surprise": 1})
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_the_correlation_secret_is_created_once_and_kept(tmp_path):
+    from dr_vtn_dispatcher.store import Store, sqlite_url
+
+    url = sqlite_url(str(tmp_path / "s.sqlite"))
+    first, second = Store(url), Store(url)
+    try:
+        secret = first.secret("correlation-hmac")
+        assert len(secret) == 32 and second.secret("correlation-hmac") == secret
+        assert first.secret("other") != secret
+    finally:
+        first.close()
+        second.close()

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from dr_vtn_dispatcher.model import OPEN_STATUSES, CommandRecord, Event, Participant, Ven
 
@@ -254,14 +254,20 @@ class Store:
         self.write(self.prepare(**records))
 
     def secret(self, name: str) -> bytes:
-        """A random 32-byte secret kept in the store under `name`, created on first use."""
+        """A random 32-byte secret kept in the store under `name`, created on first use (when two VTNs on one
+        database create it at once, both end up with the one that was written first)."""
+        query = select(meta_table.c.value).where(meta_table.c.name == name)
         with self.engine.begin() as conn:
-            row = conn.execute(select(meta_table.c.value).where(meta_table.c.name == name)).first()
+            row = conn.execute(query).first()
             if row is not None:
                 return bytes.fromhex(row[0])
-            value = secrets.token_bytes(32)
-            conn.execute(meta_table.insert().values(name=name, value=value.hex()))
-            return value
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(meta_table.insert().values(name=name, value=secrets.token_bytes(32).hex()))
+        except IntegrityError:
+            _log.info("the %s secret was created by another VTN on this database; using it", name)
+        with self.engine.connect() as conn:
+            return bytes.fromhex(conn.execute(query).scalar_one())
 
     # --- reading ---------------------------------------------------------------------------------
     def load_vens(self) -> list[Ven]:
