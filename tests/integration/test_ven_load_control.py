@@ -285,3 +285,47 @@ def test_bad_commands_are_refused_and_the_agent_carries_on(ven):
     health = vp.rpc(IDENTITY, VenRpc.HEALTH)
     assert health["ok"] is True and health["configured"] is True
     assert vp.rpc(IDENTITY, VenRpc.STATUS)["counters"]["bad_commands"] >= 2
+
+
+def test_the_reported_shed_shows_the_devices_within_2_s_and_every_load_is_detailed(ven, figure):
+    vp, rec = ven
+    idle(vp, rec)
+    gevent.sleep(11.0)  # two scrapes: the driver's publishes show the restored site
+    t0 = time.monotonic()
+    _, ack = send(vp, rec, {"op": "event", "correlationId": "itest-ven-5", "eventId": "itest-ven-evt-5",
+                            "requestedReductionKw": 2.0, "durationS": 40})
+    assert ack["ok"] is True
+    found = vp.wait_for(lambda: [(t, m) for t, m in rec.on(topics.bus_telemetry(VEN_ID), t0)
+                                 if m.get("eventId") == "itest-ven-evt-5" and m["shedPowerKw"] >= 0.95 * 2.0],
+                        timeout=20, step=0.02, what="a report of 95 % of the shed")
+    elapsed = found[0][0] - t0
+    figure("VEN command -> reported shed >= 95 % of 2 kW", f"{elapsed:.2f} s")
+    assert elapsed < 2.0
+    report = found[0][1]
+    Telemetry.from_payload(report)
+    ev = report["loads"]["ev_charger"]
+    assert ev["state"] == "shed" and ev["action"]["type"] == "powerLimit"
+    assert ev["constraint"]["type"] == "departureEnergy" and ev["override"] is False and ev["optOut"] is False
+    assert report["loads"]["panel.Fridge"]["state"] == "critical"
+    # no over-shedding: the reports of the next 10 s stay within the margin
+    gevent.sleep(10.0)
+    later = [m["shedPowerKw"] for _, m in rec.on(topics.bus_telemetry(VEN_ID), t0)
+             if m.get("eventId") == "itest-ven-evt-5"]
+    assert max(later) <= 2.0 + max(CONFIG["overshedMarginKw"], 2.0 * CONFIG["overshedMarginPercent"] / 100) + 0.1
+    idle(vp, rec)
+
+
+def test_commands_for_another_ven_or_outside_the_limits_are_refused_and_counted(ven):
+    vp, rec = ven
+    _, ack = send(vp, rec, {"op": "event", "correlationId": "itest-ven-6", "venId": "ven-other",
+                            "requestedReductionKw": 2.0, "durationS": 30})
+    assert ack["ok"] is False and "'venId'" in ack["error"]
+    _, ack = send(vp, rec, {"op": "event", "correlationId": "itest-ven-7", "requestedReductionKw": 1e6,
+                            "durationS": 30})
+    assert ack["ok"] is False and "'requestedReductionKw'" in ack["error"]
+    _, ack = send(vp, rec, {"op": "event", "correlationId": "itest-ven-8", "requestedReductionKw": 2,
+                            "until": "2999-01-01T00:00:00Z"})
+    assert ack["ok"] is False and "'until'" in ack["error"]
+    rejects = vp.rpc(IDENTITY, VenRpc.STATUS)["rejects"]["byReason"]
+    assert rejects["venId"] >= 1 and rejects["requestedReductionKw"] >= 1 and rejects["until"] >= 1
+    assert vp.rpc(IDENTITY, VenRpc.STATUS)["event"] is None
