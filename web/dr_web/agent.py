@@ -121,7 +121,7 @@ class WebAgent(Agent):
     def refresh_registry(self) -> None:
         """Read dr.vtn's registered venIds into the live state; on failure the last known registry stays."""
         cfg = self.web_config
-        upstream = Upstream(self.gateway, cfg.vtn_identity, cfg.historian_identity, cfg.rpc_timeout_s, self.dropped)
+        upstream = Upstream(self.gateway, cfg.vtn_identity, cfg.historian_identity, cfg.rpc_timeout_s)
         asked_at = self.live.clock()
         try:
             ids = upstream.registered_ven_ids(timeout=min(cfg.rpc_timeout_s, cfg.registry_refresh_s))

@@ -38,7 +38,7 @@ def create_app(config: WebConfig, live: LiveState, gateway: Gateway, health: Cal
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     app.json.counter = dropped  # type: ignore[attr-defined]
-    upstream = Upstream(gateway, config.vtn_identity, config.historian_identity, config.rpc_timeout_s, dropped)
+    upstream = Upstream(gateway, config.vtn_identity, config.historian_identity, config.rpc_timeout_s)
     app.extensions[EXTENSION] = WebContext(config=config, live=live, upstream=upstream, health=health,
                                            dropped=dropped)
     app.register_blueprint(api, url_prefix="/api")

@@ -6,7 +6,7 @@ response (400 / 404 / 409 / 500). A peer that does not answer is a 503 naming it
 What a peer says about its own failure (an exception, an `internal` error: SQL, parameters, paths) is never
 sent to the HTTP client: the client gets a generic message with an error id, and dr.web's log line with that
 id carries the detail. Values JSON cannot carry (NaN, Infinity, integers beyond float range) are sent as
-null and counted.
+null and counted by the app's JSON provider (`dr_web.jsonsafe`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dr_common.rejects import RejectCounter
 from dr_common.topics import HistorianRpc, VtnRpc
 
 from dr_web.gateway import Gateway, PeerFailed, PeerUnavailable
-from dr_web.jsonsafe import clean
 from dr_web.problems import INTERNAL, UNAVAILABLE, UPSTREAM, ApiProblem, error_id
 
 _log = logging.getLogger(__name__)
@@ -27,13 +25,11 @@ _log = logging.getLogger(__name__)
 class Upstream:
     """The peers' RPCs as the REST handlers call them."""
 
-    def __init__(self, gateway: Gateway, vtn_identity: str, historian_identity: str, timeout: float,
-                 dropped: RejectCounter | None = None) -> None:
+    def __init__(self, gateway: Gateway, vtn_identity: str, historian_identity: str, timeout: float) -> None:
         self.gateway = gateway
         self.vtn_identity = vtn_identity
         self.historian_identity = historian_identity
         self.timeout = timeout
-        self.dropped = dropped if dropped is not None else RejectCounter()
 
     def _call(self, identity: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         try:
@@ -55,7 +51,7 @@ class Upstream:
                 raise ApiProblem(problem.code, problem.field, f"{method} failed at {identity} (error id {ref}; the "
                                                               "detail is in dr.web's log)")
             raise problem
-        return clean(result, self.dropped, identity)
+        return result
 
     # --- dr.vtn ----------------------------------------------------------------------------------
     def vtn(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
