@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from dr_historian.mv.baselines import VEN_REPORTED
 from dr_historian.mv.calendar import HolidayCalendar
-from dr_historian.mv.engine import BaselineSpec, compute_spec
+from dr_historian.mv.engine import KIND_REGRESSION, BaselineSpec, compute_spec
 from dr_historian.mv.performance import (WINDOW_SNAP_S, MvOptions, MvSource, UnknownEvent, event_day_set,
                                          used_power_topic)
 from dr_historian.mv.presets import PRESETS
@@ -93,7 +93,8 @@ def backcast_days(window: Window, tz: ZoneInfo, days: int, event_days: Iterable[
 
 def backcast(series: LoadSeries, specs: Sequence[BaselineSpec], window: Window, tz: ZoneInfo, interval_s: int,
              days: int = 60, event_days: Iterable[date] = (), calendar: HolidayCalendar | None = None,
-             lookback_days: int | None = None, outage_days: Iterable[date] = ()) -> dict[str, Any]:
+             lookback_days: int | None = None, outage_days: Iterable[date] = (),
+             covariates: dict[str, LoadSeries] | None = None) -> dict[str, Any]:
     """Accuracy of each spec on the non-event days before `window`'s day, at its hours, ranked by relative RMSE."""
     event_set = frozenset(event_days)
     outages = frozenset(outage_days)
@@ -111,7 +112,8 @@ def backcast(series: LoadSeries, specs: Sequence[BaselineSpec], window: Window, 
         for spec in specs:
             try:
                 result = compute_spec(spec, series, pretend, tz, interval_s, event_set, calendar, lookback_days,
-                                      grid=grid, outage_days=outages)
+                                      grid=grid, outage_days=outages,
+                                      covariate=(covariates or {}).get(spec.covariate_topic))
             except MvError:
                 tallies[spec.name].missing += 1
                 continue
@@ -170,11 +172,16 @@ def site_accuracy(source: MvSource, topic: str, window: Window, options: MvOptio
     tz = options.tz
     bucket = bucket_seconds(options.interval_s)
     windows = history_windows(window, tz, specs, days, options.lookback_days)
-    series = LoadSeries(source.interval_sums(topic, windows[-1][0], windows[0][1], bucket, windows), bucket)
+    whole_days = any(s.kind == KIND_REGRESSION for s in specs)  # a regression fits on every hour of the days
+    series = LoadSeries(source.interval_sums(topic, windows[-1][0], windows[0][1], bucket,
+                                             None if whole_days else windows), bucket)
+    covariates = {s.covariate_topic: LoadSeries(source.interval_sums(s.covariate_topic, windows[-1][0],
+                                                                     windows[0][1], bucket), bucket)
+                  for s in specs if s.kind == KIND_REGRESSION and s.covariate_topic}
     history_start = window.start - timedelta(days=days + options.lookback_days + 2)
     event_days = event_day_set(source.events_between(history_start, window.end), tz)
     report = backcast(series, specs, window, tz, options.interval_s, days, event_days,
-                      HolidayCalendar(options.holidays), options.lookback_days)
+                      HolidayCalendar(options.holidays), options.lookback_days, covariates=covariates)
     report.update(topic=topic, timezone=options.timezone, intervalMinutes=options.interval_minutes)
     return report
 

@@ -34,7 +34,7 @@ ANCHORS = (ANCHOR_EVENT_HOUR, ANCHOR_EVENT, ANCHOR_NOTIFICATION)
 DAYS_BUSINESS = "business"   # business days / weekends and holidays
 DAYS_THREE = "three"         # weekdays / Saturdays / Sundays and holidays
 DAY_TYPES = (DAYS_BUSINESS, DAYS_THREE)
-KIND_DAYS, KIND_METER = "day-matching", "meter"
+KIND_DAYS, KIND_METER, KIND_REGRESSION = "day-matching", "meter", "regression"
 UTC = ZoneInfo("UTC")
 
 
@@ -95,6 +95,9 @@ class BaselineSpec:
     like_minutes: int = 180          # like days: the minutes before the event compared with the event day
     adjustment: Adjustment = Adjustment()
     floor_zero: bool = True          # an additive adjustment never takes the baseline below 0 kW
+    # regression kind: a model from a maintained library fitted on the look-back before the event
+    model: str = ""                  # the registered model (see register_model)
+    covariate_topic: str = ""        # e.g. an outdoor temperature topic the model needs
 
     def needs_before(self, event: Window, tz: ZoneInfo, notification: datetime | None = None) -> datetime:
         """The earliest time this method reads on the event day."""
@@ -401,13 +404,59 @@ def _meter(spec: BaselineSpec, series: LoadSeries, event: Window, tz: ZoneInfo, 
     return result
 
 
+@dataclass(frozen=True)
+class RegressionInput:
+    """What a regression model gets: the load, the fit span (event days excluded), the intervals to predict."""
+
+    spec: BaselineSpec
+    series: LoadSeries                 # the load over the fit span and the event
+    covariate: LoadSeries | None       # the spec's covariate topic, when it names one
+    fit: Window                        # the look-back before the event day
+    event: Window
+    tz: ZoneInfo
+    grid: list[Window]
+    excluded_days: frozenset[date]     # event and outage days, not fitted
+
+
+RegressionModel = Callable[[RegressionInput], list[float | None]]
+_MODELS: dict[str, RegressionModel] = {}
+
+
+def register_model(name: str, model: RegressionModel) -> None:
+    """Make a regression model (a maintained library's, wrapped) available to specs of the regression kind."""
+    _MODELS[name] = model
+
+
+def _regression(spec: BaselineSpec, series: LoadSeries, event: Window, tz: ZoneInfo, interval_s: int,
+                grid: Sequence[Window] | None, event_days: Iterable[date], outage_days: Iterable[date],
+                lookback_days: int, covariate: LoadSeries | None) -> BaselineResult:
+    model = _MODELS.get(spec.model)
+    if model is None:
+        raise MvError(f"regression model {spec.model!r} is not available in this environment")
+    grid = list(grid) if grid is not None else interval_grid(event, tz, interval_s)
+    day = event.start.astimezone(tz).date()
+    fit = Window(_at(day - timedelta(days=lookback_days), time(), tz), _at(day, time(), tz))
+    excluded = frozenset(event_days) | frozenset(outage_days)
+    predicted = model(RegressionInput(spec, series, covariate, fit, event, tz, grid, excluded))
+    if len(predicted) != len(grid):
+        raise MvError(f"regression model {spec.model!r} predicted {len(predicted)} of {len(grid)} intervals")
+    return BaselineResult(method=spec.name, variant=f"regression {spec.model}", grid=grid,
+                          baseline_kw=list(predicted), unadjusted_kw=list(predicted),
+                          excluded_days={d: "event day" for d in sorted(excluded) if fit.start.date() <= d < day},
+                          notes=[f"fitted on {fit.start.date().isoformat()} .. {(day - timedelta(days=1)).isoformat()}"])
+
+
 def compute_spec(spec: BaselineSpec, series: LoadSeries, event: Window, tz: ZoneInfo, interval_s: int = 3600,
                  event_days: Iterable[date] = (), calendar: HolidayCalendar | None = None,
                  lookback_days: int | None = None, grid: Sequence[Window] | None = None,
-                 outage_days: Iterable[date] = (), notification: datetime | None = None) -> BaselineResult:
+                 outage_days: Iterable[date] = (), notification: datetime | None = None,
+                 covariate: LoadSeries | None = None) -> BaselineResult:
     """One method's baseline over the event's intervals (or `grid`), with the days and adjustment it used."""
     if spec.kind == KIND_METER:
         return _meter(spec, series, event, tz, interval_s, grid)
+    if spec.kind == KIND_REGRESSION:
+        return _regression(spec, series, event, tz, interval_s, grid, event_days, outage_days,
+                           spec.lookback_days if lookback_days is None else lookback_days, covariate)
     ctx = _context(series, event, tz, interval_s, calendar, event_days)
     grid = list(grid) if grid is not None else ctx.event_grid
     lookback = spec.lookback_days if lookback_days is None else lookback_days

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from dr_common.topics import telemetry_field
 from dr_historian.mv import baselines as B
 from dr_historian.mv.calendar import HolidayCalendar
-from dr_historian.mv.engine import KIND_METER, BaselineSpec, compute_spec
+from dr_historian.mv.engine import KIND_METER, KIND_REGRESSION, BaselineSpec, compute_spec
 from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, day_windows, interval_grid, snap
 
 
@@ -157,6 +157,16 @@ class _Evaluator:
         windows = day_windows(span, self.tz, self.options.lookback_days + 1)
         return self.series(topic, windows[-1][0], windows[0][1], self.bucket_s, windows)
 
+    def regression_inputs(self, topic: str, window: Window, spec: BaselineSpec,
+                          end: datetime | None = None) -> tuple[LoadSeries, LoadSeries | None]:
+        """Whole days of load (and of the spec's covariate) over the look-back through the event: what a
+        regression model fits on."""
+        start = window.start - timedelta(days=self.options.lookback_days + 1)
+        end = max(end or window.end, window.end)
+        load = self.series(topic, start, end, self.bucket_s)
+        covariate = self.series(spec.covariate_topic, start, end, self.bucket_s) if spec.covariate_topic else None
+        return load, covariate
+
     def evaluate(self, topic: str, window: Window, methods: Sequence[str], event_days: set[date],
                  requested: float | None, reported_topic: str | None = None) -> dict[str, Any]:
         """Every method for one meter over one window."""
@@ -192,21 +202,24 @@ class _Evaluator:
                         out["plot"]["baselines"][method] = reported.means(plot_grid)
                 else:
                     spec = specs[method]
+                    covariate = None
                     if spec.kind == KIND_METER:
                         series = fine
+                    elif spec.kind == KIND_REGRESSION:
+                        series, covariate = self.regression_inputs(topic, window, spec, fine_end)
                     else:
                         if history is None:
                             history = self.history(topic, window, list(grid) + list(plot_grid or []),
                                                    [s for s in specs.values() if s.kind != KIND_METER])
                         series = history
                     result = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
-                                          self.calendar, opts.lookback_days, grid=grid)
+                                          self.calendar, opts.lookback_days, grid=grid, covariate=covariate)
                     base = result.baseline_kw
                     detail = result.to_dict()
                     detail.pop("intervals")
                     if plot_grid is not None:
                         plot = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
-                                            self.calendar, opts.lookback_days, grid=plot_grid)
+                                            self.calendar, opts.lookback_days, grid=plot_grid, covariate=covariate)
                         out["plot"]["baselines"][method] = plot.baseline_kw
             except MvError as exc:
                 out["methods"][method] = {"error": str(exc)}
@@ -326,14 +339,17 @@ def topic_baseline(source: MvSource, topic: str, start: datetime, end: datetime,
     if method == B.VEN_REPORTED:
         raise MvError("ven-reported is a per-VEN telemetry baseline; use event_performance")
     spec = options.spec(method)
-    if spec.kind == KIND_METER:
+    covariate = None
+    if spec.kind == KIND_REGRESSION:
+        series, covariate = evaluator.regression_inputs(topic, window, spec)
+    elif spec.kind == KIND_METER:
         series = evaluator.series(topic, min(start - timedelta(minutes=options.meter_before_minutes + 60),
                                              spec.needs_before(window, options.tz)), spec.needs_after(window),
                                   FINE_BUCKET_S)
     else:
         series = evaluator.history(topic, window, interval_grid(window, options.tz, options.interval_s), [spec])
     result = compute_spec(spec, series, window, options.tz, options.interval_s, days, evaluator.calendar,
-                          options.lookback_days)
+                          options.lookback_days, covariate=covariate)
     out = result.to_dict()
     out.update(topic=topic, window=_window_dict(window), timezone=options.timezone,
                intervalMinutes=options.interval_minutes)

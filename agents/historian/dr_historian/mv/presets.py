@@ -18,8 +18,9 @@ from typing import Any
 
 from dr_historian.mv.engine import (ADJ_ADDITIVE, ADJ_MULTIPLICATIVE, ADJ_NONE, ADJUSTMENTS, ANCHOR_EVENT,
                                    ANCHOR_NOTIFICATION, ANCHORS, DAY_TYPES, DAYS_BUSINESS, DAYS_THREE, KIND_DAYS,
-                                   KIND_METER, POOL_HIGH, POOL_LIKE, POOL_MIDDLE, POOL_RECENT, POOLS, Adjustment,
+                                   KIND_METER, KIND_REGRESSION, POOL_HIGH, POOL_LIKE, POOL_MIDDLE, POOL_RECENT, POOLS, Adjustment,
                                    BaselineSpec, DayRule)
+from dr_historian.mv import regression
 from dr_historian.mv.series import MvError
 
 _NOT_READ = ("primary document not read when this preset was written: parameters from the program's published "
@@ -108,6 +109,9 @@ PRESETS: dict[str, BaselineSpec] = {spec.name: spec for spec in (
         weekend=DayRule(POOL_HIGH, 3, 5, label="top-3-of-5 weekend/holiday")),
 )}
 
+if regression.opendsm_available():  # a regression preset only where its library is installed
+    PRESETS[regression.OPENDSM_CALTRACK_DR] = regression.OPENDSM_SPEC
+
 _RULE_KEYS = {"weekday", "weekend", "sunday_holiday"}
 _CHOICES = {"pool": POOLS, "anchor": ANCHORS, "day_types": DAY_TYPES}
 
@@ -131,8 +135,8 @@ def _checked(obj: Any, raw: Mapping[str, Any], prefix: str) -> Any:
             base = current if current is not None else obj.weekend
             changes[name] = _checked(base, value, where + ".")
             continue
-        choices = _CHOICES.get(name) or ((ADJUSTMENTS if isinstance(obj, Adjustment) else (KIND_DAYS, KIND_METER))
-                                         if name == "kind" else None)
+        choices = _CHOICES.get(name) or ((ADJUSTMENTS if isinstance(obj, Adjustment) else
+                                          (KIND_DAYS, KIND_METER, KIND_REGRESSION)) if name == "kind" else None)
         if choices is not None:
             if value not in choices:
                 raise MvError(f"{where}: must be one of {', '.join(choices)}")
