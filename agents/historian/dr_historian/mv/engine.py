@@ -101,7 +101,9 @@ class BaselineSpec:
 
     def needs_before(self, event: Window, tz: ZoneInfo, notification: datetime | None = None) -> datetime:
         """The earliest time this method reads on the event day."""
-        times = [event.start - timedelta(minutes=self.before_minutes + self.before_skip_minutes + self.like_minutes)]
+        like = any(r is not None and r.pool == POOL_LIKE for r in (self.weekday, self.weekend, self.sunday_holiday))
+        times = [event.start - timedelta(minutes=self.before_minutes + self.before_skip_minutes
+                                         + (self.like_minutes if like else 0))]
         if self.adjustment.kind != ADJ_NONE:
             times.append(self.adjustment.window(event, tz, notification).start)
         return min(times)
