@@ -178,7 +178,8 @@ def on_platform(seconds: float, scrape_ms: float) -> None:
     try:
         plat.install_lib("volttron-lib-tree")
         plat.vctl("remove-lib", DIST, check=False)  # install-lib keeps an installed distribution of the same version
-        plat.vctl("install-lib", str(plat.stage("drivers")), timeout=300)
+        with plat.staged("drivers"):  # other sites install from the same staged copy
+            plat.vctl("install-lib", str(plat.stage("drivers")), timeout=300)
         plat.store_config(DRIVER, "config", OFFICE / "config.json")
         plat.install_agent(DRIVER, package="volttron-platform-driver", priority=10)
         plat.wait_agent_running(DRIVER, timeout=60)
