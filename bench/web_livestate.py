@@ -7,7 +7,9 @@
    `Telemetry.from_payload` alone (what any consumer of the batch pays).
 2. Memory of the live state once every VEN's history is full (tracemalloc), against the raw payload dicts
    of one round (what holding only the latest message per VEN would cost).
-3. REST: GET /api/dashboard and POST /api/events/ (refused at the edge, and accepted by the in-process
+3. A flood of made-up venIds (`--flood`, default 100,000 in batches of 1,000) once the registry is known:
+   cost per refused item and what the live state grew by (nothing should be held).
+4. REST: GET /api/dashboard and POST /api/events/ (refused at the edge, and accepted by the in-process
    dr.vtn) through Flask's test client; raw baseline: a Flask route returning a constant JSON object.
 """
 from __future__ import annotations
@@ -75,6 +77,25 @@ def memory(vens: int) -> None:
           f"{ours / 1e6:.1f} MB (raw: one round of payload dicts {raw / 1e6:.1f} MB)")
 
 
+def flood(n: int) -> None:
+    live = LiveState(clock=lambda: T0)
+    live.set_registered(f"ven-{i:05d}" for i in range(1000))
+    batches = [{"items": [{"venId": f"fake-{b:04d}-{i:04d}", "usedPowerKw": 1e6} for i in range(1000)]}
+               for b in range(max(1, n // 1000))]
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    t0 = time.perf_counter()
+    refused = sum(live.on_message("dr/batch/telemetry", b) for b in batches)
+    elapsed = time.perf_counter() - t0
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    total = len(batches) * 1000
+    assert refused == total and not live.latest
+    print(f"flood of {total} made-up venIds: {elapsed / total * 1e6:.1f} us/item refused, live state grew "
+          f"{grown / 1e3:.0f} kB, VENs held {len(live.latest)}, site total "
+          f"{live.site_series()[-1]['usedPowerKw'] if live.site else 0.0} kW")
+
+
 def timed(client, method: str, path: str, n: int, **kwargs) -> float:
     samples = []
     for _ in range(n):
@@ -122,9 +143,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vens", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--flood", type=int, default=100_000)
     args = parser.parse_args()
     ingest(args.vens, args.rounds)
     memory(args.vens)
+    flood(args.flood)
     rest(args.vens)
 
 
