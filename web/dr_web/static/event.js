@@ -27,7 +27,8 @@
   function participant(p) {
     const ack = p.ok === true ? badge("ok", "online") : p.ok === false ? badge("refused", "offline") : badge("no ack", "unknown");
     return el("tr", { dataset: { venId: p.venId } },
-      el("td", {}, p.venId), el("td", {}, badge(p.state)),
+      el("td", {}, el("a", { href: "/vens/" + encodeURIComponent(p.venId), title: "which loads this VEN shed" },
+                      p.venId)), el("td", {}, badge(p.state)),
       el("td", { class: "num" }, kw(p.allocatedKw)), el("td", { class: "num" }, kw(p.acceptedKw)),
       el("td", { class: "num" }, kw(p.deliveredKw)), el("td", {}, ack),
       el("td", { class: "num" }, kw(p.responseMs, 0)), el("td", { class: "num" }, String(p.attempts ?? "–")),
