@@ -79,7 +79,7 @@ def test_ack_tolerates_data_at_top_level():
 
 
 def test_event_duration_instead_of_end():
-    ev = EventRequest.from_payload({"start_time": T0, "duration_s": "3600", "level": 2})
+    ev = EventRequest.from_payload({"start_time": T0, "duration_s": "3600", "level": 2, "all_vens": True})
     assert ev.end_time == parse_time(T1)
     assert ev.signal == "SIMPLE" and ev.all_vens
 
