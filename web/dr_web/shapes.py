@@ -111,7 +111,9 @@ SCHEMAS: dict[str, Any] = {
         "unavailable"]}}, ("error", "field", "code"),
         "Every error: a message, the field it is about ('<payload>' for the whole body, '<dr.vtn>' for a peer) "
         "and a code: invalid 400, unauthorized 401, forbidden 403, not_found 404, conflict 409, too_large 413, "
-        "internal 500, upstream 502 (a peer failed), unavailable 503 (a peer did not answer)."),
+        "internal 500, upstream 502 (a peer failed), unavailable 503 (a peer did not answer). An internal or "
+        "upstream failure is never described: its message carries an error id, and dr.web's log line with that id "
+        "the detail."),
     "VenRegistration": request_schema(VEN_FIELDS, "Register a VEN, or update it when its venId is known. Field "
                                                   "names are matched ignoring case, '_' and '-'."),
     "Ven": _obj({"venId": {"type": "string", "pattern": ID_PATTERN}, "name": n(S), "site": n(S),
