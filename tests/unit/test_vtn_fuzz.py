@@ -123,7 +123,10 @@ def test_fuzzed_rpc_arguments_get_a_named_error_never_an_internal_one(h):
         elif method in ("update_ven", "update_event"):
             args = (rng.choice(("ven-a", "fuzz-evt", *WEIRD_TEXT)), junk(rng) if rng.random() < 0.5
                     else mutated(rng, event))
-        elif method in ("list_vens", "list_events"):
+        elif method == "list_events":
+            args = (rng.choice((None, "far", "active", *WEIRD_TEXT)), rng.choice((1, 100, *WEIRD_NUMBERS)),
+                    rng.choice((0, 5, *WEIRD_NUMBERS)))[:rng.randrange(4)]
+        elif method == "list_vens":
             args = tuple(junk(rng) for _ in range(rng.randrange(3)))
         else:
             args = (rng.choice((*WEIRD_TEXT, "fuzz-evt", "ven-a", 7, None, ["x"], {"a": 1})),)

@@ -223,6 +223,12 @@ def test_every_id_argument_is_checked(h, bad):
 
 
 # ------------------------------------------------------------------------------------------ bounds
+@pytest.mark.parametrize("offset", [10 ** 30, 2 ** 63, 1_000_000_001, -1])
+def test_list_events_offset_is_bounded(h, offset):
+    result = call(h, "list_events", None, 5, offset)
+    assert result["code"] == "invalid" and result["field"] == "offset"
+
+
 @pytest.mark.parametrize("change, field", [
     ({"durationS": 86400 + 1}, "durationS"),
     ({"endTime": iso(T0 + 10 + 2 * 86400)}, "durationS"),

@@ -45,6 +45,7 @@ from dr_vtn_dispatcher.store import Store
 _log = logging.getLogger(__name__)
 
 _UPDATE_FIELDS = tuple(dataclasses.replace(f, required=False) for f in EVENT_FIELDS)
+OFFSET_MAX = 1_000_000_000  # paging further than this is refused (the database's integers end at 2**63)
 _EVENT_ATTRS = ("start", "end", "requested_kw", "signal", "level", "program_id", "name", "ven_ids", "groups",
                 "ramp_up_s", "randomize_s", "priority", "test", "modification_number", "updated_at")
 
@@ -169,8 +170,8 @@ class EventManager:
             raise invalid("status", f"must be one of {', '.join(STATUSES)}; got {status!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise invalid("limit", "must be a whole number from 1 to 10000")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise invalid("offset", "must be a whole number >= 0")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= OFFSET_MAX:
+            raise invalid("offset", f"must be a whole number from 0 to {OFFSET_MAX}")
         return [self.events.get(e.event_id, e).to_dict() for e in self.store.list_events(status, limit, offset)]
 
     def metrics(self, event_id: str) -> dict[str, Any]:
