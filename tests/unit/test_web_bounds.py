@@ -115,6 +115,13 @@ def test_nan_inside_loads_is_refused_so_latest_stays_valid_json():
     json.dumps(live.latest, allow_nan=False)
 
 
+def test_a_ven_topic_speaks_for_that_ven_only():
+    live = LiveState(clock=Clock())
+    assert live.on_message("dr/telemetry/ven-b", tel("ven-a", 50.0)) == 1
+    assert live.latest == {} and live.rejects.snapshot()["byReason"] == {"field:venId": 1}
+    assert live.on_message("dr/telemetry/ven-b", {"usedPowerKw": 1.0}) == 0 and list(live.latest) == ["ven-b"]
+
+
 def test_a_time_beyond_float_range_is_refused_not_raised():
     live = LiveState(clock=Clock())
     assert live.on_items([tel("a", ts=10 ** 400), tel("b")]) == 1

@@ -100,6 +100,10 @@ class LiveState:
                 self._refuse(f"unusable payload ({exc.__class__.__name__})", "payload")
                 continue
             vid = telemetry.ven_id
+            if ven_id is not None and vid != ven_id:  # dr/telemetry/<B> speaks for B only
+                refused += 1
+                self._refuse(f"field 'venId': {vid!r} on the topic of VEN {ven_id!r}", "field:venId")
+                continue
             if self.registered is not None and vid not in self.registered:
                 refused += 1
                 self._refuse(f"VEN {vid!r} is not registered with dr.vtn", UNREGISTERED)
