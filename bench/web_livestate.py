@@ -24,10 +24,6 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "src", ROOT / "web", ROOT / "agents" / "vtn_dispatcher"):
-    sys.path.insert(0, str(_p))
-
 from flask import Flask, jsonify  # noqa: E402
 
 from dr_common.payloads import Telemetry  # noqa: E402
@@ -107,7 +103,7 @@ def timed(client, method: str, path: str, n: int, **kwargs) -> float:
 
 
 def rest(vens: int) -> None:
-    from tests.unit.test_web_harness import TOKEN, WebHarness
+    from dr_tools.webharness import TOKEN, WebHarness
 
     raw_app = Flask("raw")
     raw_app.add_url_rule("/raw", "raw", lambda: jsonify({"ok": True, "n": 1}))
