@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from dr_common.payloads import Telemetry
+from dr_ven_load_control.engine import Op
 from tests.unit.test_ven_harness import SiteHarness, ven_config
 
 LOAD_KEYS = {"kind", "priority", "state", "powerKw", "shedKw", "capacityKw", "action", "constraint", "override",
@@ -86,6 +87,9 @@ def test_the_reported_shed_shows_the_devices_within_a_second_of_the_command(site
     for _ in range(4):
         site.run(1.25)
         assert site.engine.telemetry().shed_power_kw >= 0.95 * 2.0
+    # the closed loop's later corrections are reported by the periodic telemetry, not by more live reads
+    site.engine.ops_done([(Op("set", "demo/ev_charger", "PowerLimitKw", 5.0, "ev_charger", "shed"), None)])
+    assert site.engine.live_report_at is None
 
 
 def test_no_live_report_when_switched_off():

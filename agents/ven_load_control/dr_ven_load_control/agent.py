@@ -86,9 +86,10 @@ class VenLoadControlAgent(Agent):
         with self._lock:
             if self._cfg is not None and cfg == self._cfg:
                 return
+            engine = VenEngine(cfg, StateStore(self._state_path(cfg)))  # the new one is built first
             self._config_error = None
             self._stop_engine("configuration change")
-            self._start_engine(cfg)
+            self._start_engine(engine)
 
     def _on_overrides(self, config_name: str, action: str, contents: Any) -> None:
         entry = contents if action != "DELETE" and isinstance(contents, dict) else {}
@@ -112,12 +113,11 @@ class VenLoadControlAgent(Agent):
             return
         self._execute(ops)
 
-    def _start_engine(self, cfg: VenConfig) -> None:
+    def _start_engine(self, engine: VenEngine) -> None:
+        cfg = engine.cfg
         if self.core.identity != topics.ven_identity(cfg.ven_id):
             _log.warning("identity %s does not match venId %s (expected %s)", self.core.identity, cfg.ven_id,
                          topics.ven_identity(cfg.ven_id))
-        store = StateStore(self._state_path(cfg))
-        engine = VenEngine(cfg, store)
         self._cfg, self._engine = cfg, engine
         for prefix in [topics.bus_cmd(cfg.ven_id)] + [topics.device_all_topic(p) for p in cfg.device_paths]:
             callback = self._on_command if prefix.startswith(topics.BUS_CMD_PREFIX) else self._on_device
@@ -129,7 +129,7 @@ class VenLoadControlAgent(Agent):
         self._telemetry = self.core.spawn(self._telemetry_loop, cfg.telemetry_period_s)
         self._wake.set()
         _log.info("VEN %s ready: %d loads on %d devices, state in %s", cfg.ven_id, len(cfg.loads),
-                  len(cfg.device_paths), store.path)
+                  len(cfg.device_paths), engine.store.path if engine.store else None)
 
     def _stop_engine(self, reason: str) -> None:
         engine = self._engine

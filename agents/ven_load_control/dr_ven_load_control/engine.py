@@ -66,6 +66,7 @@ class VenEngine:
         self.event: EventState | None = None
         self.last_event_summary: dict[str, Any] | None = None
         self.live_report_at: float | None = None  # when to read the meter live and report, after shed writes
+        self._live_report_wanted = False  # an event command or activation: report its first shed writes live
         self._problem_log = RateLimitedLog(_log, 60.0, clock)
 
     @property
@@ -160,9 +161,10 @@ class VenEngine:
         now = self.clock() if now is None else now
         shed_failed = self.control.book(results, now)
         delay = self.cfg.live_read_after_shed_s
-        if delay > 0 and self.live_report_at is None and any(op.purpose == SHED and error is None
-                                                             for op, error in results):
-            self.live_report_at = now + delay
+        if self._live_report_wanted and delay > 0 and any(op.purpose == SHED and error is None
+                                                          for op, error in results):
+            self._live_report_wanted = False
+            self.live_report_at = now + delay if self.live_report_at is None else self.live_report_at
         self._save()
         if shed_failed and self._active():
             return self._control(now)
@@ -359,6 +361,7 @@ class VenEngine:
                 event.baseline_kw, event.baseline_samples = previous.baseline_kw, previous.baseline_samples
         self.event = event
         self.counters["events_received"] += 1
+        self._live_report_wanted = True
         result: StepResult | None = None
         if event.started:
             ops += self._control(now, save=False)
@@ -399,6 +402,7 @@ class VenEngine:
             return []
         event.started = True
         self.counters["events_started"] += 1
+        self._live_report_wanted = True
         if event.baseline_kw is None:
             self._set_baseline(now)
         _log.info("event %s active: %.3f kW below a baseline of %s kW until %s", event.event_id,
