@@ -65,7 +65,8 @@ def details(report: Mapping[str, Any]) -> str:
             if not detail.get("selectedDays") and not detail.get("excludedDays") and detail.get("adjustment") is None:
                 continue
             lines.append(f"  {who} {method} ({detail.get('variant', '')}):")
-            lines.append(f"    used ({len(detail.get('selectedDays', []))}): {' '.join(detail.get('selectedDays', []))}")
+            used = detail.get("selectedDays", [])
+            lines.append(f"    used ({len(used)}): {' '.join(used)}")
             for day, why in detail.get("excludedDays", {}).items():
                 lines.append(f"    excluded {day}: {why}")
             adj = detail.get("adjustment")

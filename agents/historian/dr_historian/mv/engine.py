@@ -445,7 +445,7 @@ def _regression(spec: BaselineSpec, series: LoadSeries, event: Window, tz: ZoneI
     return BaselineResult(method=spec.name, variant=f"regression {spec.model}", grid=grid,
                           baseline_kw=list(predicted), unadjusted_kw=list(predicted),
                           excluded_days={d: "event day" for d in sorted(excluded) if fit.start.date() <= d < day},
-                          notes=[f"fitted on {fit.start.date().isoformat()} .. {(day - timedelta(days=1)).isoformat()}"])
+                          notes=[f"fitted on {fit.start.date().isoformat()} .. {day - timedelta(days=1)}"])
 
 
 def compute_spec(spec: BaselineSpec, series: LoadSeries, event: Window, tz: ZoneInfo, interval_s: int = 3600,

@@ -16,11 +16,30 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any
 
-from dr_historian.mv.engine import (ADJ_ADDITIVE, ADJ_MULTIPLICATIVE, ADJ_NONE, ADJUSTMENTS, ANCHOR_EVENT,
-                                   ANCHOR_NOTIFICATION, ANCHORS, DAY_TYPES, DAYS_BUSINESS, DAYS_THREE, KIND_DAYS,
-                                   KIND_METER, KIND_REGRESSION, POOL_HIGH, POOL_LIKE, POOL_MIDDLE, POOL_RECENT, POOLS, Adjustment,
-                                   BaselineSpec, DayRule)
 from dr_historian.mv import regression
+from dr_historian.mv.engine import (
+    ADJ_ADDITIVE,
+    ADJ_MULTIPLICATIVE,
+    ADJ_NONE,
+    ADJUSTMENTS,
+    ANCHOR_EVENT,
+    ANCHOR_NOTIFICATION,
+    ANCHORS,
+    DAY_TYPES,
+    DAYS_BUSINESS,
+    DAYS_THREE,
+    KIND_DAYS,
+    KIND_METER,
+    KIND_REGRESSION,
+    POOL_HIGH,
+    POOL_LIKE,
+    POOL_MIDDLE,
+    POOL_RECENT,
+    POOLS,
+    Adjustment,
+    BaselineSpec,
+    DayRule,
+)
 from dr_historian.mv.series import MvError
 
 _NOT_READ = ("primary document not read when this preset was written: parameters from the program's published "
@@ -164,7 +183,7 @@ def _checked(obj: Any, raw: Mapping[str, Any], prefix: str) -> Any:
 
 
 def with_overrides(spec: BaselineSpec, overrides: Mapping[str, Any] | None) -> BaselineSpec:
-    """The preset with a site's or call's parameters replaced (snake_case or camelCase keys; MvError names a bad key)."""
+    """The preset with a site's or call's parameters replaced (snake_case or camelCase; MvError names a bad key)."""
     if not overrides:
         return spec
     if not isinstance(overrides, Mapping):
