@@ -217,7 +217,7 @@ def main() -> int:
 
         from datetime import timedelta
 
-        from dr_common.payloads import compact_batch
+        from dr_common.batches import compact_batch
         from dr_common.timeutil import to_iso, utcnow
 
         def wait_published() -> float:

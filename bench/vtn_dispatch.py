@@ -34,7 +34,9 @@ from dr_vtn_dispatcher.lifecycle import ManualScheduler  # noqa: E402
 from dr_vtn_dispatcher.service import VtnService  # noqa: E402
 from dr_vtn_dispatcher.store import Store, sqlite_url  # noqa: E402
 
-from dr_common.payloads import Ack, Command, batch_items  # noqa: E402
+from dr_common.payloads import Ack, Command  # noqa: E402
+
+from dr_common.batches import batch_items
 
 T0 = 1_800_000_000.0
 

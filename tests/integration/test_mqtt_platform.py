@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dr_common import topics
-from dr_common.payloads import compact_batch
+from dr_common.batches import compact_batch
 from dr_common.topics import BridgeRpc
 from dr_tools.fleet.probe import Probe
 

@@ -154,7 +154,7 @@ def test_times_outside_the_supported_years_name_the_field(start):
 def test_compact_batch_round_trips_and_shrinks():
     import json
 
-    from dr_common.payloads import batch_items, compact_batch
+    from dr_common.batches import batch_items, compact_batch
 
     commands = [Command(op="event", correlation_id=f"evt-1:m0:r0:event:ven-{i}", ven_id=f"ven-{i}", event_id="evt-1",
                         requested_reduction_kw=1.5 + i % 3, start_time=parse_time(T0), until=parse_time(T1),
@@ -175,7 +175,7 @@ def test_compact_batch_round_trips_and_shrinks():
 def test_compact_batch_is_columnar_when_the_items_have_the_same_fields():
     import json
 
-    from dr_common.payloads import batch_items, compact_batch
+    from dr_common.batches import batch_items, compact_batch
 
     items = [{"op": "event", "eventId": "e1", "venId": f"v-{i}", "correlationId": f"e1:v-{i}", "kw": 0.5 + i % 2}
              for i in range(50)]
@@ -207,6 +207,6 @@ def test_compact_batch_is_columnar_when_the_items_have_the_same_fields():
     {"commands": "x", "columns": {"venId": ["a"]}},      # both, the key not a list
 ])
 def test_malformed_batches_read_as_none(bad):
-    from dr_common.payloads import batch_items
+    from dr_common.batches import batch_items
 
     assert batch_items(bad, "commands") is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from dr_common.payloads import compact_batch
+from dr_common.batches import compact_batch
 from dr_historian.dr_records import convert, event_entry
 from dr_historian.store import Point, Store
 from dr_historian.writer import Writer

@@ -26,7 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from dr_common import topics as T
-from dr_common.payloads import OP_EVENT, OP_RESTORE, OP_SHED_PANEL, VEN_ID_RE, Ack, Command, Telemetry, batch_items
+from dr_common.payloads import OP_EVENT, OP_RESTORE, OP_SHED_PANEL, VEN_ID_RE, Ack, Command, Telemetry
+from dr_common.batches import batch_items
 from dr_common.schema import PayloadError
 from dr_common.timeutil import parse_time
 from dr_historian.schema import EventEntry, Point

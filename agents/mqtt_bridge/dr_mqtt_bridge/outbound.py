@@ -18,7 +18,9 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from dr_common.payloads import BATCH_SHARED_KEY, OP_RESTORE, batch_items
+from dr_common.payloads import OP_RESTORE
+
+from dr_common.batches import BATCH_SHARED_KEY, batch_items
 from dr_common.schema import is_valid_id
 from dr_mqtt_bridge import link as link_mod
 from dr_mqtt_bridge.config import PRIORITY_HIGH, PRIORITY_TELEMETRY, BridgeConfig, OutboundRoute

@@ -25,7 +25,7 @@ from volttron.utils.commands import vip_main
 
 from dr_common import topics
 from dr_common.config import ConfigError
-from dr_common.payloads import compact_batch
+from dr_common.batches import compact_batch
 from dr_common.rejects import RateLimitedLog
 from dr_common.timeutil import UTC
 from dr_common.vip_repr import bound_message_repr
