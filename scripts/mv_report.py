@@ -18,7 +18,7 @@ import argparse
 import json
 import subprocess
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy", action="store_true",
                         help="rank every baseline preset by its accuracy on the non-event days at the event's hours")
     parser.add_argument("--days", type=int, default=60, help="days backcast by --accuracy (default 60)")
+    parser.add_argument("--outage", action="append", default=[], type=date.fromisoformat, metavar="YYYY-MM-DD",
+                        help="a day the site's load was abnormal (an outage): never a baseline day (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="PRESET.PARAM=JSON",
                         help="override a preset parameter, e.g. caiso-10in10.adjustment.cap=0.3 (repeatable)")
     args = parser.parse_args(argv)
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: --set: {exc}", file=sys.stderr)
         return 1
-    options = MvOptions(overrides=overrides, methods=tuple(args.method or mv.methods), timezone=args.tz or mv.timezone,
+    options = MvOptions(overrides=overrides, outage_days=tuple(args.outage), methods=tuple(args.method or mv.methods), timezone=args.tz or mv.timezone,
                         interval_minutes=args.interval or mv.interval_minutes,
                         meter_before_minutes=mv.meter_before_minutes, lookback_days=mv.lookback_days,
                         holidays=mv.holidays, meter_topics=tuple(args.meter or mv.meter_topics),

@@ -180,3 +180,10 @@ def test_rpc_bad_overrides_are_named(api, overrides):
     with pytest.raises(QueryError) as err:
         api.guarded("event_performance", lambda: api.event_performance("ev-acc", overrides=overrides))
     assert err.value.field == "overrides"
+
+
+def test_outage_days_are_neither_backcast_nor_baseline_days():
+    outages = {date(2026, 7, 14), date(2026, 7, 1)}
+    report = backcast(flat_series(), [PRESETS["caiso-10in10"]], WINDOW, TZ, 3600, 30, (), HolidayCalendar(nerc=False),
+                      outage_days=outages)
+    assert report["backcastDays"] == 28 and report["lastDay"] == "2026-07-13"

@@ -63,6 +63,11 @@ def test_report_csv_details_charts_and_accuracy(tmp_path, capsys):
                         "--set", "caiso-10in10.weekday.keep=5", "--set", "caiso-10in10.weekday.of=5"]) == 0
     five = json.loads(capsys.readouterr().out)["vens"]["home-1"]["methods"]["caiso-10in10"]["baseline"]
     assert len(five["selectedDays"]) == 5
+    used = five["selectedDays"]
+    assert report.main(["ev-x1", "--db", str(db), "--no-png", "--json", "--method", "caiso-10in10",
+                        "--outage", used[0], "--outage", used[1]]) == 0
+    out = json.loads(capsys.readouterr().out)["vens"]["home-1"]["methods"]["caiso-10in10"]["baseline"]
+    assert out["excludedDays"][used[0]] == "outage day" and used[1] not in out["selectedDays"]
     assert report.main(["ev-x1", "--db", str(db), "--no-png", "--set", "caiso-10in10.adjustment.cap=big"]) == 1
     assert "adjustment.cap" in capsys.readouterr().err
     assert report.main(["nope", "--db", str(db), "--accuracy"]) == 1

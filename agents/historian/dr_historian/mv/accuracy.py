@@ -181,7 +181,7 @@ def site_accuracy(source: MvSource, topic: str, window: Window, options: MvOptio
     history_start = window.start - timedelta(days=days + options.lookback_days + 2)
     event_days = event_day_set(source.events_between(history_start, window.end), tz)
     report = backcast(series, specs, window, tz, options.interval_s, days, event_days,
-                      HolidayCalendar(options.holidays), options.lookback_days, covariates=covariates)
+                      HolidayCalendar(options.holidays), options.lookback_days, options.outage_days, covariates)
     report.update(topic=topic, timezone=options.timezone, intervalMinutes=options.interval_minutes)
     return report
 

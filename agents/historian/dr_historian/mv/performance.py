@@ -58,6 +58,7 @@ class MvOptions:
     meter_before_minutes: int = 30
     lookback_days: int = B.LOOKBACK_DAYS
     holidays: tuple[date, ...] = ()
+    outage_days: tuple[date, ...] = ()      # days the site's load was abnormal (outages): never baseline days
     meter_topics: tuple[str, ...] = ()
     plot_margin_minutes: int | None = None  # include plot series covering this margin around the event
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # {method: {parameter: value}}
@@ -213,13 +214,15 @@ class _Evaluator:
                                                    [s for s in specs.values() if s.kind != KIND_METER])
                         series = history
                     result = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
-                                          self.calendar, opts.lookback_days, grid=grid, covariate=covariate)
+                                          self.calendar, opts.lookback_days, grid=grid, covariate=covariate,
+                                          outage_days=opts.outage_days)
                     base = result.baseline_kw
                     detail = result.to_dict()
                     detail.pop("intervals")
                     if plot_grid is not None:
                         plot = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
-                                            self.calendar, opts.lookback_days, grid=plot_grid, covariate=covariate)
+                                            self.calendar, opts.lookback_days, grid=plot_grid, covariate=covariate,
+                                            outage_days=opts.outage_days)
                         out["plot"]["baselines"][method] = plot.baseline_kw
             except MvError as exc:
                 out["methods"][method] = {"error": str(exc)}
@@ -349,7 +352,7 @@ def topic_baseline(source: MvSource, topic: str, start: datetime, end: datetime,
     else:
         series = evaluator.history(topic, window, interval_grid(window, options.tz, options.interval_s), [spec])
     result = compute_spec(spec, series, window, options.tz, options.interval_s, days, evaluator.calendar,
-                          options.lookback_days, covariate=covariate)
+                          options.lookback_days, covariate=covariate, outage_days=options.outage_days)
     out = result.to_dict()
     out.update(topic=topic, window=_window_dict(window), timezone=options.timezone,
                intervalMinutes=options.interval_minutes)
