@@ -187,3 +187,20 @@ def test_outage_days_are_neither_backcast_nor_baseline_days():
     report = backcast(flat_series(), [PRESETS["caiso-10in10"]], WINDOW, TZ, 3600, 30, (), HolidayCalendar(nerc=False),
                       outage_days=outages)
     assert report["backcastDays"] == 28 and report["lastDay"] == "2026-07-13"
+
+
+def test_event_performance_answers_with_the_chosen_methods_accuracy(api):
+    report = api.event_performance("ev-acc")
+    accuracy = report["accuracy"]
+    assert accuracy["chosenMethod"] == "pjm-high4of5" and accuracy["topic"] == "site/meter/PowerKw"
+    assert accuracy["backcastDays"] == 30 and accuracy["daysAsked"] == 30
+    ranked = api.baseline_accuracy("ev-acc", days=30, methods=["pjm-high4of5"])
+    assert accuracy["relativeRmse"] == ranked["methods"]["pjm-high4of5"]["relativeRmse"]
+    assert "accuracy" not in api.event_performance("ev-acc", accuracy_days=0)
+    only_ven = api.event_performance("ev-acc", methods=["ven-reported"])
+    assert only_ven["accuracy"] == {"chosenMethod": None, "error": "no meter-data method chosen"}
+    from dr_historian.schema import QueryError
+
+    with pytest.raises(QueryError) as err:
+        api.guarded("event_performance", lambda: api.event_performance("ev-acc", accuracy_days=-1))
+    assert err.value.field == "accuracy_days"

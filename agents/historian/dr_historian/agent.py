@@ -28,7 +28,7 @@ from dr_common.timeutil import utcnow
 from dr_common.topics import DR_PREFIX, HistorianRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_historian import __version__
-from dr_historian.api import HistorianApi
+from dr_historian.api import CHOSEN_ACCURACY_DAYS, HistorianApi
 from dr_historian.config import HistorianConfig, parse_config
 from dr_historian.dr_records import convert
 from dr_historian.mv.baselines import CAISO_10IN10
@@ -203,11 +203,13 @@ class HistorianAgent(BaseHistorian):
     # --- M&V ------------------------------------------------------------------------------------------
     @RPC.export(HistorianRpc.EVENT_PERFORMANCE)
     def event_performance(self, event_id: Any, methods: Any = None, interval_minutes: Any = None,
-                          timezone: Any = None, include_plot: Any = False, overrides: Any = None) -> dict[str, Any]:
+                          timezone: Any = None, include_plot: Any = False, overrides: Any = None,
+                          accuracy_days: Any = CHOSEN_ACCURACY_DAYS) -> dict[str, Any]:
         """Baseline and actual energy, average and peak reduction and percent of requested, per VEN, total and
-        site meter, for each method (see dr_historian.mv.performance)."""
+        site meter, for each method (see dr_historian.mv.performance), and the chosen method's accuracy backcast
+        on `accuracy_days` non-event days (`accuracy`; 0: none)."""
         return self._run(HistorianRpc.EVENT_PERFORMANCE, lambda: self._api.event_performance(
-            event_id, methods, interval_minutes, timezone, include_plot, overrides))
+            event_id, methods, interval_minutes, timezone, include_plot, overrides, accuracy_days))
 
     @RPC.export(HistorianRpc.BASELINE)
     def baseline(self, topic: Any, start: Any, end: Any, baseline_method: Any = CAISO_10IN10,

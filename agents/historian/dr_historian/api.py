@@ -26,7 +26,7 @@ from dr_common.schema import PayloadError, check_id, check_tree
 from dr_common.timeutil import parse_time, utcnow
 from dr_common.topics import DEVICES_PREFIX
 from dr_historian.config import HistorianConfig
-from dr_historian.mv.accuracy import MAX_BACKCAST_DAYS, event_accuracy, site_accuracy
+from dr_historian.mv.accuracy import MAX_BACKCAST_DAYS, chosen_accuracy, event_accuracy, site_accuracy
 from dr_historian.mv.baselines import CAISO_10IN10, METHODS, VEN_REPORTED
 from dr_historian.mv.presets import PRESETS, describe, preset
 from dr_historian.mv.performance import MvOptions, UnknownEvent, event_performance, topic_baseline
@@ -43,6 +43,7 @@ TOPIC_MAX_CHARS = 512
 MAX_SKIP = 10 ** 9
 MAX_BASELINE_DAYS = 31
 PLOT_MARGIN_MINUTES = 120
+CHOSEN_ACCURACY_DAYS = 30  # event_performance's backcast of the chosen method (the status page shows it)
 _RELATIVE_RE = re.compile(r"\A\s*now((?:\s*[-+]\s*\d{1,9}\s*[smhdw])*)\s*\Z", re.IGNORECASE)
 _RELATIVE_PART_RE = re.compile(r"([-+])\s*(\d{1,9})\s*([smhdw])", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -251,15 +252,20 @@ class HistorianApi:
 
     def event_performance(self, event_id: object, methods: object = None, interval_minutes: object = None,
                           timezone: object = None, include_plot: object = False,
-                          overrides: object = None) -> dict[str, Any]:
-        """M&V of one event (see mv.performance); an unknown event is a not_found answer, not an exception."""
+                          overrides: object = None, accuracy_days: object = CHOSEN_ACCURACY_DAYS) -> dict[str, Any]:
+        """M&V of one event (see mv.performance), with the chosen method's accuracy backcast on `accuracy_days`
+        non-event days (0: none); an unknown event is a not_found answer, not an exception."""
         store, _ = self._ready()
         event = check_id(event_id, "eventId")
+        n_days = _int_arg(accuracy_days, "accuracy_days", 0, MAX_BACKCAST_DAYS)
         options = self.mv_options(methods, interval_minutes, timezone, include_plot, overrides)
         try:
-            return event_performance(store, event, options)
+            report = event_performance(store, event, options)
         except UnknownEvent as exc:
             return {"error": f"eventId: {exc}", "field": "eventId", "code": "not_found"}
+        if n_days:
+            report["accuracy"] = chosen_accuracy(store, event, options, n_days)
+        return report
 
     def baseline(self, topic: object, start: object, end: object, baseline_method: object = CAISO_10IN10,
                  interval_minutes: object = None, timezone: object = None,

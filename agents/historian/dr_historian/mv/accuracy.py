@@ -204,3 +204,17 @@ def event_accuracy(source: MvSource, event_id: str, options: MvOptions, days: in
     report.update(eventId=event_id, chosenMethod=chosen,
                   chosenAccuracy=report["methods"].get(chosen) if chosen else None)
     return report
+
+
+def chosen_accuracy(source: MvSource, event_id: str, options: MvOptions, days: int) -> dict[str, Any]:
+    """The accuracy of the event's chosen method (the first meter-data method of the options) alone, for the
+    event_performance answer: method, topic, figures, or an error saying why it could not be computed."""
+    chosen = next((m for m in options.methods if m != VEN_REPORTED), None)
+    if chosen is None:
+        return {"chosenMethod": None, "error": "no meter-data method chosen"}
+    try:
+        report = event_accuracy(source, event_id, options, days, [chosen])
+    except MvError as exc:
+        return {"chosenMethod": chosen, "error": str(exc)}
+    return {"chosenMethod": chosen, "topic": report["topic"], "daysAsked": days,
+            "backcastDays": report["backcastDays"], **report["methods"][chosen]}
