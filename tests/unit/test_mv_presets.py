@@ -97,8 +97,8 @@ def test_pjm_same_day_averages_3_hours_before_and_2_after_each_after_skipping_on
 
 
 def test_pjm_match_day_takes_the_three_most_similar_days_and_the_saa():
-    # the 3 hours before the event read 17.2 kW; closest levels 17 (k7), 18 (k8), 16 (k6) -> 17; SAA 17.2 - 17
-    result = run("pjm-match-day", series(weekday_levels(), pre=17.2))
+    # the event day's non-event hours read 17.2 kW; closest levels 17 (k7), 18 (k8), 16 (k6) -> 17; SAA 17.2 - 17
+    result = run("pjm-match-day", series(weekday_levels(), pre=17.2, after=17.2))
     assert sorted(result.selected_days) == sorted([day_k(6), day_k(7), day_k(8)])
     assert result.unadjusted_kw == pytest.approx([17.0, 17.0])
     assert result.adjustment == pytest.approx(0.2)
@@ -133,6 +133,17 @@ def test_isone_ten_weekdays_with_additive_adjustment_from_15_minutes_before_noti
     # without a notification time the window is the 15 minutes before the event start (15.5 kW): no adjustment
     unknown = run("isone-10weekday", s)
     assert unknown.adjustment == pytest.approx(0.0) and any("notification" in n for n in unknown.notes)
+
+
+def test_pjm_match_day_leaves_the_hour_before_and_after_the_event_out_of_the_match():
+    # 00:00-13:00 and 17:00-24:00 read 12.2 kW (closest: 12, 13, 11 -> 12); 13:00-14:00 and 16:00-17:00 read
+    # 40 kW: were they compared, the three highest levels would match
+    s = series(weekday_levels(), pre=12.2, after=12.2, event_day=hours({13: 40.0, 16: 40.0, 14: 500.0, 15: 500.0}))
+    result = run("pjm-match-day", s, {"adjustment": {"kind": "none"}})
+    assert sorted(result.selected_days) == sorted([day_k(1), day_k(2), day_k(3)])
+    assert result.baseline_kw == pytest.approx([12.0, 12.0])
+    wide = run("pjm-match-day", s, {"adjustment": {"kind": "none"}, "likeSkipMinutes": 0})
+    assert wide.baseline_kw != result.baseline_kw
 
 
 def test_ercot_middle_8_of_10_drops_the_highest_and_the_lowest():

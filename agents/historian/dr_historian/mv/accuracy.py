@@ -130,12 +130,12 @@ def history_windows(window: Window, tz: ZoneInfo, specs: Sequence[BaselineSpec],
                     lookback_days: int) -> list[tuple[datetime, datetime]]:
     """The spans of each day that a backcast reads (every spec's needs around the event hours), newest first."""
     start = min([window.start] + [s.needs_before(window, tz) for s in specs])
-    end = max([window.end] + [s.needs_after(window) for s in specs])
+    end = max([window.end] + [s.needs_after(window, tz) for s in specs])
     span = Window(start, end)
     out = []
     for n in range(days + lookback_days + 2):
         day = span.start.astimezone(tz).date() - timedelta(days=n)
-        shifted = _same_hours(span, day, tz) if span.end - span.start < timedelta(days=1) else None
+        shifted = _same_hours(span, day, tz) if span.end - span.start <= timedelta(hours=25) else None
         if shifted is None:
             raise MvError("the event window must be shorter than a day")
         out.append((shifted.start, shifted.end))
@@ -172,7 +172,8 @@ def site_accuracy(source: MvSource, topic: str, window: Window, options: MvOptio
     tz = options.tz
     bucket = bucket_seconds(options.interval_s)
     windows = history_windows(window, tz, specs, days, options.lookback_days)
-    whole_days = any(s.kind == KIND_REGRESSION for s in specs)  # a regression fits on every hour of the days
+    # a regression fits on every hour of the days; like days compare whole days (the daily spans would overlap)
+    whole_days = any(s.kind == KIND_REGRESSION or s.matches_days for s in specs)
     series = LoadSeries(source.interval_sums(topic, windows[-1][0], windows[0][1], bucket,
                                              None if whole_days else windows), bucket)
     covariates = {s.covariate_topic: LoadSeries(source.interval_sums(s.covariate_topic, windows[-1][0],

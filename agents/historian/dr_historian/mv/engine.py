@@ -92,25 +92,33 @@ class BaselineSpec:
     sunday_holiday: DayRule | None = None                  # three day types: Sundays and holidays (else `weekend`)
     exclude_event_days: bool = True
     low_usage: float | None = None   # drop (and replace) basis days below this fraction of the basis mean
-    like_minutes: int = 180          # like days: the minutes before the event compared with the event day
+    like_skip_minutes: int = 60      # like days: the event day's hours are compared, minus this before and after
     adjustment: Adjustment = Adjustment()
     floor_zero: bool = True          # an additive adjustment never takes the baseline below 0 kW
     # regression kind: a model from a maintained library fitted on the look-back before the event
     model: str = ""                  # the registered model (see register_model)
     covariate_topic: str = ""        # e.g. an outdoor temperature topic the model needs
 
+    @property
+    def matches_days(self) -> bool:
+        """True when a day type picks like days (they compare whole days)."""
+        return any(r is not None and r.pool == POOL_LIKE for r in (self.weekday, self.weekend, self.sunday_holiday))
+
     def needs_before(self, event: Window, tz: ZoneInfo, notification: datetime | None = None) -> datetime:
         """The earliest time this method reads on the event day."""
-        like = any(r is not None and r.pool == POOL_LIKE for r in (self.weekday, self.weekend, self.sunday_holiday))
-        times = [event.start - timedelta(minutes=self.before_minutes + self.before_skip_minutes
-                                         + (self.like_minutes if like else 0))]
+        times = [event.start - timedelta(minutes=self.before_minutes + self.before_skip_minutes)]
+        if self.matches_days:
+            times.append(_at(event.start.astimezone(tz).date(), time(), tz))
         if self.adjustment.kind != ADJ_NONE:
             times.append(self.adjustment.window(event, tz, notification).start)
         return min(times)
 
-    def needs_after(self, event: Window) -> datetime:
+    def needs_after(self, event: Window, tz: ZoneInfo | None = None) -> datetime:
         """The latest time this method reads on the event day."""
-        return event.end + timedelta(minutes=self.after_minutes + self.after_skip_minutes)
+        end = event.end + timedelta(minutes=self.after_minutes + self.after_skip_minutes)
+        if self.matches_days and tz is not None:
+            end = max(end, _at(event.start.astimezone(tz).date() + timedelta(days=1), time(), tz))
+        return end
 
 
 @dataclass
@@ -253,14 +261,16 @@ def _rule(spec: BaselineSpec, ctx: _Context) -> tuple[DayRule, Callable[[date], 
 
 
 def _like_days(ctx: _Context, spec: BaselineSpec, eligible: list[date], keep: int) -> list[date] | None:
-    """The `keep` days whose demand over the `like_minutes` before the event is closest (RMS) to the event day's."""
-    span = Window(ctx.event.start - timedelta(minutes=spec.like_minutes), ctx.event.start)
-    grid = [w for w in interval_grid(span, ctx.tz, ctx.interval_s) if w.start >= span.start]
-    if not grid:
+    """The `keep` days whose demand in the event day's non-event hours (less `like_skip_minutes` before and after
+    the event) is closest (RMS over the intervals the event day has data for) to the event day's."""
+    skip = timedelta(minutes=spec.like_skip_minutes)
+    day = Window(_at(ctx.event_day, time(), ctx.tz), _at(ctx.event_day + timedelta(days=1), time(), ctx.tz))
+    grid = [w for w in interval_grid(day, ctx.tz, ctx.interval_s)
+            if w.end <= ctx.event.start - skip or w.start >= ctx.event.end + skip]
+    pairs = [(w, v) for w, v in zip(grid, ctx.series.means(grid), strict=True) if v is not None]
+    if not pairs:
         return None
-    today = ctx.series.means(grid)
-    if any(v is None for v in today):
-        return None
+    grid, today = [w for w, _ in pairs], [v for _, v in pairs]
     scored = []
     for day in eligible:
         values = ctx.day_values(day, grid)

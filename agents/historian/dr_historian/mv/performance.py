@@ -154,8 +154,11 @@ class _Evaluator:
         grids, and what each spec reads before the event) on the event day and on each day of the look-back."""
         span = Window(min([B.adjustment_window(window, self.tz).start, window.start] + [w.start for w in extra]
                           + [s.needs_before(window, self.tz) for s in specs]),
-                      max([window.end] + [w.end for w in extra]))
+                      max([window.end] + [w.end for w in extra] + [s.needs_after(window, self.tz) for s in specs
+                                                                   if s.matches_days]))
         windows = day_windows(span, self.tz, self.options.lookback_days + 1)
+        if span.end - span.start >= timedelta(hours=20):  # the daily spans would touch or overlap: read it all
+            return self.series(topic, windows[-1][0], windows[0][1], self.bucket_s)
         return self.series(topic, windows[-1][0], windows[0][1], self.bucket_s, windows)
 
     def regression_inputs(self, topic: str, window: Window, spec: BaselineSpec,
@@ -177,7 +180,7 @@ class _Evaluator:
         fine_start = min(window.start - timedelta(minutes=opts.meter_before_minutes),
                          B.adjustment_window(window, self.tz).start, window.start - margin)
         specs = {m: opts.spec(m) for m in methods if m != B.VEN_REPORTED}
-        fine_end = max([window.end, grid[-1].end] + [s.needs_after(window) for s in specs.values()]) + margin
+        fine_end = max([window.end, grid[-1].end] + [s.needs_after(window, self.tz) for s in specs.values()]) + margin
         fine = self.series(topic, fine_start, fine_end, FINE_BUCKET_S)
         actual = fine.means([Window(max(w.start, window.start), min(w.end, window.end)) for w in grid])
         plot_grid = interval_grid(Window(window.start - margin, window.end + margin), self.tz, self.interval_s) \
@@ -347,7 +350,7 @@ def topic_baseline(source: MvSource, topic: str, start: datetime, end: datetime,
         series, covariate = evaluator.regression_inputs(topic, window, spec)
     elif spec.kind == KIND_METER:
         series = evaluator.series(topic, min(start - timedelta(minutes=options.meter_before_minutes + 60),
-                                             spec.needs_before(window, options.tz)), spec.needs_after(window),
+                                             spec.needs_before(window, options.tz)), spec.needs_after(window, options.tz),
                                   FINE_BUCKET_S)
     else:
         series = evaluator.history(topic, window, interval_grid(window, options.tz, options.interval_s), [spec])

@@ -73,15 +73,17 @@ PRESETS: dict[str, BaselineSpec] = {spec.name: spec for spec in (
     BaselineSpec(
         "pjm-same-day", kind=KIND_METER, before_minutes=180, before_skip_minutes=60, after_minutes=120,
         after_skip_minutes=60,
-        source="PJM Manual 11 section 10, alternative CBL 'Same Day': 3 hours before the event after skipping 1, "
-               "2 hours after the event after skipping 1",
+        source="PJM Manual 11 section 10, alternative CBL 'Same Day (3 + 2)': the average of the 3 hours before "
+               "the event after skipping 1 and the 2 hours after it after skipping 1 (an event in hours ending "
+               "13-17 averages hours ending 9-11 and 19-20; RTO Insider on PJM's MIC briefing, 2025-02-25)",
         unverified=_NOT_READ + "; the hours are averaged weighted by their length"),
     BaselineSpec(
-        "pjm-match-day", day_types=DAYS_THREE, like_minutes=180,
-        source="PJM Manual 11 section 10, alternative CBL 'Match Day': the 3 non-event days of the look-back "
-               "most similar to the event day",
-        unverified=_NOT_READ + "; similarity here is the RMS difference of the 3 hours before the event, "
-                               "with the symmetric additive adjustment of the other PJM CBLs",
+        "pjm-match-day", day_types=DAYS_THREE, like_skip_minutes=60,
+        source="PJM Manual 11 section 10, alternative CBL 'Match Day' (3-day average): the 3 non-event days with "
+               "the most similar load in the event day's non-event hours, the hour before and after the event "
+               "excluded (as summarised by RTO Insider on PJM's MIC briefing, 2025-02-25)",
+        unverified=_NOT_READ + "; similarity is the RMS difference over those hours; the symmetric additive "
+                               "adjustment of the other PJM CBLs is applied",
         weekday=DayRule(POOL_LIKE, 3, 3, label="match-day 3 most similar {kind}"),
         weekend=DayRule(POOL_LIKE, 3, 3, label="match-day 3 most similar {kind}"),
         adjustment=_SAA),
