@@ -108,9 +108,11 @@ PRESETS: dict[str, BaselineSpec] = {spec.name: spec for spec in (
     BaselineSpec(
         "isone-10weekday",
         source="ISO New England Market Rule 1 / Manual M-RPA, demand response baseline: the average of the 10 "
-               "most recent non-event weekdays, additive adjustment from the demand in the 15 minutes before "
-               "the dispatch notification",
-        unverified=_NOT_READ + "; weekends use the 10 most recent weekend days/holidays",
+               "most recent non-event weekdays ('mean 10 of 10', which replaced the 90/10 baseline in ISO-NE and "
+               "NEPOOL's 2015 filing, as summarised by the Troutman Energy Report, 2015-11), additive adjustment "
+               "from the demand in the 15 minutes before the dispatch notification",
+        unverified=_NOT_READ + "; the adjustment window is from the program summary; weekends use the 10 most "
+                               "recent weekend days/holidays",
         weekday=DayRule(POOL_RECENT, 10, 10, minimum=5, label="10 recent weekdays"),
         weekend=DayRule(POOL_RECENT, 10, 10, minimum=4, label="10 recent weekend days/holidays"),
         adjustment=Adjustment(ADJ_ADDITIVE, anchor=ANCHOR_NOTIFICATION, offset_minutes=-15, length_minutes=15)),
