@@ -305,7 +305,7 @@ def _select(spec: BaselineSpec, ctx: _Context, rule: DayRule, similar: Callable[
         liked = _like_days(ctx, spec, eligible, rule.keep)
         if liked is not None:
             return liked, len(liked)
-        notes.append("no pre-event demand on the event day to match: the most recent days are used")
+        notes.append("no demand outside the event on the event day to match: the most recent days are used")
     basis, rest = eligible[:rule.of], eligible[rule.of:]
     while spec.low_usage is not None and basis:
         average = sum(usage[d] for d in basis) / len(basis)
