@@ -46,10 +46,34 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return sock.getsockname()[1]
 
 
+def free_udp_run(count: int, attempts: int = 50) -> int:
+    """The first of `count` consecutive UDP ports nobody uses now on 127.0.0.1 (the BACnet devices' ports)."""
+    for _ in range(attempts):
+        first = free_port(socket.SOCK_DGRAM)
+        socks = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((HOST, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free UDP ports on {HOST}")
+
+
 def running_pid(site: str) -> int | None:
     """The pid of the site's device process, when it runs."""
     try:
         pid = int((state_dir(site) / "pid").read_text())
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited (start() in this process)
+                return None
+        except ChildProcessError:
+            pass
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
@@ -83,7 +107,9 @@ def start(site: str, config: Path, modbus: int, bacnet: int, ctl: int, timeout: 
     ports_file = sdir / "ports.json"
     ports_file.unlink(missing_ok=True)
     modbus = modbus or free_port()
-    bacnet = bacnet or free_port(socket.SOCK_DGRAM)
+    if not bacnet:
+        listed = json.loads(config.read_text()).get("devices", [])
+        bacnet = free_udp_run(max(1, sum(1 for d in listed if isinstance(d, dict) and d.get("protocol") == "bacnet")))
     ctl = ctl or free_port()
     with (sdir / "devices.log").open("ab") as log:
         proc = subprocess.Popen(
