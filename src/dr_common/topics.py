@@ -116,6 +116,12 @@ class VtnRpc:
     LIST_EVENTS = "list_events"
     EVENT_METRICS = "event_metrics"
     HEALTH = "health"
+    # OpenADR 3.1 objects (dr.web's /openadr3/3.1.0 calls them; see web/dr_web/oadr3/README.md)
+    OADR_SEARCH = "oadr_search"
+    OADR_GET = "oadr_get"
+    OADR_CREATE = "oadr_create"
+    OADR_UPDATE = "oadr_update"
+    OADR_DELETE = "oadr_delete"
 
 
 class VenRpc:

@@ -285,6 +285,31 @@ class VtnAgent(Agent):
         """Per-event metrics with per-VEN detail."""
         return self._call(VtnService.event_metrics, event_id)
 
+    @RPC.export(topics.VtnRpc.OADR_SEARCH)
+    def oadr_search(self, kind: str, principal: dict[str, Any], query: dict[str, Any] | None = None) -> Any:
+        """OpenADR objects of a kind the principal may see, by the spec's query parameters."""
+        return self._call(VtnService.oadr_search, kind, principal, query)
+
+    @RPC.export(topics.VtnRpc.OADR_GET)
+    def oadr_get(self, kind: str, object_id: str, principal: dict[str, Any]) -> Any:
+        """One OpenADR object the principal may see."""
+        return self._call(VtnService.oadr_get, kind, object_id, principal)
+
+    @RPC.export(topics.VtnRpc.OADR_CREATE)
+    def oadr_create(self, kind: str, body: Any, principal: dict[str, Any]) -> Any:
+        """Create an OpenADR object."""
+        return self._call(VtnService.oadr_create, kind, body, principal)
+
+    @RPC.export(topics.VtnRpc.OADR_UPDATE)
+    def oadr_update(self, kind: str, object_id: str, body: Any, principal: dict[str, Any]) -> Any:
+        """Replace an OpenADR object."""
+        return self._call(VtnService.oadr_update, kind, object_id, body, principal)
+
+    @RPC.export(topics.VtnRpc.OADR_DELETE)
+    def oadr_delete(self, kind: str, object_id: str, principal: dict[str, Any]) -> Any:
+        """Delete an OpenADR object (an event is cancelled)."""
+        return self._call(VtnService.oadr_delete, kind, object_id, principal)
+
     @RPC.export(topics.VtnRpc.HEALTH)
     def health(self) -> dict[str, Any]:
         """Configuration error, counts, pending commands, counters."""

@@ -25,6 +25,8 @@ from dr_vtn_dispatcher.intake import Intake
 from dr_vtn_dispatcher.journal import Journal
 from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle
 from dr_vtn_dispatcher.model import ACTIVE, OP_EVENT, OPEN_STATUSES, Event, Participant, Ven
+from dr_vtn_dispatcher.oadr_api import OadrApi, Principal
+from dr_vtn_dispatcher.oadr_objects import ObjectBook
 from dr_vtn_dispatcher.participation import CLAIM_STATES, Participation
 from dr_vtn_dispatcher.registry import Registry
 from dr_vtn_dispatcher.store import Store
@@ -59,6 +61,8 @@ class VtnService:
                                           self.journal, scheduler, sender, config, self.counters)
         self.intake = Intake(self.registry, self.parts, self.dispatcher, self.journal, scheduler,
                              config.trusted_bridges, self.counters)
+        self.oadr_book = ObjectBook(store, scheduler.now)
+        self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now)
         self.started = False
         self._flush_timer: TimerHandle | None = None
 
@@ -78,6 +82,7 @@ class VtnService:
         dispatch and retries, and arm every timer."""
         now = self.clock.now()
         self.registry.load(self.store.load_vens())
+        self.oadr_book.load()
         events = self.store.load_live_events(ended_since=now - self.config.restore_retry_window_s)
         ids = [event.event_id for event in events]
         for event in events:
@@ -178,6 +183,28 @@ class VtnService:
                 "activeEvents": sum(1 for e in open_events if e.status == ACTIVE),
                 "pendingCommands": self.book.pending_count(), "lastRound": dict(self.dispatcher.last_round),
                 "counters": counters}
+
+    # ============================================================================ OpenADR 3 ====
+    def oadr_search(self, kind: str, principal: Mapping[str, Any], query: Mapping[str, Any] | None = None) -> \
+            list[dict[str, Any]]:
+        """OpenADR objects of `kind` (programs, events, vens, resources) the principal may see, by query."""
+        return self.oadr.search(kind, Principal.parse(principal), query or {})
+
+    def oadr_get(self, kind: str, object_id: str, principal: Mapping[str, Any]) -> dict[str, Any]:
+        """One OpenADR object the principal may see."""
+        return self.oadr.get(kind, object_id, Principal.parse(principal))
+
+    def oadr_create(self, kind: str, body: Any, principal: Mapping[str, Any]) -> dict[str, Any]:
+        """Create an OpenADR object (an event is a dr.vtn event)."""
+        return self.oadr.create(kind, body, Principal.parse(principal))
+
+    def oadr_update(self, kind: str, object_id: str, body: Any, principal: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace an OpenADR object (an event's update is a modification)."""
+        return self.oadr.update(kind, object_id, body, Principal.parse(principal))
+
+    def oadr_delete(self, kind: str, object_id: str, principal: Mapping[str, Any]) -> dict[str, Any]:
+        """Delete an OpenADR object (an event is cancelled)."""
+        return self.oadr.delete(kind, object_id, Principal.parse(principal))
 
     # ============================================================================ inbound ====
     def ingest(self, kind: str, message: object, ven_id: str | None = None, *, sender: str) -> list[str]:

@@ -99,6 +99,13 @@ telemetry_table = Table(
     Index("ix_vtn_telemetry_ven_ts", "ven_id", "ts"), Index("ix_vtn_telemetry_event", "event_id"),
 )
 
+oadr_objects_table = Table(
+    "vtn_oadr_objects", metadata,   # OpenADR 3 programs, VENs, resources, and the OpenADR side of events
+    Column("object_type", String(16), primary_key=True), Column("object_id", String(128), primary_key=True),
+    Column("body", Text, nullable=False), Column("created_at", Float, nullable=False),
+    Column("modified_at", Float, nullable=False),
+)
+
 meta_table = Table(
     "vtn_meta", metadata,
     Column("name", String(64), primary_key=True), Column("value", Text, nullable=False),
@@ -331,6 +338,26 @@ class Store:
             query = query.where(telemetry_table.c.event_id == event_id)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+
+    # --- OpenADR 3 objects (written at once: they change at the pace of an operator) ------------------
+    def load_oadr_objects(self) -> list[dict[str, Any]]:
+        """Every stored OpenADR object: `object_type, object_id, body` (JSON text), `created_at, modified_at`."""
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(select(oadr_objects_table)).mappings()]
+
+    def save_oadr_object(self, object_type: str, object_id: str, body: str, created_at: float,
+                         modified_at: float) -> None:
+        """Insert or replace one OpenADR object."""
+        row = {"object_type": object_type, "object_id": object_id, "body": body, "created_at": created_at,
+               "modified_at": modified_at}
+        self.write([self._statement(oadr_objects_table, [row], True)])
+
+    def delete_oadr_object(self, object_type: str, object_id: str) -> None:
+        """Remove one OpenADR object (nothing when it is not there)."""
+        table = oadr_objects_table
+        with self.engine.begin() as conn:
+            conn.execute(table.delete().where((table.c.object_type == object_type) & (table.c.object_id == object_id)))
 
 
 def _ven_row(v: Ven) -> dict[str, Any]:
