@@ -28,8 +28,9 @@ from tests.unit.test_web_fuzz import EVENT_BODIES, VEN_BODIES
 pytestmark = pytest.mark.integration
 
 TOKEN = "pytest-token-0001"
-WEB_CONFIG = {"host": "127.0.0.1", "port": 0, "api_token": TOKEN}
-# the test's bus client plays the VENs' side (acks, telemetry, bridge batches): dr.vtn trusts it as it trusts dr.mqtt
+# the test's bus client plays the VENs' side (acks, telemetry, bridge batches): dr.vtn and dr.web trust it as they
+# trust dr.mqtt
+WEB_CONFIG = {"host": "127.0.0.1", "port": 0, "api_token": TOKEN, "trustedBridges": ["dr.mqtt", "pytest.client"]}
 VTN_CONFIG = {"allocation": "equal", "retryInitialS": 1.0, "retryMaxS": 4.0, "flushIntervalS": 0.5,
               "offlineTimeoutS": 30, "trustedBridges": ["dr.mqtt", "pytest.client"]}
 

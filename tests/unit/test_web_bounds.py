@@ -224,3 +224,21 @@ def test_fuzz_telemetry_and_config_parsers_never_raise_and_count_every_refusal(f
             assert exc.key and "a-real-token-1" not in str(exc)
     figure("dr.web fuzz: telemetry items / config entries", f"{items} items ({live.rejected} refused), "
            f"{configs} configs ({bad} refused), no exception")
+
+
+def test_telemetry_is_bound_to_the_bus_sender() -> None:
+    from dr_web.livestate import LiveState
+
+    live = LiveState()
+    tel = {"usedPowerKw": 3.0}
+    assert live.on_message("dr/telemetry/ven-a", tel, "dr.ven.ven-a") == 0
+    assert live.on_message("dr/telemetry/ven-a", tel, "dr.mqtt") == 0
+    assert live.on_message("dr/telemetry/ven-a", tel, "dr.ven.ven-b") == 1
+    assert live.on_message("dr/batch/telemetry", {"items": [{"venId": "ven-c", "usedPowerKw": 1.0}]},
+                           "dr.ven.ven-c") == 1
+    assert "ven-c" not in live.latest
+    assert live.rejects.snapshot()["byReason"]["sender"] == 2
+    live.trusted_bridges = frozenset({"pytest.client"})
+    assert live.on_message("dr/batch/telemetry", {"items": [{"venId": "ven-c", "usedPowerKw": 1.0}]},
+                           "pytest.client") == 0
+    assert "ven-c" in live.latest

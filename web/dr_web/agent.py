@@ -68,6 +68,7 @@ class WebAgent(Agent):
                 or config.ven_history != self.web_config.ven_history or not self.live.received:
             self.live = LiveState(history_len=config.telemetry_history, ven_history_len=config.ven_history,
                                   registered=self.live.registered)
+        self.live.trusted_bridges = frozenset(config.trusted_bridges)
         self.live.max_vens = config.max_vens
         self.live.evict_s = config.ven_evict_s
         self.web_config = config
@@ -134,7 +135,7 @@ class WebAgent(Agent):
             _log.info("dr.web: dropped the live state of %d VEN(s) not registered with %s", dropped, cfg.vtn_identity)
 
     def _on_telemetry(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
-        if self.live.on_message(topic, message):
+        if self.live.on_message(topic, message, sender):
             _rlog.warning(self.live.last_reason or "telemetry", "dr.web: refused telemetry on %s: %s", topic[:200],
                           self.live.last_error)
 

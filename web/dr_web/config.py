@@ -35,6 +35,7 @@ class WebConfig(ConfigModel):
     max_vens: int = Field(10_000, ge=1, le=1_000_000, strict=True)     # VENs the live state holds at most
     ven_evict_s: float = Field(3600.0, ge=10.0, le=30 * 86400.0)      # a VEN not heard from this long is dropped
     registry_refresh_s: float = Field(10.0, ge=1.0, le=3600.0)         # how often the VEN registry is re-read
+    trusted_bridges: tuple[str, ...] = (topics.MQTT_BRIDGE_IDENTITY,)  # bus identities that may publish for any VEN
 
     @field_validator("host")
     @classmethod
@@ -60,6 +61,13 @@ class WebConfig(ConfigModel):
     def _identity(cls, value: str) -> str:
         if not _IDENTITY_RE.match(value):
             raise ValueError("expected a VIP identity")
+        return value
+
+    @field_validator("trusted_bridges")
+    @classmethod
+    def _bridges(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > 16 or not all(_IDENTITY_RE.match(v) for v in value):
+            raise ValueError("expected at most 16 VIP identities")
         return value
 
     @field_validator("rpc_timeout_s", "refresh_s", "ven_evict_s", "registry_refresh_s", mode="before")

@@ -48,6 +48,7 @@ class LiveState:
     evict_s: float = 3600.0         # a VEN not heard from for this long is dropped
     clock: Callable[[], float] = time.time
     registered: set[str] | None = None   # dr.vtn's venIds; None until dr.vtn has answered
+    trusted_bridges: frozenset[str] = frozenset({topics.MQTT_BRIDGE_IDENTITY})  # may publish for any VEN
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: dict[str, deque] = field(default_factory=dict)
     site: deque = field(default_factory=deque)
@@ -66,8 +67,14 @@ class LiveState:
         self.site = deque(self.site, maxlen=self.history_len)
 
     # --- input ----------------------------------------------------------------------------------
-    def on_message(self, topic: str, message: Any) -> int:
-        """One bus message: a per-VEN payload or a batch. Returns how many items were refused."""
+    def on_message(self, topic: str, message: Any, sender: str | None = None) -> int:
+        """One bus message: a per-VEN payload or a batch. Returns how many items were refused.
+
+        `sender` is the bus identity that published it (None for in-process callers): a batch must come from a
+        trusted bridge, a per-VEN payload from that VEN's own agent (`dr.ven.<venId>`) or a trusted bridge."""
+        if sender is not None and not self.sender_may_publish(topic, sender):
+            self._refuse(f"sender {sender[:80]!r} may not publish on {topic[:120]}", "sender")
+            return 1
         if topic == topics.BUS_TELEMETRY_BATCH:
             items = message.get("items") if isinstance(message, Mapping) else None
             if not isinstance(items, list):
@@ -76,6 +83,13 @@ class LiveState:
             return self.on_items(items)
         ven_id = topics.ven_id_from_topic(topic, topics.BUS_TELEMETRY_PREFIX)
         return self.on_items([message], ven_id)
+
+    def sender_may_publish(self, topic: str, sender: str) -> bool:
+        """True when the bus identity `sender` may publish telemetry on `topic` (identity from the transport)."""
+        if sender in self.trusted_bridges:
+            return True
+        ven_id = topics.ven_id_from_topic(topic, topics.BUS_TELEMETRY_PREFIX)
+        return ven_id is not None and sender == topics.ven_identity(ven_id)
 
     def on_telemetry(self, message: Any, ven_id: str | None = None) -> bool:
         """Record one telemetry payload; True when it was usable."""
