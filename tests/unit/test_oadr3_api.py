@@ -308,3 +308,30 @@ def test_the_validator_catches_a_drift(server):
         fake = httpx.Response(201, json=broken, request=good.request)
         with pytest.raises(InvalidData):
             server.check(fake)
+
+
+def test_subscriptions_crud_and_privacy(server):
+    bl, ven1, ven2 = server.client(BL), server.client(VEN1), server.client(VEN2)
+    body = {"clientName": "ven-1", "programID": "default", "targets": ["ven-1"],
+            "objectOperations": [{"objects": ["EVENT", "PROGRAM"], "operations": ["CREATE", "UPDATE"],
+                                  "callbackUrl": "https://ven-1.example/callback", "bearerToken": "ven1-callback"}]}
+    made = server.check(ven1.create_subscription(body))
+    assert made.status_code == 201, made.json()
+    sub = made.json()
+    assert sub["objectType"] == "SUBSCRIPTION" and sub["clientID"] == VEN1[0]
+    assert sub["objectOperations"][0]["bearerToken"] == "ven1-callback"
+    # the business logic sees it without the callback's token; another VEN does not see it at all
+    (seen,) = server.check(bl.get_subscriptions(objects="EVENT")).json()
+    assert seen["id"] == sub["id"] and seen["objectOperations"][0]["bearerToken"] is None
+    assert server.check(bl.get_subscriptions(objects="VEN")).json() == []
+    assert server.check(ven2.get_subscriptions()).json() == []
+    assert server.check(ven2.get_subscription_by_id(sub["id"])).status_code == 404
+    assert server.check(ven2.update_subscription(sub["id"], body)).status_code == 404
+    changed = server.check(ven1.update_subscription(sub["id"], {**body, "clientName": "renamed"}))
+    assert changed.status_code == 200 and changed.json()["clientName"] == "renamed"
+    for bad in ({**body, "objectOperations": [{**body["objectOperations"][0], "callbackUrl": "file:///etc/x"}]},
+                {**body, "objectOperations": [{**body["objectOperations"][0], "objects": ["NOPE"]}]},
+                {**body, "programID": "no-such-program"}, {"clientName": "x"}):
+        assert server.check(ven1.create_subscription(bad)).status_code == 400, bad
+    assert server.check(ven1.delete_subscription(sub["id"])).status_code == 200
+    assert server.check(ven1.get_subscriptions()).json() == []

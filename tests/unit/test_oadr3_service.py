@@ -131,7 +131,10 @@ def test_objects_survive_a_restart(vtn):
                                                      "venID": ven["id"]}, VEN_A)
     event = vtn.service.oadr_create("events", oadr_event(program["id"], eventName="kept",
                                                          reportDescriptors=[{"payloadType": "USAGE"}]), BL)
+    sub = vtn.service.oadr_create("subscriptions", {"clientName": "a", "objectOperations": [
+        {"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": "https://a.example/cb"}]}, VEN_A)
     vtn.restart()
+    assert vtn.service.oadr_get("subscriptions", sub["id"], VEN_A) == sub
     assert vtn.service.oadr_get("programs", program["id"], BL) == program
     assert vtn.service.oadr_get("vens", ven["id"], VEN_A) == ven
     assert vtn.service.oadr_get("resources", resource["id"], VEN_A) == resource

@@ -22,14 +22,16 @@ from dr_vtn_dispatcher.events import EventManager
 from dr_vtn_dispatcher.model import CANCELLED, COMPLETED
 from dr_vtn_dispatcher.oadr_events import extras_of, to_oadr_event, to_vtn_request
 from dr_vtn_dispatcher.oadr_models import check_object_id, parse_request
-from dr_vtn_dispatcher.oadr_objects import DEFAULT_PROGRAM_ID, EVENT, PROGRAM, RESOURCE, VEN, ObjectBook
+from dr_vtn_dispatcher.oadr_objects import DEFAULT_PROGRAM_ID, EVENT, PROGRAM, RESOURCE, SUBSCRIPTION, VEN, ObjectBook
 from dr_vtn_dispatcher.registry import Registry
 
 _log = logging.getLogger(__name__)
 
 FORBIDDEN = "forbidden"
-KIND_OF_PATH = {"programs": PROGRAM, "events": EVENT, "vens": VEN, "resources": RESOURCE}
-ID_FIELD = {"programs": "programID", "events": "eventID", "vens": "venID", "resources": "resourceID"}
+KIND_OF_PATH = {"programs": PROGRAM, "events": EVENT, "vens": VEN, "resources": RESOURCE,
+                "subscriptions": SUBSCRIPTION}
+ID_FIELD = {"programs": "programID", "events": "eventID", "vens": "venID", "resources": "resourceID",
+            "subscriptions": "subscriptionID"}
 LIMIT_MAX = 50
 EVENT_SCAN_MAX = 10_000     # events read per search (latest start first)
 EVENT_PAGE = 500
@@ -100,7 +102,7 @@ class OadrApi:
         if kind in (PROGRAM, EVENT):
             targets = obj.get("targets") or []
             return not targets or bool(set(targets) & (names if names is not None else self._identities(who)))
-        if kind == VEN:
+        if kind in (VEN, SUBSCRIPTION):
             return obj.get("clientID") == who.client_id
         return obj.get("venID") in self._own_ven_ids(who)
 
@@ -127,7 +129,9 @@ class OadrApi:
             if kind == RESOURCE and query.get("resourceName") is not None and \
                     row.get("resourceName") != query["resourceName"]:
                 continue
-            out.append(row)
+            if kind == SUBSCRIPTION and not _subscription_matches(row, query):
+                continue
+            out.append(_redacted(kind, row, who))
         return out[skip:skip + limit]
 
     def _all_events(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -157,7 +161,7 @@ class OadrApi:
         row = self._read(kind, object_id)
         if row is None or not self._visible(kind, row, who):
             raise not_found(ID_FIELD[path], f"no {kind.lower()} {object_id!r}")
-        return row
+        return _redacted(kind, row, who)
 
     def _read(self, kind: str, object_id: str) -> dict[str, Any] | None:
         if kind != EVENT:
@@ -244,6 +248,10 @@ class OadrApi:
             other = self.book.find(VEN, "venName", data["venName"])
             if other is not None and other.object_id != object_id:
                 raise conflict("venName", f"a VEN named {data['venName']!r} exists")
+        elif kind == SUBSCRIPTION:
+            if data.get("programID") is not None and self.book.get(PROGRAM, data["programID"]) is None:
+                raise invalid("programID", f"no program {data['programID']!r}")
+            data["clientID"] = who.client_id
         elif kind == RESOURCE:
             ven = self.book.get(VEN, data["venID"])
             if ven is None:
@@ -264,3 +272,23 @@ class OadrApi:
             raise invalid("<path>", f"unknown object kind {path!r}")
         return KIND_OF_PATH[path]
 
+
+def _subscription_matches(row: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
+    if query.get("programID") is not None and row.get("programID") != query["programID"]:
+        return False
+    if query.get("clientName") is not None and row.get("clientName") != query["clientName"]:
+        return False
+    wanted = query.get("objects")
+    if wanted:
+        kinds = {o for op in row.get("objectOperations") or [] for o in op.get("objects") or []}
+        return bool(kinds & set(wanted))
+    return True
+
+
+def _redacted(kind: str, row: dict[str, Any], who: Principal) -> dict[str, Any]:
+    """A subscription's callback bearer tokens are shown to the client that owns it only."""
+    if kind != SUBSCRIPTION or row.get("clientID") == who.client_id:
+        return row
+    operations = [{**op, "bearerToken": None} if op.get("bearerToken") else op
+                  for op in row.get("objectOperations") or []]
+    return {**row, "objectOperations": operations}

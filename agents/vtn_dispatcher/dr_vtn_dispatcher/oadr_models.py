@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError,
+                      field_validator)
 
 from dr_common.schema import PayloadError, check_tree
 from dr_vtn_dispatcher.errors import ApiError, invalid
@@ -93,8 +94,34 @@ class ResourceRequest(_Model):
     attributes: Annotated[list[ValuesMap], Field(max_length=LIST_MAX)] | None = None
 
 
+ObjectTypeName = Literal["PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"]
+Operation = Literal["READ", "CREATE", "UPDATE", "DELETE"]
+_URL_RE = re.compile(r"\Ahttps?://[^\s/?#@]+(?:[/?#]\S*)?\Z", re.IGNORECASE)
+
+
+class ObjectOperation(_Model):
+    objects: Annotated[list[ObjectTypeName], Field(min_length=1, max_length=6)]
+    operations: Annotated[list[Operation], Field(min_length=1, max_length=4)]
+    callbackUrl: Annotated[StrictStr, Field(min_length=2, max_length=8000)]
+    bearerToken: Annotated[StrictStr, Field(max_length=4096)] | None = None
+
+    @field_validator("callbackUrl")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _URL_RE.match(value):
+            raise ValueError("must be an http or https URL")
+        return value
+
+
+class SubscriptionRequest(_Model):
+    clientName: Str128
+    programID: ObjectId | None = None
+    objectOperations: Annotated[list[ObjectOperation], Field(max_length=100)]
+    targets: Targets | None = None
+
+
 MODELS: dict[str, type[_Model]] = {"programs": ProgramRequest, "events": EventRequest, "vens": VenRequest,
-                                   "resources": ResourceRequest}
+                                   "resources": ResourceRequest, "subscriptions": SubscriptionRequest}
 
 
 def parse_request(kind: str, body: object) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""OpenADR 3 objects the VTN keeps besides its events: programs, VENs, resources, and the OpenADR side of
-events (name, targets, descriptors as the client gave them). Held in memory, written through to the store
+"""OpenADR 3 objects the VTN keeps besides its events: programs, VENs, resources, subscriptions, and the OpenADR
+side of events (name, targets, descriptors as the client gave them). Held in memory, written through to the store
 table `vtn_oadr_objects` at once (they change at an operator's pace), loaded at start. Bounded per kind.
 """
 
@@ -18,11 +18,11 @@ from dr_vtn_dispatcher.store import Store
 
 _log = logging.getLogger(__name__)
 
-PROGRAM, EVENT, VEN, RESOURCE = "PROGRAM", "EVENT", "VEN", "RESOURCE"
-KINDS = (PROGRAM, EVENT, VEN, RESOURCE)
+PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION = "PROGRAM", "EVENT", "VEN", "RESOURCE", "SUBSCRIPTION"
+KINDS = (PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION)
 MAX_OBJECTS = 100_000          # of one kind
 DEFAULT_PROGRAM_ID = "default"  # events without a program (e.g. from the seed API) belong to it
-ID_PREFIX = {PROGRAM: "prg", EVENT: "evt", VEN: "ven", RESOURCE: "res"}
+ID_PREFIX = {PROGRAM: "prg", EVENT: "evt", VEN: "ven", RESOURCE: "res", SUBSCRIPTION: "sub"}
 
 
 @dataclass

@@ -29,16 +29,18 @@ from dr_web.problems import error_id
 _log = logging.getLogger(__name__)
 
 EXTENSION = "dr_web.oadr3"
-KINDS = ("programs", "events", "vens", "resources")
+KINDS = ("programs", "events", "vens", "resources", "subscriptions")
 READ_SCOPES = {"programs": {"read_all", "read_targets"}, "events": {"read_all", "read_targets"},
-               "vens": {"read_all", "read_ven_objects"}, "resources": {"read_all", "read_ven_objects"}}
+               "vens": {"read_all", "read_ven_objects"}, "resources": {"read_all", "read_ven_objects"},
+               "subscriptions": {"read_all", "read_ven_objects"}}
 WRITE_SCOPE = {"programs": "write_programs", "events": "write_events", "vens": "write_vens",
-               "resources": "write_vens"}
+               "resources": "write_vens", "subscriptions": "write_subscriptions"}
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 STATUS_OF_CODE = {"invalid": 400, "forbidden": 403, "not_found": 404, "conflict": 409, "internal": 500}
 INT_QUERY = ("skip", "limit")
-STR_QUERY = ("programID", "venName", "venID", "resourceName")
+STR_QUERY = ("programID", "venName", "venID", "resourceName", "clientName")
+OBJECT_TYPES = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
 
 
 @dataclass
@@ -130,6 +132,11 @@ def _query() -> dict[str, Any]:
         if len(targets) > 100 or any(len(t) > 128 for t in targets):
             raise Problem(400, "targets: at most 100 targets of 1-128 characters")
         out["targets"] = targets
+    objects = [o for value in request.args.getlist("objects") for o in value.split(",") if o]
+    if objects:
+        if any(o not in OBJECT_TYPES for o in objects):
+            raise Problem(400, f"objects: each is one of {', '.join(OBJECT_TYPES)}")
+        out["objects"] = sorted(set(objects))
     active = request.args.get("active")
     if active is not None:
         if active.lower() not in ("true", "false"):
