@@ -31,7 +31,7 @@ from dr_historian.mv.performance import MvOptions, event_performance  # noqa: E4
 from dr_historian.mv.series import MvError  # noqa: E402
 from dr_historian.store import Store, StoreError  # noqa: E402
 from dr_tools import sitedb  # noqa: E402
-from dr_tools.mv_export import csv_text, details, write_charts  # noqa: E402
+from dr_tools.mv_export import accuracy_csv_text, csv_text, details, write_charts  # noqa: E402
 from dr_tools.mv_plot import PlotError, chart_from_report, write_png  # noqa: E402
 
 PLOT_MARGIN_MIN = 120
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", help="PNG path (default: mv_EVENT_ID.png)")
     parser.add_argument("--no-png", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON instead of the table")
-    parser.add_argument("--csv", metavar="PATH", help="write the settlement CSV (summary and interval rows)")
+    parser.add_argument("--csv", metavar="PATH", help="write the settlement CSV (summary and interval rows; with "
+                        "--accuracy the ranking)")
     parser.add_argument("--png-dir", metavar="DIR", help="write one chart per VEN, the total and each meter")
     parser.add_argument("--accuracy", action="store_true",
                         help="rank every baseline preset by its accuracy on the non-event days at the event's hours")
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             topic = None if not args.plot else args.plot if "/" in args.plot else used_power_topic(args.plot)
             accuracy = event_accuracy(store, args.event_id, options, args.days, args.method, topic)
             print(json.dumps(accuracy, indent=2) if args.json else format_ranking(accuracy))
+            if args.csv:
+                Path(args.csv).write_text(accuracy_csv_text(accuracy), encoding="utf-8")
             return 0
         report = event_performance(store, args.event_id, options)
     except UnknownEvent as exc:

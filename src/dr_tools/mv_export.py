@@ -54,6 +54,21 @@ def csv_text(report: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
+ACCURACY_COLUMNS = ("rank", "method", "relativeRmse", "rmseKw", "bias", "biasKw", "within10Pct", "under20", "days",
+                    "daysNotComputable", "topic", "firstDay", "lastDay")
+
+
+def accuracy_csv_text(report: Mapping[str, Any]) -> str:
+    """The accuracy ranking as CSV: one row per method, best first."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ACCURACY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for rank, name in enumerate(report["ranking"], 1):
+        writer.writerow({"rank": rank, "method": name, "topic": report.get("topic"), "firstDay": report["firstDay"],
+                         "lastDay": report["lastDay"], **report["methods"][name]})
+    return out.getvalue()
+
+
 def details(report: Mapping[str, Any]) -> str:
     """The days each method used and excluded (with the reason) and its adjustment, per subject."""
     lines = ["Baseline details (days used, days excluded and why, day-of adjustment):"]

@@ -52,9 +52,16 @@ def test_report_csv_details_charts_and_accuracy(tmp_path, capsys):
                      "mv_ev-x1_ven_home-2.png"]
     assert all(Image.open(charts / n).size == (1200, 640) for n in names)
 
-    assert report.main(["ev-x1", "--db", str(db), "--meter", "demo/meter/PowerKw", "--accuracy", "--days", "20"]) == 0
+    ranking_csv = tmp_path / "acc.csv"
+    assert report.main(["ev-x1", "--db", str(db), "--meter", "demo/meter/PowerKw", "--accuracy", "--days", "20",
+                        "--csv", str(ranking_csv)]) == 0
     out = capsys.readouterr().out
     assert "Baseline accuracy: 20 non-event days" in out and "pjm-match-day" in out and "rel. RMSE" in out
+    ranked_rows = list(csv.DictReader(io.StringIO(ranking_csv.read_text())))
+    assert [r["rank"] for r in ranked_rows] == [str(n) for n in range(1, len(ranked_rows) + 1)]
+    assert ranked_rows[0]["method"] in out.splitlines()[3] and ranked_rows[0]["topic"] == "demo/meter/PowerKw"
+    rmses = [float(r["relativeRmse"]) for r in ranked_rows]
+    assert rmses == sorted(rmses) and all(r["days"] == "20" for r in ranked_rows)
     assert report.main(["ev-x1", "--db", str(db), "--accuracy", "--days", "10", "--plot", "home-2",
                         "--method", "caiso-10in10", "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)
