@@ -204,3 +204,35 @@ def test_event_performance_answers_with_the_chosen_methods_accuracy(api):
     with pytest.raises(QueryError) as err:
         api.guarded("event_performance", lambda: api.event_performance("ev-acc", accuracy_days=-1))
     assert err.value.field == "accuracy_days"
+
+
+def test_rpc_random_arguments_are_answered_or_refused_by_name(api):
+    import random
+
+    from dr_historian.api import HistorianUnavailable
+    from dr_historian.schema import QueryError
+
+    rnd = random.Random(5)
+    pool = [None, "", "ev-acc", "a/b", 0, -1, 1, 2, 121, True, 1.5, float("nan"), [], ["caiso-10in10"], ["x"],
+            {"caiso-10in10": {"weekday": {"keep": 2}}}, {"x": 1}, "site/meter/PowerKw", "2026-07-31T18:00:00Z",
+            "2026-07-31T19:00:00Z", "now -1h", "x" * 600, {"a": [1] * 5}]
+    names = ("event_id", "topic", "start", "end", "days", "methods", "interval_minutes", "timezone", "overrides")
+    answered = refused = 0
+    for _ in range(150):
+        kwargs = {n: rnd.choice(pool) for n in names if rnd.random() < 0.3}
+        if rnd.random() < 0.5:  # a valid core with random extras
+            kwargs.update(rnd.choice([{"event_id": "ev-acc"}, {"topic": "site/meter/PowerKw", "event_id": None,
+                                                               "start": "2026-07-31T18:00:00Z",
+                                                               "end": "2026-07-31T19:00:00Z"}]))
+        kwargs["days"] = rnd.choice([1, 2, kwargs.get("days", 1)])
+        try:
+            result = api.guarded("baseline_accuracy", lambda kw=kwargs: api.baseline_accuracy(**kw))
+        except QueryError as exc:
+            assert exc.field in names + ("eventId", "overrides") or exc.field.startswith(("topic", "methods")), exc
+            refused += 1
+            continue
+        except HistorianUnavailable as exc:  # pragma: no cover - would be a defect
+            raise AssertionError(f"internal failure for {kwargs}: {exc}") from None
+        assert isinstance(result, dict)
+        answered += 1
+    assert answered and refused and api.snapshot()["rpcFailures"] == 0
