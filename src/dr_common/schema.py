@@ -176,12 +176,29 @@ def _field_index(fields: tuple[Field, ...]) -> tuple[dict[str, Field], tuple[Fie
     return index, required
 
 
+def _shown(value: object) -> str:
+    """A bounded rendering of a refused value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _text(field: Field, value: str | int | float) -> str:
+    """`str(value)`, refusing integers too long to be any field's text (str() of a 5,000-digit int raises)."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        raise PayloadError(field.name, "expected a string, got an integer of more than 77 digits")
+    return str(value)
+
+
 def coerce(field: Field, value: Any) -> Any:
     kind = field.kind
     if kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise PayloadError(field.name, f"expected a string, got {type(value).__name__}")
-        text = str(value).strip()
+        text = _text(field, value).strip()
         if not text:
             raise PayloadError(field.name, "must not be empty")
         if len(text) > field.max_length:
@@ -192,7 +209,7 @@ def coerce(field: Field, value: Any) -> Any:
     if kind == "id":
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise PayloadError(field.name, f"expected a string, got {type(value).__name__}")
-        text = str(value).strip()
+        text = _text(field, value).strip()
         if not text:
             raise PayloadError(field.name, "must not be empty")
         if len(text) > 64:
@@ -202,7 +219,7 @@ def coerce(field: Field, value: Any) -> Any:
         number = _number(field, value)
         if kind == "int":
             if number != int(number):
-                raise PayloadError(field.name, f"expected a whole number, got {value!r}")
+                raise PayloadError(field.name, f"expected a whole number, got {_shown(value)}")
             number = int(number)
         if field.minimum is not None and number < field.minimum:
             raise PayloadError(field.name, f"must be >= {field.minimum:g}, got {number!r}")
@@ -232,8 +249,8 @@ def coerce(field: Field, value: Any) -> Any:
             raise PayloadError(field.name, f"expected a list of strings, got {type(value).__name__}")
         out = []
         for item in items:
-            if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
-                raise PayloadError(field.name, f"expected a list of strings, got item {item!r}")
+            if isinstance(item, bool) or not isinstance(item, (str, int)) or not _text(field, item).strip():
+                raise PayloadError(field.name, f"expected a list of strings, got item {_shown(item)}")
             text = str(item).strip()
             if kind == "idlist":
                 check_id(text, field.name)
@@ -248,7 +265,7 @@ def coerce(field: Field, value: Any) -> Any:
 
 def _number(field: Field, value: Any) -> float:
     if isinstance(value, bool):
-        raise PayloadError(field.name, f"expected a number, got {value!r}")
+        raise PayloadError(field.name, f"expected a number, got {_shown(value)}")
     if isinstance(value, (int, float)):
         try:
             number = float(value)
@@ -258,11 +275,11 @@ def _number(field: Field, value: Any) -> float:
         try:
             number = float(value.strip()) if len(value) <= 64 else float("nan")
         except ValueError:
-            raise PayloadError(field.name, f"expected a number, got {value!r}") from None
+            raise PayloadError(field.name, f"expected a number, got {_shown(value)}") from None
     else:
         raise PayloadError(field.name, f"expected a number, got {type(value).__name__}")
     if not math.isfinite(number):
-        raise PayloadError(field.name, f"expected a finite number, got {value!r}")
+        raise PayloadError(field.name, f"expected a finite number, got {_shown(value)}")
     return number
 
 
@@ -286,7 +303,7 @@ def check_tree(value: object, field_name: str) -> None:
             raise PayloadError(field_name, f"is nested deeper than {TREE_DEPTH_MAX} levels")
         if isinstance(item, float):
             if not math.isfinite(item):
-                raise PayloadError(field_name, f"holds a non-finite number ({item!r})")
+                raise PayloadError(field_name, f"holds a non-finite number ({_shown(item)})")
         elif isinstance(item, int) and not isinstance(item, bool):
             if not -1e308 <= item <= 1e308:
                 raise PayloadError(field_name, "holds an integer out of range")
@@ -315,7 +332,7 @@ def _bool(field: Field, value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise PayloadError(field.name, f"expected true or false, got {value!r}")
+    raise PayloadError(field.name, f"expected true or false, got {_shown(value)}")
 
 
 def _choice(field: Field, text: str) -> str:

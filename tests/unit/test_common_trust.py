@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from dr_common import schema
 from dr_common.config import ConfigError, ConfigModel, check_secret_binding, load_model
-from dr_common.payloads import Command, EventRequest, Telemetry, VenRegistration
+from dr_common.payloads import Ack, Command, EventRequest, Telemetry, VenRegistration
 from dr_common.rejects import RateLimitedLog, RejectCounter
 from dr_common.schema import PayloadError, check_id, decode_json, is_valid_id
 from dr_common.timeutil import UTC, parse_time
@@ -163,3 +163,15 @@ def test_integer_times_beyond_float_range_are_value_errors() -> None:
     with pytest.raises(PayloadError) as err:
         Command.from_payload({"op": "event", "requestedReductionKw": 1, "until": 10 ** 400})
     assert err.value.field == "until"
+
+
+def test_huge_integers_where_text_is_expected_are_refused() -> None:
+    with pytest.raises(PayloadError) as err:
+        Telemetry.from_payload({"venId": 10 ** 5000, "usedPowerKw": 1.0})
+    assert err.value.field == "venId"
+    with pytest.raises(PayloadError) as err:
+        Ack.from_payload({"correlationId": 10 ** 5000, "ok": True})
+    assert err.value.field == "correlationId"
+    with pytest.raises(PayloadError) as err:
+        Command.from_payload({"op": "event", "requestedReductionKw": 1, "durationS": 60, "circuits": [10 ** 5000]})
+    assert err.value.field == "circuits"
