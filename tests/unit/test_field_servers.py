@@ -130,3 +130,26 @@ def test_the_control_port_refuses_bad_requests_naming_the_field():
     control.handle({"op": "fault", "device": "meter", "silent": True})
     control.handle({"op": "clear"})
     assert fs.devices["meter"].faults.silent is False
+
+
+def test_the_control_port_answers_one_line_per_request_and_bounds_connections():
+    async def main() -> None:
+        fs = FieldSite(CONFIG)
+        control = Control(fs, {}, {})
+        server = await asyncio.start_server(control.serve, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(b'{"op": "read", "device": "meter", "point": "PowerKw"}\n{"op": NaN}\n')
+        first = json.loads(await reader.readline())
+        second = json.loads(await reader.readline())
+        assert first["ok"] and first["value"] > 0
+        assert second["ok"] is False and second["error"].startswith("request")
+        control.connections = 16                        # as if 16 clients were connected
+        r2, w2 = await asyncio.open_connection(HOST, port)
+        assert json.loads(await r2.readline())["error"] == "too many control connections"
+        w2.close()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())

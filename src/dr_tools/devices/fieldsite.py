@@ -17,8 +17,8 @@ from dr_devices.model import DeviceModel
 from dr_devices.points import PointError
 from dr_devices.site import SiteModel
 
-from .maps import (MAP_BUILDERS, DeviceMap, RangeError, ReadOnlyError, Reg, check_write, from_raw, join_words, to_raw,
-                   words)
+from .maps import (MAP_BUILDERS, NOT_IMPLEMENTED, DeviceMap, RangeError, ReadOnlyError, Reg, check_write, from_raw,
+                   join_words, to_raw, words)
 
 _log = logging.getLogger(__name__)
 
@@ -190,7 +190,8 @@ class FieldSite:
     def _raw(self, dev: FieldDevice, reg: Reg) -> int | str:
         if reg.const is not None:
             return reg.const
-        assert dev.dmap is not None and reg.point is not None
+        if dev.dmap is None or reg.point is None:
+            return NOT_IMPLEMENTED.get(reg.dtype, 0)
         return to_raw(dev.dmap, reg, float(self.read_point(dev, reg.point)))
 
     def modbus_write(self, unit: int, address: int, values: list[int]) -> None:
@@ -213,7 +214,8 @@ class FieldSite:
             pending.append((reg, raw))
             i += reg.count
         for reg, raw in pending:
-            assert reg.point is not None
+            if reg.point is None:
+                raise ReadOnlyError(f"{reg.name} is read only")
             try:
                 self.write_point(dev, reg.point, from_raw(dev.dmap, reg, raw))
             except PointError as exc:

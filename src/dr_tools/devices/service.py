@@ -34,6 +34,7 @@ _log = logging.getLogger("dr_tools.devices")
 
 HOST = "127.0.0.1"
 MAX_LINE = 4096
+MAX_CONNECTIONS = 16
 OPS = ("status", "fault", "clear", "read", "priority", "written")
 
 
@@ -42,6 +43,7 @@ class Control:
 
     def __init__(self, site: FieldSite, apps: dict[str, Any], ports: dict[str, Any]) -> None:
         self.site, self.apps, self.ports = site, apps, ports
+        self.connections = 0
 
     def handle(self, request: Any) -> dict[str, Any]:
         """One request -> one answer; a bad request is `{"ok": false, "error": ...}` naming the field."""
@@ -78,7 +80,12 @@ class Control:
         return {"ok": False, "error": f"op: {op} not handled"}
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer requests on one connection until it closes."""
+        """Answer requests on one connection until it closes (at most MAX_CONNECTIONS at once)."""
+        if self.connections >= MAX_CONNECTIONS:
+            writer.write(b'{"ok": false, "error": "too many control connections"}\n')
+            writer.close()
+            return
+        self.connections += 1
         try:
             while line := await reader.readline():
                 if len(line) > MAX_LINE:
@@ -93,6 +100,7 @@ class Control:
         except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             _log.info("control connection closed: %s", exc)
         finally:
+            self.connections -= 1
             writer.close()
 
 
