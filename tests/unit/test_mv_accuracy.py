@@ -236,3 +236,23 @@ def test_rpc_random_arguments_are_answered_or_refused_by_name(api):
         assert isinstance(result, dict)
         answered += 1
     assert answered and refused and api.snapshot()["rpcFailures"] == 0
+
+
+def test_site_preset_parameters_apply_to_every_call_and_a_call_overrides_them(synthetic_store):
+    from dr_common.config import ConfigError
+    from dr_historian.api import HistorianApi, parse_mv_presets
+    from dr_historian.config import parse_config
+
+    config = parse_config({"connection": {"url": "sqlite:///unused.sqlite"},
+                           "mv": {"timezone": "America/New_York", "interval_minutes": 60}})
+    site = parse_mv_presets({"caiso-10in10": {"weekday": {"keep": 4, "of": 4}, "adjustment": {"cap": 0.1}}})
+    api = HistorianApi(lambda: synthetic_store, lambda: config, mv_presets=lambda: site)
+    args = ("site/meter/PowerKw", "2026-07-30T18:00:00Z", "2026-07-30T20:00:00Z", "caiso-10in10")
+    assert len(api.baseline(*args)["selectedDays"]) == 4
+    both = api.baseline(*args, overrides={"caiso-10in10": {"weekday": {"keep": 3, "of": 3}}})
+    assert len(both["selectedDays"]) == 3 and abs(both["adjustment"] - 1) <= 0.1 + 1e-9  # the site cap stays
+    assert parse_mv_presets(None) == {}
+    for bad in ({"magic": {}}, {"caiso-10in10": {"adjustment": {"cap": "s3cr3t-value"}}}, [1], {"caiso-10in10": 7}):
+        with pytest.raises(ConfigError) as err:
+            parse_mv_presets(bad)
+        assert err.value.key == "mv_presets" and "s3cr3t-value" not in str(err.value)

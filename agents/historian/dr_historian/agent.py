@@ -28,7 +28,7 @@ from dr_common.timeutil import utcnow
 from dr_common.topics import DR_PREFIX, HistorianRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_historian import __version__
-from dr_historian.api import CHOSEN_ACCURACY_DAYS, HistorianApi
+from dr_historian.api import CHOSEN_ACCURACY_DAYS, HistorianApi, parse_mv_presets
 from dr_historian.config import HistorianConfig, parse_config
 from dr_historian.dr_records import convert
 from dr_historian.mv.baselines import CAISO_10IN10
@@ -46,7 +46,7 @@ BASE_KEYS = ("retry_period", "submit_size_limit", "max_time_publishing", "backup
 BASE_DEFAULTS = {"retry_period": 5.0, "submit_size_limit": 2000, "max_time_publishing": 10.0,
                  "capture_log_data": False}
 OWN_DEFAULTS: dict[str, Any] = {"connection": None, "connect_timeout_s": 5.0, "record_dr": True, "mv": {},
-                                "query": {}}
+                                "query": {}, "mv_presets": {}}
 _BAD_TEXT_MAX = 200
 
 
@@ -68,7 +68,8 @@ class HistorianAgent(BaseHistorian):
         self._last_bad: str | None = None
         self._dr_messages = 0
         self._bad_log = RateLimitedLog(_log, interval_s=60.0)
-        self._api = HistorianApi(lambda: self._store, lambda: self._config)
+        self._mv_presets: dict[str, dict[str, Any]] = {}
+        self._api = HistorianApi(lambda: self._store, lambda: self._config, mv_presets=lambda: self._mv_presets)
         super().__init__(**base, **kwargs)
         self.update_default_config({k: install.get(k, v) for k, v in OWN_DEFAULTS.items()})
 
@@ -81,6 +82,7 @@ class HistorianAgent(BaseHistorian):
             self._storage_limit_gb = None
         try:
             config = parse_config(configuration)
+            presets = parse_mv_presets(configuration.get("mv_presets"))
         except ConfigError as exc:
             self._config_error = str(exc)
             _log.error("historian configuration rejected, keeping the previous one (readings stay in the backup "
@@ -95,6 +97,7 @@ class HistorianAgent(BaseHistorian):
             if old is not None:
                 old.dispose()
         self._config = config
+        self._mv_presets = presets
         _log.info("historian storing to %s", config.display_url)
         self._update_dr_subscription(config.record_dr)
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dr_common.config import ConfigError
 from dr_common.rejects import RateLimitedLog, RejectCounter
 from dr_common.schema import PayloadError, check_id, check_tree
 from dr_common.timeutil import parse_time, utcnow
@@ -155,13 +156,34 @@ def _overrides(value: object) -> dict[str, dict[str, Any]]:
     return {name: dict(params) for name, params in value.items()}
 
 
+def parse_mv_presets(value: object) -> dict[str, dict[str, Any]]:
+    """The site's preset parameters (config key `mv_presets`, {preset: {parameter: value}}), or ConfigError
+    naming the key."""
+    if value is None:
+        return {}
+    try:
+        return _overrides(value)
+    except (QueryError, PayloadError) as exc:
+        reason = getattr(exc, "reason", str(exc))
+        raise ConfigError("mv_presets", reason) from None
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 class HistorianApi:
     """Checks and runs the historian's RPCs against one store and configuration (both may be swapped)."""
 
     def __init__(self, store: Callable[[], Store | None], config: Callable[[], HistorianConfig | None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 mv_presets: Callable[[], dict[str, dict[str, Any]]] = dict) -> None:
         self._store = store
         self._config = config
+        self._mv_presets = mv_presets  # the site's preset parameters (config key mv_presets)
         self.rejects = RejectCounter()
         self.db_errors = 0
         self._rate_log = RateLimitedLog(_log, interval_s=60.0, clock=clock)
@@ -248,7 +270,7 @@ class HistorianApi:
                          meter_before_minutes=mv.meter_before_minutes, lookback_days=mv.lookback_days,
                          holidays=mv.holidays, meter_topics=mv.meter_topics,
                          plot_margin_minutes=PLOT_MARGIN_MINUTES if include_plot else None,
-                         overrides=_overrides(overrides))
+                         overrides=_merged(self._mv_presets(), _overrides(overrides)))
 
     def event_performance(self, event_id: object, methods: object = None, interval_minutes: object = None,
                           timezone: object = None, include_plot: object = False,
