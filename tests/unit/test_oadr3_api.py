@@ -68,10 +68,17 @@ class Server:
             {"clientId": VEN2[0], "clientSecret": VEN2[1], "role": "ven", "venName": "ven-2"}]})
         self.issuer = TokenIssuer(config)
         install(self.web.app, self.issuer, self.web.gateway, "dr.vtn", 5.0)
-        self.http = make_server("127.0.0.1", 0, self.web.app, threaded=False)
-        self.base = f"http://127.0.0.1:{self.http.server_port}{BASE_PATH}"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        ready = threading.Event()
+
+        def serve() -> None:  # made and served in one thread (gevent sockets, once VOLTTRON is loaded, stay put)
+            self.http = make_server("127.0.0.1", 0, self.web.app, threaded=False)
+            ready.set()
+            self.http.serve_forever(poll_interval=0.05)
+
+        self.thread = threading.Thread(target=serve, daemon=True)
         self.thread.start()
+        ready.wait(10)
+        self.base = f"http://127.0.0.1:{self.http.server_port}{BASE_PATH}"
         spec = yaml.safe_load(SPEC.read_text())
         spec["servers"] = [{"url": self.base}]
         # the spec's `ven` and `resource` are allOf(objectMetadata, Bl...Request), whose objectType enums exclude
@@ -333,5 +340,6 @@ def test_subscriptions_crud_and_privacy(server):
                 {**body, "objectOperations": [{**body["objectOperations"][0], "objects": ["NOPE"]}]},
                 {**body, "programID": "no-such-program"}, {"clientName": "x"}):
         assert server.check(ven1.create_subscription(bad)).status_code == 400, bad
+    assert server.check(ven1.get_notifiers()).json() == {"WEBHOOK": True}
     assert server.check(ven1.delete_subscription(sub["id"])).status_code == 200
     assert server.check(ven1.get_subscriptions()).json() == []

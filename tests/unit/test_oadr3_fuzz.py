@@ -163,3 +163,11 @@ def test_bad_json_is_a_400_problem(fuzz, raw):
     response = fuzz.send("POST", "/programs", "bl", raw=raw)
     assert response.status_code == 400 and _is_problem(response, 400)
     assert fuzz.snapshot() == before
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1e3", "-1", "99999999999", " 1"])
+def test_odd_digits_in_paging_are_a_400(fuzz, value):
+    for name in ("skip", "limit"):
+        response = fuzz.client.get(BASE_PATH + "/programs", query_string={name: value},
+                                   headers={"Authorization": f"Bearer {fuzz.tokens['bl']}"})
+        assert response.status_code == 400 and _is_problem(response, 400), (name, value)

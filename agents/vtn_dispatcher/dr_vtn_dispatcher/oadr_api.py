@@ -22,6 +22,7 @@ from dr_vtn_dispatcher.events import EventManager
 from dr_vtn_dispatcher.model import CANCELLED, COMPLETED
 from dr_vtn_dispatcher.oadr_events import extras_of, to_oadr_event, to_vtn_request
 from dr_vtn_dispatcher.oadr_models import check_object_id, parse_request
+from dr_vtn_dispatcher.oadr_notify import WebhookNotifier, matching
 from dr_vtn_dispatcher.oadr_objects import DEFAULT_PROGRAM_ID, EVENT, PROGRAM, RESOURCE, SUBSCRIPTION, VEN, ObjectBook
 from dr_vtn_dispatcher.registry import Registry
 
@@ -77,7 +78,8 @@ class OadrApi:
     """The operations behind /openadr3/3.1.0 for programs, events, VENs and resources."""
 
     def __init__(self, book: ObjectBook, events: EventManager, registry: Registry, config: VtnConfig,
-                 now: Callable[[], float]) -> None:
+                 now: Callable[[], float], notifier: WebhookNotifier | None = None) -> None:
+        self.notifier = notifier
         self.book = book
         self.events = events
         self.registry = registry
@@ -179,9 +181,9 @@ class OadrApi:
         kind = self._kind(path)
         data = parse_request(path, body)
         if kind == EVENT:
-            return self._put_event(self.book.new_id(EVENT), data, create=True)
+            return self._notify(kind, "CREATE", self._put_event(self.book.new_id(EVENT), data, create=True))
         data = self._checked(kind, data, who, None)
-        return self.book.put(kind, self.book.new_id(kind), data).to_dict()
+        return self._notify(kind, "CREATE", self.book.put(kind, self.book.new_id(kind), data).to_dict())
 
     def update(self, path: str, object_id: str, body: object, who: Principal) -> dict[str, Any]:
         """Replace an object's client-provided fields (an event's update is a dr.vtn modification)."""
@@ -189,11 +191,11 @@ class OadrApi:
         kind = self._kind(path)
         data = parse_request(path, body)
         if kind == EVENT:
-            return self._put_event(object_id, data, create=False)
+            return self._notify(kind, "UPDATE", self._put_event(object_id, data, create=False))
         data = self._checked(kind, data, who, object_id)
         if kind == VEN and current.get("clientID") and who.is_ven:
             data["clientID"] = current["clientID"]
-        return self.book.put(kind, object_id, data).to_dict()
+        return self._notify(kind, "UPDATE", self.book.put(kind, object_id, data).to_dict())
 
     def delete(self, path: str, object_id: str, who: Principal) -> dict[str, Any]:
         """Delete an object and return it as it was (deleting an event cancels it in dr.vtn)."""
@@ -202,7 +204,7 @@ class OadrApi:
         if kind == EVENT:
             self.events.cancel(object_id)
             self.book.delete(EVENT, object_id)
-            return current
+            return self._notify(kind, "DELETE", current)
         if kind == PROGRAM:
             if object_id == DEFAULT_PROGRAM_ID:
                 raise invalid("programID", "the default program cannot be deleted")
@@ -211,7 +213,23 @@ class OadrApi:
         if kind == VEN and any(r.body.get("venID") == object_id for r in self.book.all(RESOURCE)):
             raise invalid("venID", "the VEN still has resources; delete them first")
         self.book.delete(kind, object_id)
-        return current
+        return self._notify(kind, "DELETE", current)
+
+    def _notify(self, kind: str, operation: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Queue the webhooks of the subscriptions this operation concerns; returns `obj`."""
+        if self.notifier is None:
+            return obj
+        subscriptions = [{**s.body, "id": s.object_id} for s in self.book.all(SUBSCRIPTION)]
+
+        def visible(sub: Mapping[str, Any]) -> bool:
+            return self._visible(kind, obj, _subscriber(sub))
+
+        for sub, op in matching(subscriptions, kind, operation, obj, visible):
+            shown = _redacted(kind, obj, _subscriber(sub))
+            self.notifier.submit(sub["id"], op["callbackUrl"], op.get("bearerToken"),
+                                 {"objectType": kind, "operation": operation, "object": shown,
+                                  "targets": obj.get("targets")})
+        return obj
 
     def _put_event(self, event_id: str, data: dict[str, Any], create: bool) -> dict[str, Any]:
         if self.book.get(PROGRAM, data["programID"]) is None:
@@ -252,6 +270,7 @@ class OadrApi:
             if data.get("programID") is not None and self.book.get(PROGRAM, data["programID"]) is None:
                 raise invalid("programID", f"no program {data['programID']!r}")
             data["clientID"] = who.client_id
+            data["_role"], data["_venName"] = who.role, who.ven_name   # whose privacy its notifications keep
         elif kind == RESOURCE:
             ven = self.book.get(VEN, data["venID"])
             if ven is None:
@@ -292,3 +311,8 @@ def _redacted(kind: str, row: dict[str, Any], who: Principal) -> dict[str, Any]:
     operations = [{**op, "bearerToken": None} if op.get("bearerToken") else op
                   for op in row.get("objectOperations") or []]
     return {**row, "objectOperations": operations}
+
+
+def _subscriber(sub: Mapping[str, Any]) -> Principal:
+    """The principal a subscription was made by (VEN privacy applies to what it is told)."""
+    return Principal(str(sub.get("clientID")), str(sub.get("_role") or "ven"), sub.get("_venName"))

@@ -35,9 +35,10 @@ class OadrObject:
     modified_at: float
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec's form: metadata first, then the body."""
+        """The spec's form: metadata first, then the body (keys starting with `_` are the VTN's own, not shown)."""
         return {"id": self.object_id, "createdDateTime": iso(self.created_at),
-                "modificationDateTime": iso(self.modified_at), "objectType": self.kind, **self.body}
+                "modificationDateTime": iso(self.modified_at), "objectType": self.kind,
+                **{key: value for key, value in self.body.items() if not key.startswith("_")}}
 
 
 class ObjectBook:

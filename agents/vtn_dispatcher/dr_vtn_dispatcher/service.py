@@ -26,6 +26,7 @@ from dr_vtn_dispatcher.journal import Journal
 from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle
 from dr_vtn_dispatcher.model import ACTIVE, OP_EVENT, OPEN_STATUSES, Event, Participant, Ven
 from dr_vtn_dispatcher.oadr_api import OadrApi, Principal
+from dr_vtn_dispatcher.oadr_notify import WebhookNotifier
 from dr_vtn_dispatcher.oadr_objects import ObjectBook
 from dr_vtn_dispatcher.participation import CLAIM_STATES, Participation
 from dr_vtn_dispatcher.registry import Registry
@@ -41,7 +42,8 @@ class VtnService:
 
     def __init__(self, store: Store, scheduler: Scheduler, sender: Sender, config: VtnConfig,
                  rng: random.Random | None = None,
-                 offload: Callable[[Callable[[], None]], Any] | None = None) -> None:
+                 offload: Callable[[Callable[[], None]], Any] | None = None,
+                 notifier: WebhookNotifier | None = None) -> None:
         """`offload(fn)` runs the flush's database write and returns when it is done; the agent runs it in a
         thread of its own (one, so writes stay in order) so the event loop goes on meanwhile. Default: in line."""
         self.store = store
@@ -62,7 +64,8 @@ class VtnService:
         self.intake = Intake(self.registry, self.parts, self.dispatcher, self.journal, scheduler,
                              config.trusted_bridges, self.counters)
         self.oadr_book = ObjectBook(store, scheduler.now)
-        self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now)
+        self.notifier = notifier     # OpenADR webhooks (started and stopped with the service)
+        self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now, notifier)
         self.started = False
         self._flush_timer: TimerHandle | None = None
 
@@ -83,6 +86,8 @@ class VtnService:
         now = self.clock.now()
         self.registry.load(self.store.load_vens())
         self.oadr_book.load()
+        if self.notifier is not None:
+            self.notifier.start()
         events = self.store.load_live_events(ended_since=now - self.config.restore_retry_window_s)
         ids = [event.event_id for event in events]
         for event in events:
@@ -119,6 +124,8 @@ class VtnService:
             self._flush_timer.cancel()
         self._flush_timer = None
         self.flush()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.started = False
 
     # ============================================================================ API ====
@@ -182,7 +189,7 @@ class VtnService:
                 "vens": len(self.vens), "vensOnline": online, "openEvents": len(open_events),
                 "activeEvents": sum(1 for e in open_events if e.status == ACTIVE),
                 "pendingCommands": self.book.pending_count(), "lastRound": dict(self.dispatcher.last_round),
-                "counters": counters}
+                "counters": counters, **({"webhooks": self.notifier.counters()} if self.notifier else {})}
 
     # ============================================================================ OpenADR 3 ====
     def oadr_search(self, kind: str, principal: Mapping[str, Any], query: Mapping[str, Any] | None = None) -> \

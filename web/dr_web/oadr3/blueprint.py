@@ -11,11 +11,13 @@ or is not reachable.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from dr_common.rejects import RateLimitedLog, RejectCounter
 from dr_common.schema import PayloadError, decode_json
@@ -39,6 +41,7 @@ TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 STATUS_OF_CODE = {"invalid": 400, "forbidden": 403, "not_found": 404, "conflict": 409, "internal": 500}
 INT_QUERY = ("skip", "limit")
+_DIGITS = re.compile(r"[0-9]{1,10}")
 STR_QUERY = ("programID", "venName", "venID", "resourceName", "clientName")
 OBJECT_TYPES = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
 
@@ -118,7 +121,7 @@ def _query() -> dict[str, Any]:
     for name in INT_QUERY:
         raw = request.args.get(name)
         if raw is not None:
-            if not raw.isdigit() or len(raw) > 10:
+            if not _DIGITS.fullmatch(raw):
                 raise Problem(400, f"{name}: must be a whole number from 0")
             out[name] = int(raw)
     for name in STR_QUERY:
@@ -169,6 +172,14 @@ def create_blueprint() -> Blueprint:
                                request.path[:200], exc.status, exc.detail[:200])
         return exc.response()
 
+    @bp.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return Problem(exc.code or 500, str(exc.description)[:300]).response()
+        ref = error_id()
+        _log.exception("dr.web openadr3: %s %s failed (error id %s)", request.method, request.path[:200], ref)
+        return Problem(500, f"internal error (error id {ref}; the detail is in dr.web's log)").response()
+
     @bp.get("/auth/server")
     def auth_server() -> Response:
         """The token endpoint's URL."""
@@ -193,7 +204,7 @@ def create_blueprint() -> Blueprint:
     def notifiers() -> Response:
         """The notifier bindings this VTN offers."""
         _principal({"read_all", "read_targets", "read_ven_objects"})
-        return jsonify({"WEBHOOK": False})
+        return jsonify({"WEBHOOK": True})
 
     @bp.get("/<kind>")
     def search(kind: str) -> Response:

@@ -1,0 +1,184 @@
+"""OpenADR 3 webhook notifications: which subscriptions an object operation concerns, and their delivery.
+
+`matching(subscriptions, kind, operation, obj, visible)` picks the subscriptions to notify: the object kind and
+operation are among one of its objectOperations, its programID (if any) is the object's program, its targets
+(if any) meet the object's (an object without targets concerns everyone), and `visible(subscription)` says the
+subscriber may see the object (a VEN's subscription never tells it of another VEN's objects).
+
+`WebhookNotifier` POSTs `{objectType, operation, object, targets}` to each callbackUrl with the subscription's
+bearer token, from worker threads of its own (the caller never waits on the network): bounded timeout, retries
+with exponential backoff, at most `max_pending` deliveries waiting (more are dropped and counted), delivery and
+failure counts for `health`. The callback's token is never logged.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dr_common.rejects import RateLimitedLog
+
+_log = logging.getLogger(__name__)
+
+Post = Callable[[str, bytes, "str | None", float], int]
+
+
+def _program_of(kind: str, obj: Mapping[str, Any]) -> str | None:
+    if kind == "PROGRAM":
+        return obj.get("id")
+    return obj.get("programID")
+
+
+def matching(subscriptions: Iterable[Mapping[str, Any]], kind: str, operation: str, obj: Mapping[str, Any],
+             visible: Callable[[Mapping[str, Any]], bool]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(subscription, objectOperation) pairs to notify of `operation` on `obj` (of object type `kind`)."""
+    out = []
+    targets = set(obj.get("targets") or [])
+    for sub in subscriptions:
+        if sub.get("programID") and sub["programID"] != _program_of(kind, obj):
+            continue
+        if sub.get("targets") and targets and not targets & set(sub["targets"]):
+            continue
+        for op in sub.get("objectOperations") or []:
+            if kind in (op.get("objects") or []) and operation in (op.get("operations") or []):
+                if visible(sub):
+                    out.append((sub, op))
+                break
+    return out
+
+
+def http_post(url: str, body: bytes, token: str | None, timeout: float) -> int:
+    """POST JSON; the HTTP status (an HTTP error's too). Network failures raise OSError."""
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https checked)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@dataclass(order=True)
+class _Delivery:
+    due: float
+    seq: int
+    url: str = field(compare=False)
+    token: str | None = field(compare=False)
+    body: bytes = field(compare=False)
+    subscription_id: str = field(compare=False)
+    attempts: int = field(default=0, compare=False)
+
+
+class WebhookNotifier:
+    """Deliveries in a due-time heap served by `workers` threads."""
+
+    def __init__(self, post: Post = http_post, clock: Callable[[], float] = time.monotonic, timeout_s: float = 5.0,
+                 attempts: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 60.0, max_pending: int = 10_000,
+                 workers: int = 4) -> None:
+        self.post = post
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.max_pending = max_pending
+        self.workers = workers
+        self._heap: list[_Delivery] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._running = False
+        self._busy = 0
+        self._refusals = RateLimitedLog(_log)
+        self.counts = {"webhooksQueued": 0, "webhooksDelivered": 0, "webhookAttemptsFailed": 0,
+                       "webhooksGivenUp": 0, "webhooksDropped": 0}
+
+    def start(self) -> None:
+        """Start the worker threads."""
+        with self._cv:
+            if self._running:
+                return
+            self._running = True
+        for index in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"oadr-webhook-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers (deliveries still waiting are dropped and counted)."""
+        with self._cv:
+            self._running = False
+            self.counts["webhooksDropped"] += len(self._heap)
+            self._heap.clear()
+            self._cv.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def submit(self, subscription_id: str, url: str, token: str | None, notification: Mapping[str, Any]) -> bool:
+        """Queue one delivery; False (counted) when `max_pending` are waiting already."""
+        body = json.dumps(notification, separators=(",", ":"), allow_nan=False).encode()
+        with self._cv:
+            if len(self._heap) >= self.max_pending:
+                self.counts["webhooksDropped"] += 1
+                return False
+            heapq.heappush(self._heap, _Delivery(self.clock(), next(self._seq), url, token, body, subscription_id))
+            self.counts["webhooksQueued"] += 1
+            self._cv.notify()
+        return True
+
+    def counters(self) -> dict[str, int]:
+        """Delivery counts and what is waiting."""
+        with self._cv:
+            return {**self.counts, "webhooksPending": len(self._heap) + self._busy}
+
+    def idle(self) -> bool:
+        """True when nothing waits and nothing is being sent."""
+        with self._cv:
+            return not self._heap and not self._busy
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while self._running and (not self._heap or self._heap[0].due > self.clock()):
+                    wait = None if not self._heap else max(0.0, self._heap[0].due - self.clock())
+                    self._cv.wait(timeout=wait if wait is not None else 1.0)
+                if not self._running:
+                    return
+                item = heapq.heappop(self._heap)
+                self._busy += 1
+            ok, reason = self._send(item)
+            with self._cv:
+                self._busy -= 1
+                item.attempts += 1
+                if ok:
+                    self.counts["webhooksDelivered"] += 1
+                    continue
+                self.counts["webhookAttemptsFailed"] += 1
+                if item.attempts >= self.attempts or not self._running:
+                    self.counts["webhooksGivenUp"] += 1
+                    self._refusals.warning(f"giveup:{item.subscription_id}", "dr.vtn: webhook of subscription %s "
+                                           "given up after %d attempts: %s", item.subscription_id, item.attempts,
+                                           reason)
+                    continue
+                item.due = self.clock() + min(self.backoff_max_s, self.backoff_s * 2 ** (item.attempts - 1))
+                heapq.heappush(self._heap, item)
+                self._cv.notify()
+
+    def _send(self, item: _Delivery) -> tuple[bool, str]:
+        try:
+            status = self.post(item.url, item.body, item.token, self.timeout_s)
+        except (OSError, ValueError) as exc:
+            return False, type(exc).__name__
+        return 200 <= status < 300, f"HTTP {status}"
