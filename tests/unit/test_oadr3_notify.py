@@ -207,3 +207,26 @@ def test_no_notifier_means_no_webhooks(tmp_path):
     finally:
         vtn.stop()
         store.close()
+
+
+def test_seed_api_changes_notify_too(tmp_path, receiver):
+    notifier = WebhookNotifier(backoff_s=0.01)
+    vtn = make_vtn(tmp_path, notifier)
+    try:
+        subscribe(vtn, BL, receiver.url + "/bl", "bl-cb-token")
+        subscribe(vtn, VEN_B, receiver.url + "/b", "b-cb-token")
+        start = time.time() + 600
+        from datetime import datetime, timezone
+        iso = datetime.fromtimestamp(start, timezone.utc).isoformat()
+        vtn.register_ven({"venId": "ven-a", "transport": "bus"})
+        made = vtn.create_event({"startTime": iso, "durationS": 300, "requestedReductionKw": 1, "venIds": ["ven-a"]})
+        vtn.update_event(made["eventId"], {"requestedReductionKw": 2})
+        vtn.cancel_event(made["eventId"])
+        wait_until(lambda: notifier.idle() and len(receiver.received) == 3)
+        assert [(p, b["operation"], b["object"]["id"]) for p, _a, b in receiver.received] == [
+            ("/bl", "CREATE", made["eventId"]), ("/bl", "UPDATE", made["eventId"]),
+            ("/bl", "DELETE", made["eventId"])]          # ven-b is not told of ven-a's event
+        assert receiver.received[1][2]["object"]["intervals"][0]["payloads"][0]["values"] == [-2.0]
+    finally:
+        vtn.stop()
+        vtn.store.close()

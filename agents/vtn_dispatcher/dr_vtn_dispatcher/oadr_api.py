@@ -215,6 +215,17 @@ class OadrApi:
         self.book.delete(kind, object_id)
         return self._notify(kind, "DELETE", current)
 
+    def seed_changed(self, operation: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Notify OpenADR subscribers of a change made to an event through the seed API; returns `event`
+        unchanged. A failure here is logged and never fails the seed call."""
+        if self.notifier is None:
+            return event
+        try:
+            self._notify(EVENT, operation, self._oadr_event(event))
+        except Exception:  # the event is created/changed whatever happens to its notification
+            _log.exception("dr.vtn: OpenADR notification of event %s failed", event.get("eventId"))
+        return event
+
     def _notify(self, kind: str, operation: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Queue the webhooks of the subscriptions this operation concerns; returns `obj`."""
         if self.notifier is None:

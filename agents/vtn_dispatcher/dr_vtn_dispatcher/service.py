@@ -151,19 +151,20 @@ class VtnService:
 
     def create_event(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Create an event (validated against the payload rules and the VTN's bounds)."""
-        return self.event_manager.create(payload)
+        return self.oadr.seed_changed("CREATE", self.event_manager.create(payload))
 
     def update_event(self, event_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Change an open event; bumps its modificationNumber and re-dispatches an active one."""
-        return self.event_manager.update(event_id, payload)
+        return self.oadr.seed_changed("UPDATE", self.event_manager.update(event_id, payload))
 
     def stop_event(self, event_id: str) -> dict[str, Any]:
         """End an event now: an active one completes (restores go out), one not yet active is cancelled."""
-        return self.event_manager.stop_event(event_id)
+        result = self.event_manager.stop_event(event_id)
+        return self.oadr.seed_changed("DELETE", result) if result.get("status") == "cancelled" else result
 
     def cancel_event(self, event_id: str) -> dict[str, Any]:
         """Cancel an event; VENs already dispatched are restored."""
-        return self.event_manager.cancel(event_id)
+        return self.oadr.seed_changed("DELETE", self.event_manager.cancel(event_id))
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         """One event."""
