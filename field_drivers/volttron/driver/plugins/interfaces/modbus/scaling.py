@@ -67,6 +67,12 @@ class ModbusScaling(InterfacePlugin):
     EXTENDED_CLASS = Modbus
     PLUGIN_METHODS = {"prepare_registry_config", "_get_multiple_points", "_write_points"}
 
+    @classmethod
+    def plug_into(cls, interface: Modbus) -> None:
+        """Attach the plugin, keeping the stock raw read for scale factors needed before a write."""
+        interface._dr_raw_read = interface._get_multiple_points  # pylint: disable=protected-access
+        super().plug_into(interface)
+
     def prepare_registry_config(self, registry_config: list[dict], remote_config: Any = None,
                                 overridden: Any = None) -> list[dict]:
         """Record each row's scaling (by point name) before the stock validation drops the extra columns."""
@@ -152,21 +158,4 @@ class ModbusScaling(InterfacePlugin):
                 for t, v in results.items()}, errors
 
 
-def plug_into_with_raw(interface: Modbus) -> None:
-    """Attach the plugin and keep the stock raw read for scale-factor reads before a write."""
-    interface._dr_raw_read = interface._get_multiple_points  # pylint: disable=protected-access
-    _plug_into(interface)
-
-
-_plug_into = ModbusScaling.plug_into
-
-
-class _Plugin:
-    """What platform.driver's plugin hook calls: ModbusScaling, keeping the stock read for scale factors."""
-
-    @staticmethod
-    def plug_into(interface: Modbus) -> None:
-        plug_into_with_raw(interface)
-
-
-INTERFACE_PLUGINS = [_Plugin]
+INTERFACE_PLUGINS = [ModbusScaling]
