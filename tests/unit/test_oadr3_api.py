@@ -343,3 +343,29 @@ def test_subscriptions_crud_and_privacy(server):
     assert server.check(ven1.get_notifiers()).json() == {"WEBHOOK": True}
     assert server.check(ven1.delete_subscription(sub["id"])).status_code == 200
     assert server.check(ven1.get_subscriptions()).json() == []
+
+
+def test_reports_from_vens_private_to_their_client(server):
+    bl, ven1, ven2 = server.client(BL), server.client(VEN1), server.client(VEN2)
+    program = server.check(bl.create_program({"programName": "reports"})).json()
+    to_ven1 = server.check(bl.create_event(event_body(program["id"], targets=["ven-1"]))).json()
+    report = {"eventID": to_ven1["id"], "clientName": "ven-1", "reportName": "usage",
+              "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "USAGE",
+                                      "units": "KW"}],
+              "resources": [{"resourceName": "AGGREGATED_REPORT",
+                             "intervalPeriod": {"start": "2026-01-01T00:00:00Z", "duration": "PT5M"},
+                             "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [3.2]}]}]}]}
+    made = server.check(ven1.create_report(report))
+    assert made.status_code == 201, made.json()
+    assert made.json()["objectType"] == "REPORT" and made.json()["clientID"] == VEN1[0]
+    assert "_programID" not in made.json()
+    assert server.check(bl.create_report(report)).status_code == 403          # only VENs write reports
+    assert server.check(ven2.create_report({**report, "clientName": "ven-2"})).status_code == 400  # not its event
+    assert server.check(ven2.get_reports()).json() == []
+    assert server.check(ven2.get_report_by_id(made.json()["id"])).status_code == 404
+    assert [r["id"] for r in server.check(bl.get_reports(programID=program["id"])).json()] == [made.json()["id"]]
+    assert server.check(bl.get_reports(programID="default")).json() == []
+    assert [r["id"] for r in server.check(ven1.get_reports(eventID=to_ven1["id"])).json()] == [made.json()["id"]]
+    assert server.check(ven1.update_report(made.json()["id"], {**report, "reportName": "v2"})).json()[
+        "reportName"] == "v2"
+    assert server.check(ven1.delete_report(made.json()["id"])).status_code == 200

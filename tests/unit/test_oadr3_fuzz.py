@@ -34,6 +34,9 @@ VALID: dict[str, dict[str, Any]] = {
                "intervals": [{"id": 0, "payloads": [{"type": "DISPATCH_SETPOINT_RELATIVE", "values": [-2]}]}]},
     "vens": {"objectType": "BL_VEN_REQUEST", "venName": "v1", "clientID": "ven", "targets": ["g1"]},
     "resources": {"objectType": "BL_RESOURCE_REQUEST", "resourceName": "r", "venID": "nope", "clientID": "ven"},
+    "reports": {"eventID": "evt-none", "clientName": "c", "reportName": "r",
+                "resources": [{"resourceName": "AGGREGATED_REPORT",
+                               "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [1.5]}]}]}]},
     "subscriptions": {"clientName": "c", "programID": "default", "targets": ["g1"],
                       "objectOperations": [{"objects": ["EVENT"], "operations": ["CREATE"],
                                             "callbackUrl": "http://127.0.0.1:9/cb", "bearerToken": "t"}]},
@@ -141,7 +144,7 @@ def test_generated_bodies_never_5xx_and_refusals_write_nothing(fuzz, kind, who):
 
 
 @FUZZ
-@given(query=st.dictionaries(st.sampled_from(["skip", "limit", "targets", "programID", "active", "venName",
+@given(query=st.dictionaries(st.sampled_from(["skip", "limit", "targets", "programID", "eventID", "active", "venName",
                                               "venID", "resourceName", "clientName", "objects", "other",
                                               "limit[]"]),
                              st.text(max_size=140), max_size=5),

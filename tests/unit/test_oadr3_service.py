@@ -120,7 +120,7 @@ def test_refused_event_writes_nothing(vtn):
 def test_bad_principal_and_kind_are_refused(vtn):
     for principal in ({}, {"clientId": "x", "role": "admin"}, {"clientId": 3, "role": "bl"}, None):
         assert api_call(vtn.service.oadr_search, "programs", principal)["field"] == "<principal>"
-    assert api_call(vtn.service.oadr_search, "reports", BL)["field"] == "<path>"
+    assert api_call(vtn.service.oadr_search, "notifiers", BL)["field"] == "<path>"
 
 
 # --- persistence ----------------------------------------------------------------------------------

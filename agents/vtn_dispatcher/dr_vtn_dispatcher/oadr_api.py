@@ -23,16 +23,17 @@ from dr_vtn_dispatcher.model import CANCELLED, COMPLETED
 from dr_vtn_dispatcher.oadr_events import extras_of, to_oadr_event, to_vtn_request
 from dr_vtn_dispatcher.oadr_models import check_object_id, parse_request
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier, matching
-from dr_vtn_dispatcher.oadr_objects import DEFAULT_PROGRAM_ID, EVENT, PROGRAM, RESOURCE, SUBSCRIPTION, VEN, ObjectBook
+from dr_vtn_dispatcher.oadr_objects import (DEFAULT_PROGRAM_ID, EVENT, PROGRAM, REPORT, RESOURCE, SUBSCRIPTION, VEN,
+                                             ObjectBook)
 from dr_vtn_dispatcher.registry import Registry
 
 _log = logging.getLogger(__name__)
 
 FORBIDDEN = "forbidden"
 KIND_OF_PATH = {"programs": PROGRAM, "events": EVENT, "vens": VEN, "resources": RESOURCE,
-                "subscriptions": SUBSCRIPTION}
+                "subscriptions": SUBSCRIPTION, "reports": REPORT}
 ID_FIELD = {"programs": "programID", "events": "eventID", "vens": "venID", "resources": "resourceID",
-            "subscriptions": "subscriptionID"}
+            "subscriptions": "subscriptionID", "reports": "reportID"}
 LIMIT_MAX = 50
 EVENT_SCAN_MAX = 10_000     # events read per search (latest start first)
 EVENT_PAGE = 500
@@ -104,7 +105,7 @@ class OadrApi:
         if kind in (PROGRAM, EVENT):
             targets = obj.get("targets") or []
             return not targets or bool(set(targets) & (names if names is not None else self._identities(who)))
-        if kind in (VEN, SUBSCRIPTION):
+        if kind in (VEN, SUBSCRIPTION, REPORT):
             return obj.get("clientID") == who.client_id
         return obj.get("venID") in self._own_ven_ids(who)
 
@@ -132,6 +133,8 @@ class OadrApi:
                     row.get("resourceName") != query["resourceName"]:
                 continue
             if kind == SUBSCRIPTION and not _subscription_matches(row, query):
+                continue
+            if kind == REPORT and not self._report_matches(row, query):
                 continue
             out.append(_redacted(kind, row, who))
         return out[skip:skip + limit]
@@ -282,6 +285,13 @@ class OadrApi:
                 raise invalid("programID", f"no program {data['programID']!r}")
             data["clientID"] = who.client_id
             data["_role"], data["_venName"] = who.role, who.ven_name   # whose privacy its notifications keep
+        elif kind == REPORT:
+            try:
+                event = self.get("events", data["eventID"], who)
+            except ApiError:
+                raise invalid("eventID", f"no event {data['eventID']!r}") from None
+            data["clientID"] = who.client_id
+            data["_programID"] = event["programID"]
         elif kind == RESOURCE:
             ven = self.book.get(VEN, data["venID"])
             if ven is None:
@@ -295,6 +305,15 @@ class OadrApi:
                 data["clientID"] = ven.body.get("clientID")
         data.pop("objectType", None)
         return data
+
+    def _report_matches(self, row: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
+        for key in ("eventID", "clientName"):
+            if query.get(key) is not None and row.get(key) != query[key]:
+                return False
+        if query.get("programID") is not None:
+            stored = self.book.get(REPORT, str(row.get("id")))
+            return stored is not None and stored.body.get("_programID") == query["programID"]
+        return True
 
     @staticmethod
     def _kind(path: str) -> str:

@@ -120,8 +120,23 @@ class SubscriptionRequest(_Model):
     targets: Targets | None = None
 
 
+class ReportResource(_Model):
+    resourceName: Str128
+    intervalPeriod: IntervalPeriod | None = None
+    intervals: Annotated[list[Interval], Field(max_length=LIST_MAX)]
+
+
+class ReportRequest(_Model):
+    eventID: ObjectId
+    clientName: Str128
+    reportName: Annotated[StrictStr, Field(max_length=200)] | None = None
+    payloadDescriptors: Annotated[list[dict[str, Any]], Field(max_length=LIST_MAX)] | None = None
+    resources: Annotated[list[ReportResource], Field(max_length=LIST_MAX)]
+
+
 MODELS: dict[str, type[_Model]] = {"programs": ProgramRequest, "events": EventRequest, "vens": VenRequest,
-                                   "resources": ResourceRequest, "subscriptions": SubscriptionRequest}
+                                   "resources": ResourceRequest, "subscriptions": SubscriptionRequest,
+                                   "reports": ReportRequest}
 
 
 def parse_request(kind: str, body: object) -> dict[str, Any]:

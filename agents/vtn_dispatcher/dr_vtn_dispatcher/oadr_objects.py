@@ -1,5 +1,5 @@
-"""OpenADR 3 objects the VTN keeps besides its events: programs, VENs, resources, subscriptions, and the OpenADR
-side of events (name, targets, descriptors as the client gave them). Held in memory, written through to the store
+"""OpenADR 3 objects the VTN keeps besides its events: programs, VENs, resources, subscriptions, reports, and the
+OpenADR side of events (name, targets, descriptors as the client gave them). Held in memory, written through to the store
 table `vtn_oadr_objects` at once (they change at an operator's pace), loaded at start. Bounded per kind.
 """
 
@@ -19,10 +19,11 @@ from dr_vtn_dispatcher.store import Store
 _log = logging.getLogger(__name__)
 
 PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION = "PROGRAM", "EVENT", "VEN", "RESOURCE", "SUBSCRIPTION"
-KINDS = (PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION)
+REPORT = "REPORT"
+KINDS = (PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION, REPORT)
 MAX_OBJECTS = 100_000          # of one kind
 DEFAULT_PROGRAM_ID = "default"  # events without a program (e.g. from the seed API) belong to it
-ID_PREFIX = {PROGRAM: "prg", EVENT: "evt", VEN: "ven", RESOURCE: "res", SUBSCRIPTION: "sub"}
+ID_PREFIX = {PROGRAM: "prg", EVENT: "evt", VEN: "ven", RESOURCE: "res", SUBSCRIPTION: "sub", REPORT: "rpt"}
 
 
 @dataclass

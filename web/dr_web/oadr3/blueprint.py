@@ -31,18 +31,18 @@ from dr_web.problems import error_id
 _log = logging.getLogger(__name__)
 
 EXTENSION = "dr_web.oadr3"
-KINDS = ("programs", "events", "vens", "resources", "subscriptions")
+KINDS = ("programs", "events", "vens", "resources", "subscriptions", "reports")
 READ_SCOPES = {"programs": {"read_all", "read_targets"}, "events": {"read_all", "read_targets"},
                "vens": {"read_all", "read_ven_objects"}, "resources": {"read_all", "read_ven_objects"},
-               "subscriptions": {"read_all", "read_ven_objects"}}
+               "subscriptions": {"read_all", "read_ven_objects"}, "reports": {"read_all", "read_ven_objects"}}
 WRITE_SCOPE = {"programs": "write_programs", "events": "write_events", "vens": "write_vens",
-               "resources": "write_vens", "subscriptions": "write_subscriptions"}
+               "resources": "write_vens", "subscriptions": "write_subscriptions", "reports": "write_reports"}
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 STATUS_OF_CODE = {"invalid": 400, "forbidden": 403, "not_found": 404, "conflict": 409, "internal": 500}
 INT_QUERY = ("skip", "limit")
 _DIGITS = re.compile(r"[0-9]{1,10}")
-STR_QUERY = ("programID", "venName", "venID", "resourceName", "clientName")
+STR_QUERY = ("programID", "eventID", "venName", "venID", "resourceName", "clientName")
 OBJECT_TYPES = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
 
 
