@@ -21,6 +21,8 @@ from dr_common import topics
 from dr_common.payloads import OP_EVENT, OP_RESTORE, OP_SHED_PANEL, Ack, Command, Telemetry
 from dr_common.schema import PayloadError
 
+RECEIVED_COMMANDS = "received_commands"  # this test agent's one RPC
+
 _log = logging.getLogger(__name__)
 
 
@@ -86,8 +88,9 @@ class ContractVen(Agent):
     def _publish(self, topic: str, message: Any) -> None:
         self.vip.pubsub.publish("pubsub", topic, headers={"source": self.core.identity}, message=message)
 
-    @RPC.export
+    @RPC.export(RECEIVED_COMMANDS)
     def received_commands(self) -> dict[str, Any]:
+        """What the contract VEN received: commands, duplicates, bad ones, its shed and event."""
         return {"venId": self.ven_id, "received": self.received, "duplicates": self.duplicates, "bad": self.bad,
                 "shedKw": self.shed_kw, "eventId": self.event_id}
 
