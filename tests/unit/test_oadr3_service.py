@@ -218,3 +218,13 @@ def test_tokens_scopes_expiry_and_bound():
             issuer.issue(bad)
         assert info.value.status == 401 and "change-me" not in info.value.description
     assert "change-me" not in repr(issuer.clients)
+
+
+@pytest.mark.parametrize("period, field", [({"start": "soon"}, "intervalPeriod.start"),
+                                           ({"start": "1969-12-31T00:00:00Z"}, "intervalPeriod.start"),
+                                           ({"duration": "1 hour"}, "intervalPeriod.duration"),
+                                           ({"randomizeStart": "PT"}, "intervalPeriod.randomizeStart")])
+def test_program_interval_period_is_checked(vtn, period, field):
+    answer = api_call(vtn.service.oadr_create, "programs", {"programName": "p", "intervalPeriod": period}, BL)
+    assert answer["code"] == "invalid" and answer["field"] == field
+    assert [p["id"] for p in vtn.service.oadr_search("programs", BL, {})] == ["default"]

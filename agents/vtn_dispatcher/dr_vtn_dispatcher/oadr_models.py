@@ -8,6 +8,7 @@ out-of-range values are refused with the field named (`ApiError` `invalid`, HTTP
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError,
@@ -17,6 +18,8 @@ from dr_common.schema import PayloadError, check_tree
 from dr_vtn_dispatcher.errors import ApiError, invalid
 
 OBJECT_ID_RE = re.compile(r"\A[a-zA-Z0-9_-]{1,128}\Z")
+_DURATION_RE = re.compile(r"\A(-?)P(?=\d|T\d)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)([DW]))?"
+                          r"(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?\Z")
 LIST_MAX = 1000            # items in any list of a request (targets, intervals, payloads, values ...)
 
 Str128 = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -46,6 +49,25 @@ class IntervalPeriod(_Model):
     start: Annotated[StrictStr, Field(max_length=64)] | None = None
     duration: DurationText | None = None
     randomizeStart: DurationText | None = None
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("0001-01-01"):
+            try:
+                parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+            except ValueError:
+                raise ValueError("is not an RFC 3339 date-time") from None
+            if not 1970 <= parsed.year <= 9000:
+                raise ValueError("must lie between 1970 and 9000 (or be 0001-01-01 for now)")
+        return value
+
+    @field_validator("duration", "randomizeStart")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not _DURATION_RE.match(value):
+            raise ValueError("is not an ISO 8601 duration (e.g. PT1H)")
+        return value
 
 
 class Interval(_Model):
@@ -164,8 +186,6 @@ def check_object_id(value: object, field: str) -> str:
     return value
 
 
-_DURATION_RE = re.compile(r"\A(-?)P(?=\d|T\d)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)([DW]))?"
-                          r"(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?\Z")
 OPEN_ENDED = "P9999Y"
 
 
