@@ -210,7 +210,7 @@ def test_no_notifier_means_no_webhooks(tmp_path):
 
 
 def test_seed_api_changes_notify_too(tmp_path, receiver):
-    notifier = WebhookNotifier(backoff_s=0.01)
+    notifier = WebhookNotifier(backoff_s=0.01, workers=1)   # one worker: delivered in the order queued
     vtn = make_vtn(tmp_path, notifier)
     try:
         subscribe(vtn, BL, receiver.url + "/bl", "bl-cb-token")

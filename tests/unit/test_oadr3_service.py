@@ -228,3 +228,44 @@ def test_program_interval_period_is_checked(vtn, period, field):
     answer = api_call(vtn.service.oadr_create, "programs", {"programName": "p", "intervalPeriod": period}, BL)
     assert answer["code"] == "invalid" and answer["field"] == field
     assert [p["id"] for p in vtn.service.oadr_search("programs", BL, {})] == ["default"]
+
+
+# --- reports as telemetry -------------------------------------------------------------------------
+def _report(event_id: str, *resources: dict) -> dict:
+    return {"eventID": event_id, "clientName": "c", "resources": list(resources)}
+
+
+def _resource(name: str, *payloads: tuple[str, float], duration: str = "PT15M") -> dict:
+    return {"resourceName": name, "intervalPeriod": {"start": "2026-01-01T00:00:00Z", "duration": duration},
+            "intervals": [{"id": 0, "payloads": [{"type": t, "values": [v]} for t, v in payloads]}]}
+
+
+def test_report_figures_map_to_telemetry():
+    from datetime import datetime, timezone
+    from dr_vtn_dispatcher.oadr_reports import report_telemetry
+    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    usage = report_telemetry("v", _report("e", _resource("r1", ("USAGE", 1.0)), _resource("r2", ("USAGE", 0.5))), now)
+    assert usage.used_power_kw == 6.0 and usage.event_id == "e"          # 1.5 kWh in 15 min = 6 kW
+    assert usage.ts == datetime(2026, 1, 1, 0, 15, tzinfo=timezone.utc)
+    both = report_telemetry("v", _report("e", _resource("r1", ("DEMAND", 9)),
+                                         _resource("AGGREGATED_REPORT", ("DEMAND", 3), ("BASELINE", 5))), now)
+    assert (both.used_power_kw, both.baseline_power_kw, both.shed_power_kw) == (3.0, 5.0, 2.0)
+    delta = report_telemetry("v", _report("e", _resource("r", ("DEMAND", 3), ("DELTA_USAGE", 0.25))), now)
+    assert delta.shed_power_kw == 1.0
+    assert report_telemetry("v", _report("e", _resource("r", ("OPERATING_STATE", 1))), now) is None
+    assert report_telemetry("v", _report("e", _resource("r", ("USAGE", 1), duration="P1M")), now) is None
+
+
+def test_a_vens_report_is_its_telemetry(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus", "maxShedKw": 5})
+    made = vtn.service.oadr_create("events", oadr_event(targets=["ven-a"]), BL)
+    report = _report(made["id"], _resource("AGGREGATED_REPORT", ("DEMAND", 3), ("BASELINE", 5)))
+    vtn.service.oadr_create("reports", report, VEN_A)
+    ven = vtn.service.get_ven("ven-a")
+    assert ven["usedPowerKw"] == 3 and ven["shedPowerKw"] == 2 and ven["status"] == "online"
+    assert vtn.service.event_metrics(made["id"])["currentReductionKw"] == 2
+    # a VEN client speaks for its own venName only: ven-b's report (on an event it sees) feeds nothing
+    everyone = vtn.service.oadr_create("events", oadr_event(), BL)
+    vtn.service.oadr_create("reports", _report(everyone["id"], _resource("AGGREGATED_REPORT", ("DEMAND", 9))),
+                            {"clientId": "b", "role": "ven", "venName": "ven-b"})
+    assert vtn.service.get_ven("ven-a")["usedPowerKw"] == 3

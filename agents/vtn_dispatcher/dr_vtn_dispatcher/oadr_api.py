@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
+from dr_common.payloads import Telemetry
+from dr_common.timeutil import UTC
 from dr_vtn_dispatcher.config import VtnConfig
 from dr_vtn_dispatcher.errors import ApiError, conflict, invalid, not_found
 from dr_vtn_dispatcher.events import EventManager
@@ -23,6 +26,7 @@ from dr_vtn_dispatcher.model import CANCELLED, COMPLETED
 from dr_vtn_dispatcher.oadr_events import extras_of, to_oadr_event, to_vtn_request
 from dr_vtn_dispatcher.oadr_models import check_object_id, parse_request
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier, matching
+from dr_vtn_dispatcher.oadr_reports import report_telemetry
 from dr_vtn_dispatcher.oadr_objects import (DEFAULT_PROGRAM_ID, EVENT, PROGRAM, REPORT, RESOURCE, SUBSCRIPTION, VEN,
                                              ObjectBook)
 from dr_vtn_dispatcher.registry import Registry
@@ -79,8 +83,10 @@ class OadrApi:
     """The operations behind /openadr3/3.1.0 for programs, events, VENs and resources."""
 
     def __init__(self, book: ObjectBook, events: EventManager, registry: Registry, config: VtnConfig,
-                 now: Callable[[], float], notifier: WebhookNotifier | None = None) -> None:
+                 now: Callable[[], float], notifier: WebhookNotifier | None = None,
+                 on_telemetry: Callable[[list[Telemetry]], None] | None = None) -> None:
         self.notifier = notifier
+        self.on_telemetry = on_telemetry
         self.book = book
         self.events = events
         self.registry = registry
@@ -186,7 +192,9 @@ class OadrApi:
         if kind == EVENT:
             return self._notify(kind, "CREATE", self._put_event(self.book.new_id(EVENT), data, create=True))
         data = self._checked(kind, data, who, None)
-        return self._notify(kind, "CREATE", self.book.put(kind, self.book.new_id(kind), data).to_dict())
+        made = self.book.put(kind, self.book.new_id(kind), data).to_dict()
+        self._feed(kind, data, who)
+        return self._notify(kind, "CREATE", made)
 
     def update(self, path: str, object_id: str, body: object, who: Principal) -> dict[str, Any]:
         """Replace an object's client-provided fields (an event's update is a dr.vtn modification)."""
@@ -198,7 +206,9 @@ class OadrApi:
         data = self._checked(kind, data, who, object_id)
         if kind == VEN and current.get("clientID") and who.is_ven:
             data["clientID"] = current["clientID"]
-        return self._notify(kind, "UPDATE", self.book.put(kind, object_id, data).to_dict())
+        changed = self.book.put(kind, object_id, data).to_dict()
+        self._feed(kind, data, who)
+        return self._notify(kind, "UPDATE", changed)
 
     def delete(self, path: str, object_id: str, who: Principal) -> dict[str, Any]:
         """Delete an object and return it as it was (deleting an event cancels it in dr.vtn)."""
@@ -217,6 +227,15 @@ class OadrApi:
             raise invalid("venID", "the VEN still has resources; delete them first")
         self.book.delete(kind, object_id)
         return self._notify(kind, "DELETE", current)
+
+    def _feed(self, kind: str, report: Mapping[str, Any], who: Principal) -> None:
+        """A VEN's report, when its venName is a registered VEN, is that VEN's telemetry (oadr_reports)."""
+        if kind != REPORT or not who.is_ven or self.on_telemetry is None or not who.ven_name or \
+                who.ven_name not in self.registry:
+            return
+        telemetry = report_telemetry(who.ven_name, report, datetime.fromtimestamp(self.now(), UTC))
+        if telemetry is not None:
+            self.on_telemetry([telemetry])
 
     def seed_changed(self, operation: str, event: dict[str, Any]) -> dict[str, Any]:
         """Notify OpenADR subscribers of a change made to an event through the seed API; returns `event`

@@ -65,7 +65,8 @@ class VtnService:
                              config.trusted_bridges, self.counters)
         self.oadr_book = ObjectBook(store, scheduler.now)
         self.notifier = notifier     # OpenADR webhooks (started and stopped with the service)
-        self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now, notifier)
+        self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now, notifier,
+                            self.intake.on_telemetry)
         self.started = False
         self._flush_timer: TimerHandle | None = None
 
