@@ -78,10 +78,11 @@ def field(vplatform):
     dev_site = f"{vp.site}-devices"
     devices.stop(dev_site)
     ports = devices.start(dev_site, FIELD / "devices.json", 0, 0, 0)
+    configs = device_configs(FIELD / "driver", ports, free_udp_port())
     try:
         t0 = time.monotonic()
         vp.install_site("field", only=[DRIVER_IDENTITY])
-        for name, config in device_configs(FIELD / "driver", ports, free_udp_port()).items():
+        for name, config in configs.items():
             vp.store_config(DRIVER_IDENTITY, name, config)
         vp.restart_agent(DRIVER_IDENTITY)  # platform.driver applies device configs changed in its store on start
         rec = Recorder()
@@ -100,6 +101,11 @@ def field(vplatform):
         if info is not None:
             vp.vctl("stop", info.uuid, timeout=60)
     finally:
+        # the platform is shared with the other test modules: leave no field device for platform.driver to poll
+        for name in configs:
+            vp.vctl("config", "delete", DRIVER_IDENTITY, name, check=False)
+        if DRIVER_IDENTITY in vp.agents():
+            vp.restart_agent(DRIVER_IDENTITY)
         devices.stop(dev_site)
 
 
