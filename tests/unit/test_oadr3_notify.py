@@ -32,7 +32,7 @@ class Receiver:
     """A webhook endpoint on a free loopback port: records (path, Authorization, body); answers `fail_first`
     requests with 500."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, port: int = 0) -> None:
         self.received: list[tuple[str, str | None, dict]] = []
         self.fail_first = fail_first
         self.hits = 0
@@ -57,7 +57,7 @@ class Receiver:
         ready = threading.Event()
 
         def serve() -> None:
-            self.http = HTTPServer(("127.0.0.1", 0), Handler)
+            self.http = HTTPServer(("127.0.0.1", port), Handler)
             ready.set()
             self.http.serve_forever(poll_interval=0.05)
 
@@ -69,6 +69,7 @@ class Receiver:
     def close(self) -> None:
         self.http.shutdown()
         self.thread.join(5)
+        self.http.server_close()
 
 
 @pytest.fixture
@@ -230,3 +231,37 @@ def test_seed_api_changes_notify_too(tmp_path, receiver):
     finally:
         vtn.stop()
         vtn.store.close()
+
+
+def test_a_webhook_owed_at_restart_is_still_delivered(tmp_path):
+    from dr_vtn_dispatcher.oadr_notify import StoreKeep
+
+    store = Store(sqlite_url(str(tmp_path / "vtn.sqlite")))
+    clock = ManualScheduler(time.time())
+    # first life: the receiver is down, the delivery waits for its next attempt when dr.vtn stops
+    first = WebhookNotifier(backoff_s=60, attempts=5, timeout_s=0.5, workers=1, keep=StoreKeep(store))
+    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config({}), notifier=first)
+    vtn.start()
+    receiver = Receiver()
+    url = receiver.url
+    receiver.close()
+    subscribe(vtn, BL, url + "/owed", "owed-token")
+    made = vtn.oadr_create("events", event(), BL)
+    wait_until(lambda: first.counters()["webhookAttemptsFailed"] == 1)
+    vtn.stop()
+    assert len(StoreKeep(store).load()) == 1
+    # second life, on the same store, with the receiver back on the same port
+    back = Receiver(port=int(url.rsplit(":", 1)[1]))
+    second = WebhookNotifier(backoff_s=0.01, workers=1, keep=StoreKeep(store))
+    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config({}), notifier=second)
+    vtn.start()
+    try:
+        wait_until(lambda: back.received and second.idle())
+        ((path, auth, body),) = back.received
+        assert path == "/owed" and auth == "Bearer owed-token" and body["object"]["id"] == made["id"]
+        assert second.counters()["webhooksRestored"] == 1
+        assert StoreKeep(store).load() == []
+    finally:
+        vtn.stop()
+        back.close()
+        store.close()

@@ -32,7 +32,7 @@ from dr_common.vip_repr import bound_message_repr
 from dr_vtn_dispatcher import __version__
 from dr_vtn_dispatcher.config import VtnConfig, parse_config
 from dr_vtn_dispatcher.errors import INTERNAL, api_call
-from dr_vtn_dispatcher.oadr_notify import WebhookNotifier
+from dr_vtn_dispatcher.oadr_notify import StoreKeep, WebhookNotifier
 from dr_vtn_dispatcher.service import VtnService
 from dr_vtn_dispatcher.store import Store, sqlite_url
 
@@ -155,7 +155,7 @@ class VtnAgent(Agent):
             # while the database works): the event loop dispatches and takes acks meanwhile
             self._writer = ThreadPool(1)
             self.service = VtnService(store, CoreScheduler(self.core), BusSender(self), config,
-                                      offload=self._writer.apply, notifier=WebhookNotifier())
+                                      offload=self._writer.apply, notifier=WebhookNotifier(keep=StoreKeep(store)))
             self.service.start()
         except Exception as exc:  # reported by health, retried on reconfig
             self.config_error = f"cannot start: {exc.__class__.__name__} (details in the log)"

@@ -257,11 +257,12 @@ class OadrApi:
         def visible(sub: Mapping[str, Any]) -> bool:
             return self._visible(kind, obj, _subscriber(sub))
 
-        for sub, op in matching(subscriptions, kind, operation, obj, visible):
-            shown = _redacted(kind, obj, _subscriber(sub))
-            self.notifier.submit(sub["id"], op["callbackUrl"], op.get("bearerToken"),
-                                 {"objectType": kind, "operation": operation, "object": shown,
-                                  "targets": obj.get("targets")})
+        deliveries = [(sub["id"], op["callbackUrl"], op.get("bearerToken"),
+                       {"objectType": kind, "operation": operation, "object": _redacted(kind, obj, _subscriber(sub)),
+                        "targets": obj.get("targets")})
+                      for sub, op in matching(subscriptions, kind, operation, obj, visible)]
+        if deliveries:
+            self.notifier.submit_many(deliveries)
         return obj
 
     def _put_event(self, event_id: str, data: dict[str, Any], create: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import urllib.error
+import uuid
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,30 @@ from dr_common.rejects import RateLimitedLog
 _log = logging.getLogger(__name__)
 
 Post = Callable[[str, bytes, "str | None", float], int]
+OWED = "WEBHOOK"   # object type of an owed delivery in dr.vtn's store (survives a restart)
+
+
+class StoreKeep:
+    """Owed deliveries kept in dr.vtn's store (table vtn_oadr_objects, object type WEBHOOK) until delivered or
+    given up, so a restart delivers them still."""
+
+    def __init__(self, store: Any, now: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.now = now
+
+    def save(self, records: list[dict[str, Any]]) -> None:
+        """Keep these deliveries (one transaction)."""
+        now = self.now()
+        self.store.save_oadr_objects([{"object_type": OWED, "object_id": r["key"], "body": json.dumps(r),
+                                       "created_at": now, "modified_at": now} for r in records])
+
+    def drop(self, key: str) -> None:
+        """Forget a delivery (delivered or given up)."""
+        self.store.delete_oadr_object(OWED, key)
+
+    def load(self) -> list[dict[str, Any]]:
+        """The deliveries still owed."""
+        return [json.loads(row["body"]) for row in self.store.load_oadr_objects() if row["object_type"] == OWED]
 
 
 def _program_of(kind: str, obj: Mapping[str, Any]) -> str | None:
@@ -78,6 +103,7 @@ class _Delivery:
     body: bytes = field(compare=False)
     subscription_id: str = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    key: str = field(default="", compare=False)
 
 
 class WebhookNotifier:
@@ -85,7 +111,8 @@ class WebhookNotifier:
 
     def __init__(self, post: Post = http_post, clock: Callable[[], float] = time.monotonic, timeout_s: float = 5.0,
                  attempts: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 60.0, max_pending: int = 10_000,
-                 workers: int = 4) -> None:
+                 workers: int = 4, keep: StoreKeep | None = None) -> None:
+        self.keep = keep
         self.post = post
         self.clock = clock
         self.timeout_s = timeout_s
@@ -105,21 +132,28 @@ class WebhookNotifier:
                        "webhooksGivenUp": 0, "webhooksDropped": 0}
 
     def start(self) -> None:
-        """Start the worker threads."""
+        """Start the worker threads (after queueing the deliveries still owed from before a restart)."""
         with self._cv:
             if self._running:
                 return
             self._running = True
+            for record in self.keep.load() if self.keep is not None else []:
+                heapq.heappush(self._heap, _Delivery(self.clock(), next(self._seq), record["url"], record.get("token"),
+                                                     record["body"].encode(), record["subscriptionId"],
+                                                     int(record.get("attempts", 0)), record["key"]))
+                self.counts["webhooksRestored"] = self.counts.get("webhooksRestored", 0) + 1
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"oadr-webhook-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the workers (deliveries still waiting are dropped and counted)."""
+        """Stop the workers (deliveries still waiting stay owed in the store when there is one, else are dropped
+        and counted)."""
         with self._cv:
             self._running = False
-            self.counts["webhooksDropped"] += len(self._heap)
+            if self.keep is None:
+                self.counts["webhooksDropped"] += len(self._heap)
             self._heap.clear()
             self._cv.notify_all()
         for thread in self._threads:
@@ -128,15 +162,27 @@ class WebhookNotifier:
 
     def submit(self, subscription_id: str, url: str, token: str | None, notification: Mapping[str, Any]) -> bool:
         """Queue one delivery; False (counted) when `max_pending` are waiting already."""
-        body = json.dumps(notification, separators=(",", ":"), allow_nan=False).encode()
+        return self.submit_many([(subscription_id, url, token, notification)]) == 1
+
+    def submit_many(self, items: list[tuple[str, str, str | None, Mapping[str, Any]]]) -> int:
+        """Queue deliveries `(subscriptionId, url, token, notification)`, kept in the store in one transaction
+        first; returns how many were queued (the rest, beyond `max_pending`, are dropped and counted)."""
         with self._cv:
-            if len(self._heap) >= self.max_pending:
-                self.counts["webhooksDropped"] += 1
-                return False
-            heapq.heappush(self._heap, _Delivery(self.clock(), next(self._seq), url, token, body, subscription_id))
-            self.counts["webhooksQueued"] += 1
-            self._cv.notify()
-        return True
+            room = max(0, self.max_pending - len(self._heap))
+        taken = items[:room]
+        self.counts["webhooksDropped"] += len(items) - len(taken)
+        deliveries = [_Delivery(self.clock(), next(self._seq), url, token,
+                                json.dumps(note, separators=(",", ":"), allow_nan=False).encode(), sub_id,
+                                key=uuid.uuid4().hex) for sub_id, url, token, note in taken]
+        if self.keep is not None and deliveries:
+            self.keep.save([{"key": d.key, "url": d.url, "token": d.token, "body": d.body.decode(),
+                             "subscriptionId": d.subscription_id, "attempts": 0} for d in deliveries])
+        with self._cv:
+            for delivery in deliveries:
+                heapq.heappush(self._heap, delivery)
+            self.counts["webhooksQueued"] += len(deliveries)
+            self._cv.notify_all()
+        return len(deliveries)
 
     def counters(self) -> dict[str, int]:
         """Delivery counts and what is waiting."""
@@ -159,22 +205,40 @@ class WebhookNotifier:
                 item = heapq.heappop(self._heap)
                 self._busy += 1
             ok, reason = self._send(item)
+            done = self._settle(item, ok, reason)
+            if done:
+                self._forget(item)
             with self._cv:
                 self._busy -= 1
-                item.attempts += 1
-                if ok:
-                    self.counts["webhooksDelivered"] += 1
-                    continue
-                self.counts["webhookAttemptsFailed"] += 1
-                if item.attempts >= self.attempts or not self._running:
-                    self.counts["webhooksGivenUp"] += 1
-                    self._refusals.warning(f"giveup:{item.subscription_id}", "dr.vtn: webhook of subscription %s "
-                                           "given up after %d attempts: %s", item.subscription_id, item.attempts,
-                                           reason)
-                    continue
-                item.due = self.clock() + min(self.backoff_max_s, self.backoff_s * 2 ** (item.attempts - 1))
-                heapq.heappush(self._heap, item)
-                self._cv.notify()
+
+    def _settle(self, item: _Delivery, ok: bool, reason: str) -> bool:
+        """Count an attempt; True when the delivery is finished (sent, or given up)."""
+        with self._cv:
+            item.attempts += 1
+            if ok:
+                self.counts["webhooksDelivered"] += 1
+                return True
+            self.counts["webhookAttemptsFailed"] += 1
+            if not self._running:           # stopping: it stays owed (in the store) when there is one
+                if self.keep is None:
+                    self.counts["webhooksDropped"] += 1
+                return False
+            if item.attempts >= self.attempts:
+                self.counts["webhooksGivenUp"] += 1
+                self._refusals.warning(f"giveup:{item.subscription_id}", "dr.vtn: webhook of subscription %s "
+                                       "given up after %d attempts: %s", item.subscription_id, item.attempts, reason)
+                return True
+            item.due = self.clock() + min(self.backoff_max_s, self.backoff_s * 2 ** (item.attempts - 1))
+            heapq.heappush(self._heap, item)
+            self._cv.notify()
+            return False
+
+    def _forget(self, item: _Delivery) -> None:
+        if self.keep is not None and item.key:
+            try:
+                self.keep.drop(item.key)
+            except Exception:  # the delivery is done; a stale row is sent again after a restart at worst
+                _log.exception("dr.vtn: forgetting webhook %s failed", item.key)
 
     def _send(self, item: _Delivery) -> tuple[bool, str]:
         try:

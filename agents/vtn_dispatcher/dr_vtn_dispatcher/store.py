@@ -353,6 +353,12 @@ class Store:
                "modified_at": modified_at}
         self.write([self._statement(oadr_objects_table, [row], True)])
 
+    def save_oadr_objects(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace many OpenADR objects (`object_type, object_id, body, created_at, modified_at`) in one
+        transaction."""
+        if rows:
+            self.write([self._statement(oadr_objects_table, list(rows), True)])
+
     def delete_oadr_object(self, object_type: str, object_id: str) -> None:
         """Remove one OpenADR object (nothing when it is not there)."""
         table = oadr_objects_table
