@@ -288,7 +288,8 @@ def test_a_failed_shed_write_moves_on_to_the_next_load_and_a_failed_restore_is_r
 
     def flaky(op):
         if op.path in failing:
-            raise __import__("dr_devices").PointError("device offline")
+            # a refusal (Modbus exception 4): nothing was written
+            raise __import__("dr_devices").PointError("ExceptionResponse(dev_id=3, function_code=144, exception_code=4)")
         real_apply(op)
 
     site.apply = flaky

@@ -16,7 +16,8 @@ from dr_ven_load_control.config import RESTORE_REVERT, VenConfig
 from dr_ven_load_control.controller import StepResult, step
 from dr_ven_load_control.loads import Action, LoadModel, LoadView, build_model
 from dr_ven_load_control.siteview import SiteView
-from dr_ven_load_control.state import EPS_KW, RESTORE, REVERT, SET, SHED, EventState, Op
+from dr_ven_load_control.state import CORRECT, EPS_KW, RESTORE, REVERT, SET, SHED, EventState, Op
+from dr_ven_load_control.writes import RestoreChecks, refused
 
 _log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ShedControl:
         self.config_opt_out = False
         self.faulted: dict[str, float] = {}
         self.last_step: StepResult | None = None
+        self.checks = RestoreChecks(counters, problem)
 
     # --- views --------------------------------------------------------------------------------------------
     def hours_left(self, event: EventState | None, now: float) -> float:
@@ -171,6 +173,7 @@ class ShedControl:
             self.site.effect(now, before - expected)
             for point, value in points.items():
                 if action.commanded.get(point) != value:
+                    self.checks.drop(model.cfg.path, point)
                     sheds.append(Op(SET, model.cfg.path, point, value, lid, SHED))
         if sheds or releases:
             self.site.sent(now)
@@ -180,6 +183,10 @@ class ShedControl:
                     points: Mapping[str, object], now: float) -> Action | None:
         originals = {}
         for point in points:
+            checking, original = self.checks.original(model.cfg.path, point)
+            if checking:  # restored after a late write, not confirmed yet: the reading may show the late value
+                originals[point] = original
+                continue
             if values is None or point not in values:
                 self.problem(f"cannot shed {lid}: no reading of {model.cfg.path}/{point} to restore to")
                 return None
@@ -252,11 +259,19 @@ class ShedControl:
         written: set[str] = set()
         for op, error in results:
             action = self.actions.get(op.load_id)
+            if op.purpose == CORRECT:
+                self.checks.booked(op, error, now)
+                if error is None:
+                    self.site.wrote(op.path, op.point, op.value, now)
+                continue
             if error is None:  # a revert goes back to the value recorded before the event
                 self.site.wrote(op.path, op.point, op.value, now)
                 written.add(op.load_id)
             if op.purpose == RESTORE:
                 restored[op.load_id] = restored.get(op.load_id, True) and error is None
+                if error is None and op.kind == REVERT and action is not None and self.checks.wants_check(
+                        op.path, op.point, op.point in action.uncertain):
+                    self.checks.watch(op.path, op.point, action.originals.get(op.point, op.value), op.load_id, now)
                 if error is not None:
                     self.counters["restore_failures"] += 1
                     self.problem(f"restore of {op.load_id} ({op.path}/{op.point}) failed: {error}")
@@ -268,10 +283,18 @@ class ShedControl:
                 continue
             self.counters["write_failures"] += 1
             shed_failed = True
+            self.faulted[op.load_id] = now + FAULT_HOLD_S
+            if not refused(error):  # no clear refusal: the device may apply it late, so it is restored too
+                self.counters["writes_possibly_applied"] += 1
+                self.problem(f"shed of {op.load_id} ({op.path}/{op.point} = {op.value!r}) got no clear answer: "
+                             f"{error}; possibly written, restored like a written point; not used again for "
+                             f"{FAULT_HOLD_S:g} s")
+                if action is not None:
+                    action.uncertain[op.point] = op.value
+                continue
             self.problem(f"shed of {op.load_id} ({op.path}/{op.point} = {op.value!r}) failed: {error}; "
                          f"not used again for {FAULT_HOLD_S:g} s")
-            self.faulted[op.load_id] = now + FAULT_HOLD_S
-            if action is not None and not action.commanded:
+            if action is not None and not action.commanded and not action.uncertain:
                 del self.actions[op.load_id]
                 self.site.effect(now, action.shed_kw)
         for lid in written:

@@ -95,6 +95,10 @@ class VenEngine:
             self.problem(f"device {path}: expected a point mapping, got {type(values).__name__}")
             return []
         shows = self.site.device(path, dict(values), now, live)
+        corrections = self.control.checks.reading(path, values, shows, now)
+        return corrections + self._on_reading(path, values, shows, now, live)
+
+    def _on_reading(self, path: str, values: Mapping[str, Any], shows: float, now: float, live: bool) -> list[Op]:
         if path == self.cfg.meter_path:
             kw = as_float(values, self.cfg.meter_point)
             if kw is None:

@@ -44,12 +44,13 @@ class Action:
     restoring: bool = False
     retry_at: float | None = None
     failures: int = 0
+    uncertain: dict[str, Any] = field(default_factory=dict)  # point -> value of a write possibly applied late
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form."""
         return {"loadId": self.load_id, "path": self.path, "shedKw": self.shed_kw, "freeKw": self.free_kw,
                 "commanded": dict(self.commanded), "originals": dict(self.originals), "since": self.since,
-                "restoring": self.restoring}
+                "restoring": self.restoring, "possiblyWritten": dict(self.uncertain)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Action:
@@ -57,7 +58,8 @@ class Action:
         return cls(load_id=str(data["loadId"]), path=str(data["path"]), shed_kw=float(data["shedKw"]),
                    free_kw=float(data["freeKw"]), commanded=dict(data.get("commanded") or {}),
                    originals=dict(data.get("originals") or {}), since=float(data.get("since", 0.0)),
-                   restoring=bool(data.get("restoring", False)))
+                   restoring=bool(data.get("restoring", False)),
+                   uncertain=dict(data.get("possiblyWritten") or {}))
 
 
 @dataclass

@@ -90,7 +90,7 @@ def action_entry(model: LoadModel, action: Action | None) -> dict[str, Any] | No
         return None
     entry: dict[str, Any] = {"type": ACTION_TYPES.get(model.cfg.kind, "set"), "points": dict(action.commanded),
                              "from": dict(action.originals), "since": iso(action.since),
-                             "restoring": action.restoring}
+                             "restoring": action.restoring, "possiblyWritten": dict(action.uncertain)}
     if model.cfg.kind == KIND_HVAC:
         point = model.cfg.points["setpoint"]
         now_c, from_c = as_float(action.commanded, point), as_float(action.originals, point)

@@ -13,6 +13,7 @@ from dr_common.timeutil import UTC, to_iso
 EPS_KW = 1e-4
 SHED = "shed"
 RESTORE = "restore"
+CORRECT = "correct"  # the pre-event value written again after a restore that did not take
 SET = "set"
 REVERT = "revert"
 
