@@ -91,7 +91,7 @@ def plan(candidates: Iterable[Candidate], need_kw: float, margin_kw: float = 0.0
             trim_order = [lid for lid in reversed(list(allocations))
                           if by_id[lid].continuous]
             trimmable = sum(allocations[lid] for lid in trim_order)
-            if excess > trimmable + margin_kw + tolerance_kw:
+            if excess > trimmable + margin_kw + EPS_KW:  # never past need + margin (the module rule)
                 continue
             to_trim = min(excess, trimmable)
             for lid in trim_order:
