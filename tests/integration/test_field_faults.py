@@ -128,3 +128,60 @@ def test_a_slow_device_within_its_timeout_still_sheds_and_restores(field, figure
     assert vp.rpc(IDENTITY, VenRpc.STATUS)["actions"] == {}
     assert_all_back(vp, ports, before)
     ctl(ports, op="clear")
+
+
+def test_a_device_slower_than_its_timeouts_that_applies_writes_late_is_given_back(field, figure):
+    """Writes time out in the driver but the devices apply them late: the VEN counts them possibly written,
+    restores them (retried while the devices stay slow) and corrects a revert that went back to the late value."""
+    vp, rec, ports = field
+    idle(vp, rec, ports)
+    before = writable(vp)
+    # beyond Modbus timeout 1 s x (1 retry + 1) and BACnet apdu_timeout 1 s x (1 retry + 1): the driver reports
+    # each write failed, the device applies it 2.5 s after each attempt
+    ctl(ports, op="fault", device="ev_charger", delayS=2.5)
+    ctl(ports, op="fault", device="thermostat", delayS=2.5)
+    now = datetime.now(timezone.utc)
+    until = now + timedelta(seconds=80)
+    t_cmd = time.monotonic()
+    vp.publish(topics.bus_cmd(VEN_ID), {"op": "event", "correlationId": "itest-field-late",
+                                        "eventId": "itest-field-late-evt", "venId": VEN_ID,
+                                        "requestedReductionKw": 2.0, "startTime": iso(now), "until": iso(until)})
+    acks = vp.wait_for(lambda: [m for _, m in rec.on(topics.bus_ack(VEN_ID), since=t_cmd)
+                                if m.get("correlationId") == "itest-field-late"], timeout=60,
+                       what="the ack (its writes wait for the slow devices)")
+    assert acks[0]["ok"] is True, acks[0]
+    status = vp.rpc(IDENTITY, VenRpc.STATUS)
+    assert status["counters"].get("writes_possibly_applied", 0) >= 1, status["counters"]
+    assert any("possibly written" in p for p in status["problems"]), status["problems"]
+    baseline = status["event"]["baselineKw"]
+    shed = reductions(vp, rec, t_cmd, baseline, 13)
+    figure("field site, EV charger and thermostat 2.5 s late (beyond their timeouts): metered reduction "
+           "(kW per scrape)", ", ".join(f"{r:.3f}" for r in shed))
+    # the loop acts on the meter: the over-shed of the late writes is taken back, the last scrapes on target
+    steady = shed[-3:]
+    assert sum(steady) / len(steady) == pytest.approx(2.0, rel=0.10)
+    wait_past(until, 4 * CONFIG["restoreStaggerS"] + 5)
+    assert vp.rpc(IDENTITY, VenRpc.STATUS)["actions"], "the slow devices' restores are still being retried"
+    ctl(ports, op="clear")
+    vp.wait_for(lambda: not vp.rpc(IDENTITY, VenRpc.STATUS)["actions"], timeout=120,
+                what="every restore done once the devices answer in time")
+
+    def back() -> bool:
+        values = writable(vp)
+        slots = [ctl(ports, op="priority", device=d, object=o)["slots"] for d, o in COMMANDABLE.items()]
+        return all(values[p] == pytest.approx(v) for p, v in before.items()) and slots == [{}, {}]
+
+    t_back = time.monotonic()
+    vp.wait_for(back, timeout=60, what="every point at its pre-event value, priority arrays empty")
+    figure("field site, late writes: pre-event values and empty priority arrays after the last restore (s)",
+           f"{time.monotonic() - t_back:.1f}")
+    assert_all_back(vp, ports, before)
+    # the possibly-written points are checked at their next readings after the revert
+    counters = vp.wait_for(lambda: (c := vp.rpc(IDENTITY, VenRpc.STATUS)["counters"]).get("restores_checked", 0)
+                           + c.get("restore_checks_given_up", 0) >= 1 and c, timeout=30,
+                           what="the possibly-written points checked after their restore")
+    assert counters.get("restore_checks_given_up", 0) == 0, counters
+    assert_all_back(vp, ports, before)
+    figure("field site, late writes: VEN counters", ", ".join(
+        f"{k}={counters.get(k, 0)}" for k in ("writes_possibly_applied", "restore_failures", "restore_corrections",
+                                              "restores_checked")))
