@@ -48,11 +48,23 @@
       el("td", { class: "muted" }, m.error || "")));
   }
 
+  /* The chosen baseline method and its accuracy: platform.historian backcasts it on the non-event days before
+     the event at the event's hours (relative RMSE, bias, share of days within 10 %). */
+  function accuracyText(a) {
+    if (!a || !a.chosenMethod) return "–";
+    if (a.error) return a.chosenMethod + " (accuracy unknown: " + a.error + ")";
+    if (!a.days) return a.chosenMethod + " (no non-event day to check it on yet)";
+    const pct = (v) => (typeof v === "number" && isFinite(v)) ? (100 * v).toFixed(1) + " %" : "–";
+    return a.chosenMethod + ": relative RMSE " + pct(a.relativeRmse) + ", bias " + pct(a.bias) + ", within 10 % on "
+      + pct(a.within10Pct) + " of " + a.days + " non-event days" + (a.under20 === false ? " (above 20 %)" : "");
+  }
+
   function mvReport(r) {
     const head = el("dl", { class: "fields-list" },
       el("dt", {}, "Window"), el("dd", {}, r.window ? time(r.window.start) + " – " + time(r.window.end) : "–"),
       el("dt", {}, "Requested"), el("dd", {}, num(r.requestedKw) + " kW"),
-      el("dt", {}, "Interval"), el("dd", {}, (r.intervalMinutes ?? "–") + " min, " + (r.timezone || "")));
+      el("dt", {}, "Interval"), el("dd", {}, (r.intervalMinutes ?? "–") + " min, " + (r.timezone || "")),
+      el("dt", {}, "Chosen method"), el("dd", { id: "mv-accuracy" }, accuracyText(r.accuracy)));
     const rows = [...mvRows("total", r.total)];
     for (const [venId, run] of Object.entries(r.vens || {})) rows.push(...mvRows(venId, run));
     for (const [topic, run] of Object.entries(r.meters || {})) rows.push(...mvRows(topic, run));
