@@ -73,6 +73,8 @@ class WebAgent(Agent):
         self.live.evict_s = config.ven_evict_s
         self.web_config = config
         self._serve()
+        if self._registry_loop is None:  # started by the first configuration, so it asks the configured dr.vtn
+            self._registry_loop = gevent.spawn(self._refresh_registry_forever)
 
     def _serve(self) -> None:
         app = create_app(self.web_config, self.live, self.gateway, self.health, self.dropped)
@@ -96,13 +98,11 @@ class WebAgent(Agent):
 
     @Core.receiver("onstart")
     def onstart(self, sender: Any, **kwargs: Any) -> None:
-        """Subscribe to telemetry and start reading dr.vtn's registry."""
+        """Subscribe to telemetry (the registry is read once a configuration is applied)."""
         if not self._subscribed:
             for prefix in (topics.BUS_TELEMETRY_PREFIX, topics.BUS_TELEMETRY_BATCH):
                 self.vip.pubsub.subscribe("pubsub", prefix, self._on_telemetry)
             self._subscribed = True
-        if self._registry_loop is None:
-            self._registry_loop = gevent.spawn(self._refresh_registry_forever)
 
     @Core.receiver("onstop")
     def onstop(self, sender: Any, **kwargs: Any) -> None:
