@@ -17,6 +17,10 @@ from dr_web.context import EXTENSION, WebContext
 from dr_web.gateway import Gateway
 from dr_web.jsonsafe import StrictJSONProvider
 from dr_web.livestate import LiveState
+from dr_web.oadr3 import BASE_PATH as OADR3_PATH
+from dr_web.oadr3.auth import TokenIssuer
+from dr_web.oadr3.blueprint import Problem as Oadr3Problem
+from dr_web.oadr3.blueprint import install as install_oadr3
 from dr_web.problems import INTERNAL, INVALID, NOT_FOUND, TOO_LARGE, ApiProblem, error_id
 from dr_web.upstream import Upstream
 from dr_web.validation import MAX_BODY_BYTES
@@ -43,6 +47,8 @@ def create_app(config: WebConfig, live: LiveState, gateway: Gateway, health: Cal
                                            dropped=dropped)
     app.register_blueprint(api, url_prefix="/api")
     app.register_blueprint(pages)
+    if config.openadr3 is not None:
+        install_oadr3(app, TokenIssuer(config.openadr3), gateway, config.vtn_identity, config.rpc_timeout_s)
 
     @app.errorhandler(ApiProblem)
     def _problem(exc: ApiProblem):
@@ -50,6 +56,8 @@ def create_app(config: WebConfig, live: LiveState, gateway: Gateway, health: Cal
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
+        if request.path.startswith(OADR3_PATH + "/") and config.openadr3 is not None:  # the spec's problem
+            return Oadr3Problem(exc.code or 500, str(exc.description)[:300]).response()
         if not request.path.startswith("/api/"):
             return exc
         code = _HTTP_CODES.get(exc.code or 500, INVALID if (exc.code or 500) < 500 else INTERNAL)

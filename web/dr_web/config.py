@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from dr_common import topics
 from dr_common.config import ConfigError, ConfigModel, check_secret_binding, load_model
+from dr_web.oadr3.auth import Oadr3Config
 
 _IDENTITY_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
 
@@ -35,6 +36,7 @@ class WebConfig(ConfigModel):
     max_vens: int = Field(10_000, ge=1, le=1_000_000, strict=True)     # VENs the live state holds at most
     ven_evict_s: float = Field(3600.0, ge=10.0, le=30 * 86400.0)      # a VEN not heard from this long is dropped
     registry_refresh_s: float = Field(10.0, ge=1.0, le=3600.0)         # how often the VEN registry is re-read
+    openadr3: Oadr3Config | None = None   # the OpenADR 3.1 API's clients (web/dr_web/oadr3/README.md); none: not served
     trusted_bridges: tuple[str, ...] = (topics.MQTT_BRIDGE_IDENTITY,)  # bus identities that may publish for any VEN
 
     @field_validator("host")
@@ -101,4 +103,6 @@ def parse_config(raw: object) -> WebConfig:
     token = config.token()
     if token is not None:
         check_secret_binding("apiToken", token, config.host)
+    if config.openadr3 is not None:
+        config.openadr3.check_binding(config.host)
     return config

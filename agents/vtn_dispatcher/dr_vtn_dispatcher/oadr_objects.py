@@ -1,6 +1,6 @@
 """OpenADR 3 objects the VTN keeps besides its events: programs, VENs, resources, subscriptions, reports, and the
-OpenADR side of events (name, targets, descriptors as the client gave them). Held in memory, written through to the store
-table `vtn_oadr_objects` at once (they change at an operator's pace), loaded at start. Bounded per kind.
+OpenADR side of events (name, targets, descriptors as the client gave them). Held in memory, written through to
+the store table `vtn_oadr_objects` at once (they change at an operator's pace), loaded at start. Bounded per kind.
 """
 
 from __future__ import annotations
