@@ -64,10 +64,14 @@ class WebAgent(Agent):
             _log.error("dr.web: bad configuration, %s: %s", serving, exc)
             return
         self.config_error = None
+        # a registry read from another VTN is not this one's: forget it until the configured VTN answers
+        registered = self.live.registered if config.vtn_identity == self.web_config.vtn_identity else None
         if config.telemetry_history != self.web_config.telemetry_history \
                 or config.ven_history != self.web_config.ven_history or not self.live.received:
             self.live = LiveState(history_len=config.telemetry_history, ven_history_len=config.ven_history,
-                                  registered=self.live.registered)
+                                  registered=registered)
+        else:
+            self.live.registered = registered
         self.live.trusted_bridges = frozenset(config.trusted_bridges)
         self.live.max_vens = config.max_vens
         self.live.evict_s = config.ven_evict_s
