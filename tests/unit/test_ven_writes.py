@@ -123,3 +123,27 @@ def test_a_refused_write_stays_not_written_and_nothing_is_restored():
     site.run(45)
     assert engine.actions == {} and site.writable_values() == before
     assert not [op for _, op, _ in site.log if op.load_id == "ev_charger" and op.purpose != "shed"]
+
+
+def test_a_late_write_landing_after_a_good_reading_is_still_corrected_within_the_window():
+    from collections import Counter
+
+    from dr_ven_load_control.writes import RestoreChecks
+
+    counters: Counter = Counter()
+    problems: list[str] = []
+    checks = RestoreChecks(counters, problems.append, window_s=15.0)
+    checks.watch("field/ev_charger", "PowerLimitKw", 7.2, "ev_charger", now=100.0)
+    # the first reading after the revert shows the pre-event value: not settled yet, a timed-out attempt made
+    # before the revert may still land
+    assert checks.reading("field/ev_charger", {"PowerLimitKw": 7.2}, shows=101.0, now=101.0) == []
+    assert counters["restores_checked"] == 0 and ("field/ev_charger", "PowerLimitKw") in checks.checks
+    # it lands: the next reading shows the late value, and the pre-event value is written again
+    ops = checks.reading("field/ev_charger", {"PowerLimitKw": 4.1}, shows=103.0, now=103.0)
+    assert [(op.kind, op.point, op.value, op.purpose) for op in ops] == [(SET, "PowerLimitKw", 7.2, "correct")]
+    assert counters["restore_corrections"] == 1 and "4.1" in problems[-1]
+    # settled only by a reading later than the window after the last write
+    assert checks.reading("field/ev_charger", {"PowerLimitKw": 7.2}, shows=110.0, now=110.0) == []
+    assert counters["restores_checked"] == 0
+    assert checks.reading("field/ev_charger", {"PowerLimitKw": 7.2}, shows=118.5, now=118.5) == []
+    assert counters["restores_checked"] == 1 and checks.checks == {}

@@ -128,6 +128,7 @@ class VenConfig(ConfigModel):
     settle_s: float = _num(5.0, ge=0.0, le=60.0)
     rpc_timeout_s: float = _num(2.0, ge=0.05, le=60.0)
     retry_s: float = _num(5.0, ge=0.1, le=3600.0)
+    late_write_window_s: float = _num(15.0, ge=0.0, le=600.0)
     live_read_after_shed_s: float = _num(0.2, ge=0.0, le=10.0)
     state_path: Text | None = None
 

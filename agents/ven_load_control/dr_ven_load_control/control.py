@@ -42,7 +42,7 @@ class ShedControl:
         self.config_opt_out = False
         self.faulted: dict[str, float] = {}
         self.last_step: StepResult | None = None
-        self.checks = RestoreChecks(counters, problem)
+        self.checks = RestoreChecks(counters, problem, cfg.late_write_window_s)
 
     # --- views --------------------------------------------------------------------------------------------
     def hours_left(self, event: EventState | None, now: float) -> float:

@@ -7,8 +7,10 @@ the VEN treats the point as possibly written and restores it like a written one.
 
 `RestoreChecks` then watches such a point after its restore: a driver's revert may go back to a value it read
 after the late write (the stock Modbus interface reverts to its last clean scrape, and a write it saw fail never
-made the point dirty), so the first reading that surely shows the point after the restore is compared with the
-pre-event value, and the pre-event value is written again when they differ. Imports only `loads` and `state`.
+made the point dirty; a timed-out attempt made before the restore may still land after it), so every reading
+that surely shows the point after the restore is compared with the pre-event value, and the pre-event value is
+written again when they differ, until a reading later than `window_s` (`lateWriteWindowS`) after the last write
+shows it. Imports only `loads` and `state`.
 """
 
 from __future__ import annotations
@@ -74,9 +76,10 @@ class _Check:
 class RestoreChecks:
     """Points restored by revert after a possibly-written write: checked at their next reading, corrected."""
 
-    def __init__(self, counters: Any, problem: Any) -> None:
+    def __init__(self, counters: Any, problem: Any, window_s: float = 15.0) -> None:
         self.counters = counters
         self.problem = problem
+        self.window_s = window_s  # how late a timed-out write may still be applied
         self.checks: dict[tuple[str, str], _Check] = {}
         self.tainted: set[tuple[str, str]] = set()  # points corrected once: their driver revert may be stale
 
@@ -105,8 +108,9 @@ class RestoreChecks:
                 continue
             value = values[point]
             if same_value(value, check.original):
-                del self.checks[(cpath, point)]
-                self.counters["restores_checked"] += 1
+                if shows > check.after + self.window_s:  # no write still in flight can land after this
+                    del self.checks[(cpath, point)]
+                    self.counters["restores_checked"] += 1
                 continue
             if check.corrections >= MAX_CORRECTIONS:
                 del self.checks[(cpath, point)]
