@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from dr_devices import forget_sites, get_site  # noqa: E402
 from volttron.driver.base.config import PointConfig, RemoteConfig  # noqa: E402
 from volttron.driver.base.interfaces import BaseInterface, BaseRegister, BasicRevert  # noqa: E402
+from dr_ops.procstat import agent_pid, cpu_seconds  # noqa: E402
 
 OFFICE = ROOT / "platform-config" / "sites" / "office" / "driver"
 BENCH_SITE = "bench-devices"
@@ -135,22 +135,7 @@ def in_process(rounds: int) -> float:
 
 # -- on a real platform ----------------------------------------------------------------------------------------------
 def driver_pid(home: Path) -> int:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            env = dict(item.split("=", 1) for item in (proc / "environ").read_bytes().decode(errors="replace")
-                       .split("\0") if "=" in item)
-        except OSError:
-            continue
-        if env.get("VOLTTRON_HOME") == str(home) and env.get("AGENT_VIP_IDENTITY") == DRIVER:
-            return int(proc.name)
-    raise RuntimeError(f"no {DRIVER} process for {home}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return agent_pid(home, DRIVER)
 
 
 def measure(pid: int, seconds: float) -> float:

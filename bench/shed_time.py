@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from dr_ops.procstat import agent_pid, cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "platform-config" / "sites" / "demo"
@@ -50,22 +50,7 @@ def summary(values: list[float], unit: str = "s") -> str:
 
 
 def driver_pid(home: Path) -> int:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            env = dict(item.split("=", 1) for item in (proc / "environ").read_bytes().decode(errors="replace")
-                       .split("\0") if "=" in item)
-        except OSError:
-            continue
-        if env.get("VOLTTRON_HOME") == str(home) and env.get("AGENT_VIP_IDENTITY") == DRIVER:
-            return int(proc.name)
-    raise RuntimeError(f"no {DRIVER} process for {home}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return agent_pid(home, DRIVER)
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
