@@ -104,8 +104,7 @@ def test_start_now_randomize_targets_and_priority(vtn):
 
 def test_refused_event_writes_nothing(vtn):
     before = vtn.service.list_events()
-    several = oadr_event(intervals=[{"id": 0, "payloads": [{"type": "SIMPLE", "values": [1]}]},
-                                    {"id": 1, "payloads": [{"type": "SIMPLE", "values": [2]}]}])
+    several = oadr_event(intervals=[{"id": i, "payloads": [{"type": "SIMPLE", "values": [1]}]} for i in range(97)])
     for bad in (several, oadr_event(intervals=[{"id": 0, "payloads": [{"type": "PRICE", "values": [0.2]}]}]),
                 oadr_event(intervals=[{"id": 0, "payloads": [{"type": "SIMPLE", "values": [7]}]}]),
                 oadr_event(intervals=[{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [5]}]}]),

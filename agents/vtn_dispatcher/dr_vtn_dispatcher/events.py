@@ -24,7 +24,7 @@ from dr_vtn_dispatcher.dispatch import Sender, publish_event
 from dr_vtn_dispatcher.dispatcher import Dispatcher
 from dr_vtn_dispatcher.errors import ApiError, conflict, invalid, not_found
 from dr_vtn_dispatcher.journal import Journal
-from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle, next_instant, status_at, transitions
+from dr_vtn_dispatcher.lifecycle import Scheduler, Step, TimerHandle, next_instant, split_steps, status_at, transitions
 from dr_vtn_dispatcher.metrics import event_metrics
 from dr_vtn_dispatcher.model import (
     ACTIVE,
@@ -46,6 +46,7 @@ _log = logging.getLogger(__name__)
 
 _UPDATE_FIELDS = tuple(dataclasses.replace(f, required=False) for f in EVENT_FIELDS)
 OFFSET_MAX = 1_000_000_000  # paging further than this is refused (the database's integers end at 2**63)
+STEP_KEYS = ("requestedReductionKw", "level", "signal")   # what a step changes
 _EVENT_ATTRS = ("start", "end", "requested_kw", "signal", "level", "program_id", "name", "ven_ids", "groups",
                 "ramp_up_s", "randomize_s", "priority", "test", "modification_number", "updated_at")
 
@@ -67,16 +68,20 @@ class EventManager:
         self.config = config
         self.counters = counters
         self._timers: dict[str, TimerHandle] = {}
+        self.steps: dict[str, list[Step]] = {}         # future payload steps of live events, by eventId
+        self._step_timers: dict[str, TimerHandle] = {}
 
     def stop(self) -> None:
-        """Cancel every lifecycle timer."""
-        for handle in self._timers.values():
+        """Cancel every lifecycle and step timer."""
+        for handle in [*self._timers.values(), *self._step_timers.values()]:
             handle.cancel()
         self._timers.clear()
+        self._step_timers.clear()
 
     # ------------------------------------------------------------------------------- API ----------
-    def create(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate and store a new event, publish it and arm its lifecycle."""
+    def create(self, payload: Mapping[str, Any], steps: list[Step] | None = None) -> dict[str, Any]:
+        """Validate and store a new event, publish it and arm its lifecycle. `steps` (`[(instant, changes)]`,
+        the first being `payload` itself) change its requested kW or level at their instants (`set_steps`)."""
         try:
             req = EventRequest.from_payload(payload)
         except PayloadError as exc:
@@ -87,16 +92,20 @@ class EventManager:
             raise conflict("eventId", f"event {event_id!r} already exists")
         event = self._event_from_request(req, event_id, now)
         self._validate(event, now)
+        self._check_steps(event, payload, steps or [], now)
         self.journal.save(events=[event])
         self.events[event_id] = event
         self.parts.of(event_id)
         self.counters["eventsCreated"] += 1
         publish_event(self.sender, event, self.counters)
         self.advance(event)
+        if steps:
+            self.set_steps(event_id, steps)
         return event.to_dict()
 
-    def update(self, event_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Change an open event; bumps its modificationNumber and re-dispatches an active one."""
+    def update(self, event_id: str, payload: Mapping[str, Any], steps: list[Step] | None = None) -> dict[str, Any]:
+        """Change an open event; bumps its modificationNumber and re-dispatches an active one. `steps`, when
+        given, replace the event's steps; without them the steps stay."""
         event = self._live(event_id)
         if event.status in TERMINAL_STATUSES:
             raise conflict("eventId", f"event {event_id!r} is {event.status}")
@@ -132,6 +141,8 @@ class EventManager:
         if event.status == ACTIVE and abs(updated.start - event.start) > 1e-6:
             raise conflict("startTime", "cannot change once the event is active")
         self._validate(updated, now)
+        if steps is not None:
+            self._check_steps(updated, merged, steps, now)
         updated.status, updated.created_at = event.status, event.created_at
         updated.modification_number = event.modification_number + 1
         self.journal.save(events=[updated])
@@ -142,6 +153,8 @@ class EventManager:
             self.dispatcher.redispatch(event)
         publish_event(self.sender, event, self.counters)
         self.advance(event)
+        if steps is not None:
+            self.set_steps(event_id, steps)
         return event.to_dict()
 
     def stop_event(self, event_id: str) -> dict[str, Any]:
@@ -254,6 +267,56 @@ class EventManager:
             out["allVens"] = True
         return out
 
+    # ------------------------------------------------------------------------------- steps --------
+    def _check_steps(self, event: Event, payload: Mapping[str, Any], steps: list[Step], now: float) -> None:
+        """Refuse steps outside the event or asking more than the VTN accepts, naming the interval."""
+        base = {key: value for key, value in payload.items() if key not in STEP_KEYS}
+        for index, (at, changes) in enumerate(steps):
+            field = f"intervals.{index}.payloads"
+            if not event.start - 1e-6 <= at < event.end:
+                raise invalid(f"intervals.{index}.intervalPeriod", "starts outside the event")
+            try:
+                step = self._event_from_request(EventRequest.from_payload({**base, **changes}), event.event_id, now)
+            except PayloadError as exc:
+                raise invalid(field, f"{exc.field}: {exc.reason}") from None
+            if step.requested_kw > self.config.max_requested_kw + 1e-9:
+                raise invalid(field, f"{step.requested_kw:g} kW is more than this VTN accepts "
+                                     f"(maxRequestedKw {self.config.max_requested_kw:g} kW)")
+
+    def set_steps(self, event_id: str, steps: list[Step]) -> None:
+        """Step an open event's requested kW or level at each instant of `steps` (`[(instant, changes)]`,
+        `changes` holding `requestedReductionKw` or `level`): a modification each (a new modificationNumber,
+        new commands to the serving VENs, as `update`). A step already due is applied now when the event does
+        not ask for it yet (a start after a restart); later ones are armed, one timer at a time."""
+        timer = self._step_timers.pop(event_id, None)
+        if timer is not None:
+            timer.cancel()
+        self.steps.pop(event_id, None)
+        event = self.events.get(event_id)
+        if event is None or event.status in TERMINAL_STATUSES:
+            return
+        due, later = split_steps(steps, self.clock.now())
+        if due is not None and not _asks(event, due):
+            self._apply_step(event_id, due)
+        if later:
+            self.steps[event_id] = later
+            self._step_timers[event_id] = self.clock.call_at(later[0][0], lambda: self._on_step(event_id))
+
+    def _on_step(self, event_id: str) -> None:
+        self._step_timers.pop(event_id, None)
+        self.set_steps(event_id, self.steps.pop(event_id, []))
+
+    def _apply_step(self, event_id: str, changes: Mapping[str, Any]) -> None:
+        try:
+            self.update(event_id, changes)
+            self.counters["eventSteps"] += 1
+        except ApiError as exc:  # e.g. the VEN a seed-API change targeted is gone: the event goes on unchanged
+            self.counters["eventStepErrors"] += 1
+            _log.warning("step of event %s refused: %s (%s)", event_id, exc.message, exc.field)
+        except Exception:  # the agent must outlive one failing step; the log names it
+            self.counters["eventStepErrors"] += 1
+            _log.exception("step of event %s failed", event_id)
+
     # ------------------------------------------------------------------------------- lifecycle ----
     def advance(self, event: Event) -> None:
         """Apply every transition due at now, in order, then arm the timer of the next one."""
@@ -295,9 +358,11 @@ class EventManager:
 
     def finish(self, event: Event, status: str) -> None:
         """Complete or cancel an event: its timer stops, its VENs are handed over or restored."""
-        timer = self._timers.pop(event.event_id, None)
-        if timer is not None:
-            timer.cancel()
+        for timers in (self._timers, self._step_timers):
+            timer = timers.pop(event.event_id, None)
+            if timer is not None:
+                timer.cancel()
+        self.steps.pop(event.event_id, None)
         self.dispatcher.finish(event, status)
 
     def prune(self) -> None:
@@ -307,3 +372,10 @@ class EventManager:
                          if e.status in TERMINAL_STATUSES and e.ended_at is not None and e.ended_at < horizon]:
             del self.events[event_id]
             self.parts.forget(event_id)
+
+
+def _asks(event: Event, changes: Mapping[str, Any]) -> bool:
+    """True when the event already asks what `changes` (a step) asks."""
+    if "level" in changes:
+        return event.signal != SIGNAL_LOAD_DISPATCH and event.level == changes["level"]
+    return event.signal == SIGNAL_LOAD_DISPATCH and abs(event.requested_kw - changes["requestedReductionKw"]) < 1e-9

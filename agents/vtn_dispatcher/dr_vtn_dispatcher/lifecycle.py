@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from dr_vtn_dispatcher.model import ACTIVE, CANCELLED, COMPLETED, FAR, NEAR, Event
 
@@ -70,6 +70,16 @@ def next_instant(event: Event, now: float) -> float | None:
     if status == ACTIVE:
         return event.end
     return None
+
+
+Step = tuple[float, dict[str, Any]]   # (instant, the event fields that change then)
+
+
+def split_steps(steps: list[Step], now: float) -> tuple[dict[str, Any] | None, list[Step]]:
+    """The changes of the latest step due at `now` (None when none is), and the steps still to come, in order."""
+    ordered = sorted(steps, key=lambda step: step[0])
+    due = [changes for at, changes in ordered if at <= now + 1e-6]
+    return (due[-1] if due else None), [step for step in ordered if step[0] > now + 1e-6]
 
 
 def randomized_offset(rng: random.Random, randomize_s: float, granularity_s: float) -> float:

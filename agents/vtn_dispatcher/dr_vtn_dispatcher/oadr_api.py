@@ -23,7 +23,7 @@ from dr_vtn_dispatcher.config import VtnConfig
 from dr_vtn_dispatcher.errors import ApiError, conflict, invalid, not_found
 from dr_vtn_dispatcher.events import EventManager
 from dr_vtn_dispatcher.model import CANCELLED, COMPLETED
-from dr_vtn_dispatcher.oadr_events import extras_of, to_oadr_event, to_vtn_request
+from dr_vtn_dispatcher.oadr_events import extras_of, step_changes, to_oadr_event, to_vtn_plan
 from dr_vtn_dispatcher.oadr_models import check_object_id, parse_request
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier, matching
 from dr_vtn_dispatcher.oadr_reports import report_telemetry
@@ -268,11 +268,11 @@ class OadrApi:
     def _put_event(self, event_id: str, data: dict[str, Any], create: bool) -> dict[str, Any]:
         if self.book.get(PROGRAM, data["programID"]) is None:
             raise invalid("programID", f"no program {data['programID']!r}")
-        request = to_vtn_request(data, event_id, self.now(), self.config.max_event_duration_s,
-                                 lambda name: name in self.registry)
-        extras = extras_of(data)
+        request, steps = to_vtn_plan(data, event_id, self.now(), self.config.max_event_duration_s,
+                                     lambda name: name in self.registry)
+        extras = extras_of(data, steps)
         if create:
-            event = self.events.create(request)
+            event = self.events.create(request, step_changes(steps))
         else:
             request.pop("eventId")
             request.setdefault("priority", 0)
@@ -280,7 +280,7 @@ class OadrApi:
             if "allVens" not in request:
                 request.setdefault("venIds", [])
                 request.setdefault("groups", [])
-            event = self.events.update(event_id, request)
+            event = self.events.update(event_id, request, step_changes(steps))
         self.book.put(EVENT, event_id, extras)
         return self._oadr_event(event)
 

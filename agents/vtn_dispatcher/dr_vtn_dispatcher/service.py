@@ -26,6 +26,7 @@ from dr_vtn_dispatcher.journal import Journal
 from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle
 from dr_vtn_dispatcher.model import ACTIVE, OP_EVENT, OPEN_STATUSES, Event, Participant, Ven
 from dr_vtn_dispatcher.oadr_api import OadrApi, Principal
+from dr_vtn_dispatcher.oadr_events import resume_steps
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier
 from dr_vtn_dispatcher.oadr_objects import ObjectBook
 from dr_vtn_dispatcher.participation import CLAIM_STATES, Participation
@@ -112,6 +113,7 @@ class VtnService:
                 self.event_manager.advance(event)
                 if was_active and event.status == ACTIVE:
                     self.dispatcher.dispatch_due(event)
+        resume_steps(self.oadr_book, self.event_manager)     # several-interval OpenADR events step on
         self.dispatcher.arm_retry()
         self._arm_flush()
         _log.info("dr.vtn resumed: %d VENs, %d live events, %d pending commands", len(self.vens),

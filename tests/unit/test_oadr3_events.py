@@ -1,0 +1,167 @@
+"""OpenADR 3.1 events as dr.vtn events: several intervals (steps of one event), IMPORT_CAPACITY_LIMIT (a kW cap),
+OpenADR VENs in dr.vtn's registry, and reports on the bus (dr_vtn_dispatcher.oadr_events, events, registry,
+oadr_reports through VtnService; the manual clock drives every instant)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from dr_common.timeutil import to_iso
+from dr_vtn_dispatcher.errors import api_call
+from dr_vtn_dispatcher.lifecycle import split_steps
+from dr_vtn_dispatcher.oadr_events import MAX_INTERVALS, interval_steps
+from tests.unit.test_oadr3_service import BL, Vtn, vtn  # noqa: F401 (the fixture)
+
+SHED = "DISPATCH_SETPOINT_RELATIVE"
+
+
+def iso(ts: float) -> str:
+    return to_iso(datetime.fromtimestamp(ts, UTC))
+
+
+def interval(index: int, kind: str, value: float, **period) -> dict:
+    out = {"id": index, "payloads": [{"type": kind, "values": [value]}]}
+    if period:
+        out["intervalPeriod"] = period
+    return out
+
+
+def stepped(start: float, *kw: float, duration: str = "PT10M", **extra) -> dict:
+    body = {"programID": "default", "intervalPeriod": {"start": iso(start), "duration": duration},
+            "intervals": [interval(i, SHED, -value) for i, value in enumerate(kw)]}
+    body.update(extra)
+    return body
+
+
+def commands_for(vtn: Vtn, ven_id: str) -> list[dict]:
+    return [payload for _, venue, payload in vtn.service.sender.local if venue == ven_id]
+
+
+# --- several intervals ------------------------------------------------------------------------------
+def test_interval_steps_follow_each_other_and_inherit_the_event_period():
+    steps = interval_steps(stepped(1_000_000.0, 1, 2, 3), 0.0, 86400)
+    assert [(s, e, c) for s, e, c in steps] == [
+        (1_000_000.0, 1_000_600.0, {"requestedReductionKw": 1.0}),
+        (1_000_600.0, 1_001_200.0, {"requestedReductionKw": 2.0}),
+        (1_001_200.0, 1_001_800.0, {"requestedReductionKw": 3.0})]
+    own = stepped(1_000_000.0, 1, 2)
+    own["intervals"][1]["intervalPeriod"] = {"start": iso(1_000_600.0), "duration": "PT1H"}
+    own["intervals"].append(interval(2, "SIMPLE", 2))
+    assert [(s, e, c) for s, e, c in interval_steps(own, 0.0, 86400)][1:] == [
+        (1_000_600.0, 1_004_200.0, {"requestedReductionKw": 2.0}), (1_004_200.0, 1_004_800.0, {"level": 2})]
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda b: b["intervals"][1].update(intervalPeriod={"start": iso(1_000_900.0)}), "intervals.1.intervalPeriod.start"),
+    (lambda b: b["intervals"][1].update(intervalPeriod={"start": iso(1_000_300.0)}), "intervals.1.intervalPeriod.start"),
+    (lambda b: b["intervals"][0].update(intervalPeriod={"duration": "P9999Y"}), "intervals.0.intervalPeriod.duration"),
+    (lambda b: b["intervals"][1].update(payloads=[{"type": SHED, "values": [3]}]), "intervals.1.payloads"),
+    (lambda b: b["intervals"][1].update(payloads=[{"type": "PRICE", "values": [3]}]), "intervals.1.payloads"),
+    (lambda b: b.update(intervals=[interval(i, SHED, -1) for i in range(MAX_INTERVALS + 1)]), "intervals"),
+    (lambda b: b["intervalPeriod"].update(duration="PT13H"), "intervals"),
+])
+def test_bad_intervals_name_the_field(change, field):
+    body = stepped(1_000_000.0, 1, 2)
+    change(body)
+    with pytest.raises(Exception) as caught:
+        interval_steps(body, 0.0, 86400)
+    assert getattr(caught.value, "field", None) == field, caught.value
+
+
+def test_an_open_ended_last_interval_runs_to_the_longest_event():
+    body = stepped(1_000_000.0, 1, 2)
+    body["intervals"][1]["intervalPeriod"] = {"duration": "P9999Y"}
+    assert interval_steps(body, 0.0, 3600)[-1][:2] == (1_000_600.0, 1_003_600.0)
+
+
+def test_split_steps_gives_the_latest_due_and_the_rest_in_order():
+    steps = [(30.0, {"level": 3}), (10.0, {"level": 1}), (20.0, {"level": 2})]
+    assert split_steps(steps, 5.0) == (None, sorted(steps, key=lambda s: s[0]))
+    assert split_steps(steps, 25.0) == ({"level": 2}, [(30.0, {"level": 3})])
+
+
+def test_several_intervals_are_modifications_of_one_event_at_each_boundary(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus", "maxShedKw": 10})
+    start = float(int(vtn.clock.now()) + 60)
+    made = api_call(vtn.service.oadr_create, "events", stepped(start, 1, 2.5, 4), BL)
+    assert made["intervals"][1]["intervalPeriod"] == {"start": iso(start + 600), "duration": "PT600S"}
+    assert [i["payloads"][0]["values"] for i in made["intervals"]] == [[-1.0], [-2.5], [-4.0]]
+    seed = vtn.service.get_event(made["id"])
+    assert seed["durationS"] == 1800 and seed["requestedReductionKw"] == 1 and seed["modificationNumber"] == 0
+
+    seen = []
+    for at in (start, start + 600, start + 1200):
+        vtn.clock.advance_to(at + 1)
+        event = vtn.service.get_event(made["id"])
+        command = commands_for(vtn, "ven-a")[-1]
+        seen.append((event["requestedReductionKw"], event["modificationNumber"], command["requestedReductionKw"],
+                     command.get("modificationNumber", 0), command["eventId"]))
+    assert seen == [(1.0, 0, 1.0, 0, made["id"]), (2.5, 1, 2.5, 1, made["id"]), (4.0, 2, 4.0, 2, made["id"])]
+    ids = dict.fromkeys(tuple(c["correlationId"].split(":")[:3]) for c in commands_for(vtn, "ven-a"))  # retries
+    assert list(ids) == [(made["id"], "m0", "r0"), (made["id"], "m1", "r0"), (made["id"], "m2", "r0")]
+    vtn.clock.advance_to(start + 1801)
+    assert vtn.service.get_event(made["id"])["status"] == "completed"
+    assert commands_for(vtn, "ven-a")[-1]["op"] == "restore"
+    assert vtn.service.counters["eventSteps"] == 2
+    # served as written, whatever step it is at
+    assert [i["payloads"][0]["values"] for i in api_call(vtn.service.oadr_get, "events", made["id"], BL)
+            ["intervals"]] == [[-1.0], [-2.5], [-4.0]]
+
+
+def test_steps_switch_between_simple_levels_and_kw(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus", "maxShedKw": 10})
+    start = float(int(vtn.clock.now()) + 60)
+    body = stepped(start, 1)
+    body["intervals"].append(interval(1, "SIMPLE", 2))
+    made = api_call(vtn.service.oadr_create, "events", body, BL)
+    vtn.clock.advance_to(start + 601)
+    event = vtn.service.get_event(made["id"])
+    assert event["signal"] == "SIMPLE" and event["level"] == 2 and event["modificationNumber"] == 1
+
+
+def test_a_step_over_the_vtns_limit_is_refused_and_nothing_written(tmp_path):
+    vtn = Vtn(tmp_path, {"maxRequestedKw": 5})
+    try:
+        before = vtn.service.list_events()
+        answer = api_call(vtn.service.oadr_create, "events", stepped(vtn.clock.now() + 60, 1, 6), BL)
+        assert answer["code"] == "invalid" and answer["field"] == "intervals.1.payloads", answer
+        assert vtn.service.list_events() == before and not vtn.service.oadr_book.objects["EVENT"]
+    finally:
+        vtn.close()
+
+
+def test_updating_replaces_the_steps_and_deleting_stops_them(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus", "maxShedKw": 10})
+    start = float(int(vtn.clock.now()) + 60)
+    made = api_call(vtn.service.oadr_create, "events", stepped(start, 1, 2, 3), BL)
+    vtn.clock.advance_to(start + 1)
+    changed = api_call(vtn.service.oadr_update, "events", made["id"], stepped(start, 1, 5), BL)
+    assert [i["payloads"][0]["values"] for i in changed["intervals"]] == [[-1.0], [-5.0]]
+    vtn.clock.advance_to(start + 601)
+    assert vtn.service.get_event(made["id"])["requestedReductionKw"] == 5
+    assert vtn.service.get_event(made["id"])["durationS"] == 1200
+    api_call(vtn.service.oadr_delete, "events", made["id"], BL)
+    assert made["id"] not in vtn.service.event_manager.steps
+    assert vtn.service.get_event(made["id"])["status"] == "cancelled"
+
+
+def test_steps_survive_a_restart_and_a_step_missed_while_down_is_applied(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus", "maxShedKw": 10})
+    start = float(int(vtn.clock.now()) + 60)
+    made = api_call(vtn.service.oadr_create, "events", stepped(start, 1, 2, 3), BL)
+    vtn.clock.advance_to(start + 1)
+    vtn.restart()
+    assert vtn.service.event_manager.steps[made["id"]] == [(start + 600, {"requestedReductionKw": 2.0}),
+                                                           (start + 1200, {"requestedReductionKw": 3.0})]
+    vtn.service.stop()
+    vtn.store.close()
+    vtn.clock.advance_to(start + 700)        # the 2 kW step is due while dr.vtn is down
+    vtn._open()
+    event = vtn.service.get_event(made["id"])
+    assert event["requestedReductionKw"] == 2 and event["modificationNumber"] == 1
+    vtn.restart()                             # applied once: a second start does not modify it again
+    assert vtn.service.get_event(made["id"])["modificationNumber"] == 1
+    vtn.clock.advance_to(start + 1201)
+    assert vtn.service.get_event(made["id"])["requestedReductionKw"] == 3
