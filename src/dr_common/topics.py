@@ -122,6 +122,8 @@ class VtnRpc:
     OADR_CREATE = "oadr_create"
     OADR_UPDATE = "oadr_update"
     OADR_DELETE = "oadr_delete"
+    OADR_NOTIFIERS = "oadr_notifiers"          # the spec's notifiersResponse (webhooks, the MQTT binding)
+    OADR_MQTT_TOPICS = "oadr_mqtt_topics"      # the spec's notifierTopicsResponse of notifiers/mqtt/topics/...
 
 
 class VenRpc:

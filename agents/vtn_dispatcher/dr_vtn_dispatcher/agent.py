@@ -33,6 +33,7 @@ from dr_vtn_dispatcher import __version__
 from dr_vtn_dispatcher.config import VtnConfig, parse_config
 from dr_vtn_dispatcher.errors import INTERNAL, api_call
 from dr_vtn_dispatcher.oadr_notify import StoreKeep, WebhookNotifier
+from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier
 from dr_vtn_dispatcher.service import VtnService
 from dr_vtn_dispatcher.store import Store, sqlite_url
 
@@ -155,7 +156,8 @@ class VtnAgent(Agent):
             # while the database works): the event loop dispatches and takes acks meanwhile
             self._writer = ThreadPool(1)
             self.service = VtnService(store, CoreScheduler(self.core), BusSender(self), config,
-                                      offload=self._writer.apply, notifier=WebhookNotifier(keep=StoreKeep(store)))
+                                      offload=self._writer.apply, notifier=WebhookNotifier(keep=StoreKeep(store)),
+                                      mqtt=MqttNotifier(config.openadr3.mqtt) if config.openadr3.mqtt else None)
             self.service.start()
         except Exception as exc:  # reported by health, retried on reconfig
             self.config_error = f"cannot start: {exc.__class__.__name__} (details in the log)"
@@ -310,6 +312,16 @@ class VtnAgent(Agent):
     def oadr_delete(self, kind: str, object_id: str, principal: dict[str, Any]) -> Any:
         """Delete an OpenADR object (an event is cancelled)."""
         return self._call(VtnService.oadr_delete, kind, object_id, principal)
+
+    @RPC.export(topics.VtnRpc.OADR_NOTIFIERS)
+    def oadr_notifiers(self, principal: dict[str, Any]) -> Any:
+        """The notifier bindings (webhooks, MQTT when configured)."""
+        return self._call(VtnService.oadr_notifiers, principal)
+
+    @RPC.export(topics.VtnRpc.OADR_MQTT_TOPICS)
+    def oadr_mqtt_topics(self, path: str, principal: dict[str, Any]) -> Any:
+        """The MQTT topic names of notifiers/mqtt/topics/{path} the principal may read."""
+        return self._call(VtnService.oadr_mqtt_topics, path, principal)
 
     @RPC.export(topics.VtnRpc.HEALTH)
     def health(self) -> dict[str, Any]:

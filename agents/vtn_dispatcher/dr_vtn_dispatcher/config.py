@@ -23,16 +23,20 @@ Keys (camelCase; snake_case variants accepted):
   maxStartAheadS       how far in the future an event may start (default 2592000 s = 30 days).
   trustedBridges       bus identities allowed to speak for remote VENs on dr/batch/* and dr/ack/<venId>
                        (default ["dr.mqtt"]).
+  openadr3.mqtt        the OpenADR MQTT notifier's broker: host, port, username, password, tls, caFile,
+                       certFile, keyFile, clientId, topicPrefix (default OpenADR/3.1.0), uris and
+                       authentication (what `GET notifiers` tells clients), keepaliveS, maxPending.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from dr_common import topics
-from dr_common.config import ConfigError, ConfigModel, load_model
+from dr_common.config import ConfigError, ConfigModel, is_loopback_host, is_placeholder_secret, load_model
 from dr_common.schema import check_id
 
 ALLOCATION_EQUAL = "equal"
@@ -77,6 +81,87 @@ class ProgramOverride(ConfigModel):
     _levels = field_validator("simple_levels_kw")(_check_levels)
 
 
+MQTT_AUTH_METHODS = ("ANONYMOUS", "OAUTH2_BEARER_TOKEN")
+MQTT_URI_SCHEMES = ("mqtt", "mqtts", "ws", "wss")
+_TOPIC_LEVEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class MqttAuthentication(ConfigModel):
+    """How OpenADR clients authenticate to the broker, as `GET notifiers` announces it (the spec's
+    `mqttNotifierAuthentication*`). CERTIFICATE is refused: it would hand a client key out over the API."""
+
+    method: str = "ANONYMOUS"
+    username: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _known(self) -> MqttAuthentication:
+        if self.method not in MQTT_AUTH_METHODS:
+            raise ValueError(f"method must be one of {', '.join(MQTT_AUTH_METHODS)} (CERTIFICATE would hand a "
+                             "client key out over the API)")
+        if self.method == "OAUTH2_BEARER_TOKEN" and not self.username:
+            raise ValueError("OAUTH2_BEARER_TOKEN needs a username (a literal, or {clientID})")
+        return self
+
+
+class MqttNotifierConfig(ConfigModel):
+    """`openadr3.mqtt`: the broker dr.vtn publishes OpenADR notifications to, and what clients are told."""
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = Field(default=None, min_length=1, max_length=128)
+    password: SecretStr | None = Field(default=None, max_length=512)
+    tls: bool = False
+    ca_file: str | None = Field(default=None, max_length=2000)
+    cert_file: str | None = Field(default=None, max_length=2000)
+    key_file: str | None = Field(default=None, max_length=2000)
+    client_id: str = Field(default="dr-vtn-oadr", min_length=1, max_length=64)
+    topic_prefix: str = Field(default="OpenADR/3.1.0", min_length=1, max_length=200)
+    uris: tuple[str, ...] = Field(default=(), max_length=16)
+    authentication: MqttAuthentication = Field(default_factory=MqttAuthentication)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not all(_TOPIC_LEVEL.fullmatch(level) for level in value.split("/")):
+            raise ValueError("levels of 1-64 letters, digits or _ . : - separated by / (no wildcards, no empty "
+                             "level)")
+        return value
+
+    @field_validator("uris")
+    @classmethod
+    def _uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            scheme, sep, rest = uri.partition("://")
+            if not sep or scheme not in MQTT_URI_SCHEMES or not rest or len(uri) > 500 or " " in uri:
+                raise ValueError(f"each URI is {'|'.join(MQTT_URI_SCHEMES)}://host[:port]")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets(self) -> MqttNotifierConfig:
+        if self.password is not None and is_placeholder_secret(self.password.get_secret_value()) and \
+                not is_loopback_host(self.host):
+            raise ValueError("password is a placeholder; set a real one for a broker beyond loopback")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("certFile and keyFile go together")
+        return self
+
+    @property
+    def announced_uris(self) -> list[str]:
+        """The broker URIs clients are given: `uris`, else this broker's address."""
+        if self.uris:
+            return list(self.uris)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return [f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"]
+
+
+class Oadr3VtnConfig(ConfigModel):
+    """`openadr3`: dr.vtn's side of the OpenADR 3.1 VTN (the MQTT notifier)."""
+
+    mqtt: MqttNotifierConfig | None = None
+
+
 class VtnConfig(ConfigModel):
     """The validated dr.vtn configuration (see the module docstring for every key)."""
 
@@ -102,6 +187,7 @@ class VtnConfig(ConfigModel):
     max_requested_kw: float = Field(default=10_000.0, gt=0.0, le=1e9)
     max_start_ahead_s: float = Field(default=30 * 86400.0, ge=0.0, le=366 * 86400.0)
     trusted_bridges: tuple[str, ...] = Field(default=(topics.MQTT_BRIDGE_IDENTITY,), max_length=16)
+    openadr3: Oadr3VtnConfig = Field(default_factory=Oadr3VtnConfig)
 
     _default: ProgramConfig = PrivateAttr(default_factory=ProgramConfig)
     _resolved: dict[str, ProgramConfig] = PrivateAttr(default_factory=dict)
@@ -164,4 +250,5 @@ def parse_config(raw: object) -> VtnConfig:
         raise
 
 
-__all__ = ["ALLOCATION_RULES", "ConfigError", "ProgramConfig", "VtnConfig", "parse_config"]
+__all__ = ["ALLOCATION_RULES", "ConfigError", "MqttNotifierConfig", "Oadr3VtnConfig", "ProgramConfig", "VtnConfig",
+           "parse_config"]

@@ -25,7 +25,9 @@ from dr_vtn_dispatcher.intake import Intake
 from dr_vtn_dispatcher.journal import Journal
 from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle
 from dr_vtn_dispatcher.model import ACTIVE, OP_EVENT, OPEN_STATUSES, Event, Participant, Ven
-from dr_vtn_dispatcher.oadr_api import OadrApi, Principal
+from dr_vtn_dispatcher.errors import ApiError
+from dr_vtn_dispatcher.oadr_api import KIND_OF_PATH, OadrApi, Principal
+from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier, MqttRoom
 from dr_vtn_dispatcher.oadr_events import resume_steps
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier
 from dr_vtn_dispatcher.oadr_objects import ObjectBook
@@ -36,6 +38,7 @@ from dr_vtn_dispatcher.store import Store
 _log = logging.getLogger(__name__)
 
 SECRET_NAME = "correlation-hmac"
+SYSTEM_PRINCIPAL = Principal("dr.vtn", "bl")   # reads an event as business logic would, to notify of it
 
 
 class VtnService:
@@ -44,7 +47,7 @@ class VtnService:
     def __init__(self, store: Store, scheduler: Scheduler, sender: Sender, config: VtnConfig,
                  rng: random.Random | None = None,
                  offload: Callable[[Callable[[], None]], Any] | None = None,
-                 notifier: WebhookNotifier | None = None) -> None:
+                 notifier: WebhookNotifier | None = None, mqtt: MqttNotifier | None = None) -> None:
         """`offload(fn)` runs the flush's database write and returns when it is done; the agent runs it in a
         thread of its own (one, so writes stay in order) so the event loop goes on meanwhile. Default: in line."""
         self.store = store
@@ -68,6 +71,7 @@ class VtnService:
         self.notifier = notifier     # OpenADR webhooks (started and stopped with the service)
         self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now, notifier,
                             self.intake.on_telemetry)
+        self.mqtt = MqttRoom(self.oadr_book, mqtt)   # OpenADR MQTT notifications (started and stopped with it)
         self.started = False
         self._flush_timer: TimerHandle | None = None
 
@@ -90,6 +94,8 @@ class VtnService:
         self.oadr_book.load()
         if self.notifier is not None:
             self.notifier.start()
+        if self.mqtt.notifier is not None:
+            self.mqtt.notifier.start()
         events = self.store.load_live_events(ended_since=now - self.config.restore_retry_window_s)
         ids = [event.event_id for event in events]
         for event in events:
@@ -129,6 +135,8 @@ class VtnService:
         self.flush()
         if self.notifier is not None:
             self.notifier.stop()
+        if self.mqtt.notifier is not None:
+            self.mqtt.notifier.stop()
         self.started = False
 
     # ============================================================================ API ====
@@ -154,20 +162,31 @@ class VtnService:
 
     def create_event(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Create an event (validated against the payload rules and the VTN's bounds)."""
-        return self.oadr.seed_changed("CREATE", self.event_manager.create(payload))
+        event = self.oadr.seed_changed("CREATE", self.event_manager.create(payload))
+        self._seed_published("CREATE", event["eventId"])
+        return event
 
     def update_event(self, event_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Change an open event; bumps its modificationNumber and re-dispatches an active one."""
-        return self.oadr.seed_changed("UPDATE", self.event_manager.update(event_id, payload))
+        event = self.oadr.seed_changed("UPDATE", self.event_manager.update(event_id, payload))
+        self._seed_published("UPDATE", event["eventId"])
+        return event
 
     def stop_event(self, event_id: str) -> dict[str, Any]:
         """End an event now: an active one completes (restores go out), one not yet active is cancelled."""
+        view = self._oadr_view(event_id)
         result = self.event_manager.stop_event(event_id)
-        return self.oadr.seed_changed("DELETE", result) if result.get("status") == "cancelled" else result
+        if result.get("status") != "cancelled":
+            return result
+        self._seed_published("DELETE", event_id, view)
+        return self.oadr.seed_changed("DELETE", result)
 
     def cancel_event(self, event_id: str) -> dict[str, Any]:
         """Cancel an event; VENs already dispatched are restored."""
-        return self.oadr.seed_changed("DELETE", self.event_manager.cancel(event_id))
+        view = self._oadr_view(event_id)
+        result = self.oadr.seed_changed("DELETE", self.event_manager.cancel(event_id))
+        self._seed_published("DELETE", event_id, view)
+        return result
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         """One event."""
@@ -193,7 +212,8 @@ class VtnService:
                 "vens": len(self.vens), "vensOnline": online, "openEvents": len(open_events),
                 "activeEvents": sum(1 for e in open_events if e.status == ACTIVE),
                 "pendingCommands": self.book.pending_count(), "lastRound": dict(self.dispatcher.last_round),
-                "counters": counters, **({"webhooks": self.notifier.counters()} if self.notifier else {})}
+                "counters": counters, **({"webhooks": self.notifier.counters()} if self.notifier else {}),
+                **({"mqtt": self.mqtt.counters()} if self.mqtt.notifier else {})}
 
     # ============================================================================ OpenADR 3 ====
     def oadr_search(self, kind: str, principal: Mapping[str, Any], query: Mapping[str, Any] | None = None) -> \
@@ -207,15 +227,48 @@ class VtnService:
 
     def oadr_create(self, kind: str, body: Any, principal: Mapping[str, Any]) -> dict[str, Any]:
         """Create an OpenADR object (an event is a dr.vtn event)."""
-        return self.oadr.create(kind, body, Principal.parse(principal))
+        return self._published(kind, "CREATE", self.oadr.create(kind, body, Principal.parse(principal)))
 
     def oadr_update(self, kind: str, object_id: str, body: Any, principal: Mapping[str, Any]) -> dict[str, Any]:
         """Replace an OpenADR object (an event's update is a modification)."""
-        return self.oadr.update(kind, object_id, body, Principal.parse(principal))
+        return self._published(kind, "UPDATE", self.oadr.update(kind, object_id, body, Principal.parse(principal)))
 
     def oadr_delete(self, kind: str, object_id: str, principal: Mapping[str, Any]) -> dict[str, Any]:
         """Delete an OpenADR object (an event is cancelled)."""
-        return self.oadr.delete(kind, object_id, Principal.parse(principal))
+        return self._published(kind, "DELETE", self.oadr.delete(kind, object_id, Principal.parse(principal)))
+
+    def _published(self, kind: str, operation: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Publish an OpenADR object operation on the MQTT notifier's topics; returns `obj`."""
+        self.mqtt.changed(KIND_OF_PATH[kind], operation, obj)
+        return obj
+
+    def _seed_published(self, operation: str, event_id: str, view: dict[str, Any] | None = None) -> None:
+        """Publish a change made through the seed API: the event as OpenADR shows it (`view`: as it was)."""
+        if self.mqtt.notifier is None:
+            return
+        if view is None:
+            view = self._oadr_view(event_id)
+        if view is not None:
+            self.mqtt.changed("EVENT", operation, view)
+
+    def _oadr_view(self, event_id: str) -> dict[str, Any] | None:
+        """An event as the business logic reads it over OpenADR (None when it is not there)."""
+        if self.mqtt.notifier is None:
+            return None
+        try:
+            return self.oadr.get("events", event_id, SYSTEM_PRINCIPAL)
+        except ApiError:
+            return None
+
+    def oadr_notifiers(self, principal: Mapping[str, Any]) -> dict[str, Any]:
+        """The spec's `notifiersResponse`: webhooks, and the MQTT binding when one is configured."""
+        Principal.parse(principal)
+        return self.mqtt.notifiers()
+
+    def oadr_mqtt_topics(self, path: str, principal: Mapping[str, Any]) -> dict[str, Any]:
+        """The MQTT topic names of `notifiers/mqtt/topics/{path}` (a VEN asks only for its own VEN objects)."""
+        who = Principal.parse(principal)
+        return self.mqtt.topics(path, who.is_ven, who.client_id)
 
     # ============================================================================ inbound ====
     def ingest(self, kind: str, message: object, ven_id: str | None = None, *, sender: str) -> list[str]:

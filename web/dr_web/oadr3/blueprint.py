@@ -203,8 +203,21 @@ def create_blueprint() -> Blueprint:
     @bp.get("/notifiers")
     def notifiers() -> Response:
         """The notifier bindings this VTN offers."""
-        _principal({"read_all", "read_targets", "read_ven_objects"})
-        return jsonify({"WEBHOOK": True})
+        who = _principal({"read_all", "read_targets", "read_ven_objects"})
+        return jsonify(_vtn(VtnRpc.OADR_NOTIFIERS, who.to_rpc()))
+
+    @bp.get("/notifiers/mqtt/topics/<path:path>")
+    def mqtt_topics(path: str) -> Response:
+        """The MQTT topic names for operations on a kind of object (a VEN asks only for its own VEN's)."""
+        if path.startswith("vens/"):
+            who = _principal({"read_all", "read_ven_objects"})
+        elif path.startswith("programs"):   # dr.vtn answers a VEN 404 (the spec lists no 403 here)
+            who = _principal({"read_all", "read_targets"})
+        else:
+            who = _principal({"read_all"})
+        if len(path) > 300:
+            raise Problem(400, "the topics path is too long")
+        return jsonify(_vtn(VtnRpc.OADR_MQTT_TOPICS, path, who.to_rpc()))
 
     @bp.get("/<kind>")
     def search(kind: str) -> Response:
