@@ -3,17 +3,25 @@
     /var/lib/volttron-dr/venv/bin/python bench/historian_ingest.py [--points 60000] [--batch 1000] [--no-postgres]
 
 1. Ingest rate (points/s) on one workload: device scrapes of 25 points each, as VOLTTRON's base-historian cache
-   hands them to `publish_to_historian` in batches of --batch records. Each contender writes into a fresh
-   SQLite file (and, for ours and raw, a fresh PostgreSQL database when the local server is reachable):
+   hands them to `publish_to_historian` in batches of --batch records, one transaction per batch for everyone.
+   Each contender writes into a fresh SQLite file, and on PostgreSQL (when 127.0.0.1:5432 is reachable) into a
+   fresh database of its own:
    * ours:  dr_historian.writer.Writer.publish, the exact code platform.historian's publish_to_historian runs
-            (topic cache, value encoding, (topic, ts) upsert, one transaction per batch);
+            (topic cache, value encoding, (topic, ts) upsert, one transaction per batch; on PostgreSQL a binary
+            COPY into a staging table and one INSERT ... SELECT ... ON CONFLICT per batch);
    * raw:   SQLAlchemy Core executemany of prebuilt rows into the same table (no topic lookup, no encoding,
             no upsert): the floor for any historian on SQLAlchemy;
-   * stock: volttron-lib-sql-historian 2.0.0rc5 (what volttron-sqlite-historian runs): its
-            SQLHistorian.publish_to_historian driven directly with SqlLiteFuncts on the same records, without
-            the agent around it (running the stock agent would add the same bus and cache cost to both).
-            When the package is not in the environment it is fetched with `pip download --no-deps` into
-            $VDR_STATE/bench-cache (or /tmp) and put on sys.path.
+   * raw COPY (PostgreSQL): psycopg2 copy_expert of a prebuilt binary COPY stream per batch straight into
+            the same table (no topic lookup, no encoding, no upsert, streams built before the clock starts): the
+            server's own ingest floor;
+   * stock: on SQLite volttron-lib-sql-historian 2.0.0rc5 (what volttron-sqlite-historian runs), on
+            PostgreSQL volttron-postgresql-historian 2.0.0rc6 (the newest, requires volttron-lib-sql-historian
+            >= 2.0.0rc5 -> volttron-lib-base-historian >= 2.0.0rc4, the stack of volttron 11.0.0rc3): their
+            SQLHistorian.publish_to_historian driven directly with SqlLiteFuncts / PostgreSqlFuncts on the same
+            records, without the agent around it (running the stock agent would add the same bus and cache cost
+            to both). Packages not in the environment are fetched with `pip download --no-deps` into
+            $VDR_STATE/bench-cache (or /tmp) and put on sys.path, never installed (psycopg2 and volttron-core
+            are the venv's own).
 2. CAISO 10-in-10 baseline for one meter with 45 days (+ the event day) of 1-minute data on SQLite, median of
    --repeat runs, read from the database each time. Baseline in the same run: a bare SELECT of those rows.
 """
@@ -21,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
+import io
 import os
 import shutil
 import socket
@@ -35,6 +45,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from dr_historian.mv.performance import MvOptions, topic_baseline  # noqa: E402
+from dr_historian.pg_ingest import encode_rows  # noqa: E402
 from dr_historian.store import Point, Store, data_table, topics_table  # noqa: E402
 from dr_tools.synth import generate  # noqa: E402
 from dr_historian.values import to_micros  # noqa: E402
@@ -42,7 +53,9 @@ from dr_historian.writer import Writer  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 UTC = timezone.utc
+COPY_DATA_SQL = "COPY data (topic_id, ts, value_num, value_json) FROM STDIN WITH (FORMAT binary)"
 STOCK_VERSION = "2.0.0rc5"
+STOCK_PG_VERSION = "2.0.0rc6"
 POINTS_PER_DEVICE = 25
 
 
@@ -103,40 +116,69 @@ def bench_raw(url: str, parts: list[list[dict]]) -> float:
     return elapsed
 
 
-@functools.lru_cache(maxsize=1)
-def stock_modules(cache_root: Path):
+def fetch_stock(cache_root: Path, folder: str, packages: list[str], module: str) -> str:
+    """Make `historian.<module>` importable: the installed package, else wheels fetched into the cache."""
     try:
-        from historian.sql.historian import SQLHistorian
-        from historian.sqlite.sqlitefuncts import SqlLiteFuncts
-        return SQLHistorian, SqlLiteFuncts, "installed"
+        importlib.import_module(f"historian.{module}")
+        return "installed"
     except ImportError:
         pass
-    target = cache_root / f"volttron-sql-historian-{STOCK_VERSION}"
-    if not (target / "historian" / "sql").is_dir():
+    target = cache_root / folder
+    if not (target / "historian" / module).is_dir():
         wheels = cache_root / "wheels"
         wheels.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--pre", "-d", str(wheels),
-                        f"volttron-lib-sql-historian=={STOCK_VERSION}", f"volttron-sqlite-historian=={STOCK_VERSION}"],
-                       check=True, stderr=subprocess.DEVNULL)
-        for wheel in wheels.glob("*.whl"):
-            if "sql" in wheel.name:
+                        *packages], check=True, stderr=subprocess.DEVNULL)
+        for package in packages:
+            name = package.split("==")[0].replace("-", "_")
+            for wheel in wheels.glob(f"{name}-*.whl"):
                 with zipfile.ZipFile(wheel) as zf:
                     zf.extractall(target)
     import historian  # a namespace package: let it span the fetched folder too
 
-    historian.__path__.append(str(target / "historian"))
+    if str(target / "historian") not in historian.__path__:
+        historian.__path__.append(str(target / "historian"))
+    importlib.import_module(f"historian.{module}")
+    return f"fetched into {target}"
+
+
+@functools.lru_cache(maxsize=1)
+def stock_modules(cache_root: Path):
+    origin = fetch_stock(cache_root, f"volttron-sql-historian-{STOCK_VERSION}",
+                         [f"volttron-lib-sql-historian=={STOCK_VERSION}", f"volttron-sqlite-historian=={STOCK_VERSION}"],
+                         "sqlite")
     from historian.sql.historian import SQLHistorian
     from historian.sqlite.sqlitefuncts import SqlLiteFuncts
-    return SQLHistorian, SqlLiteFuncts, f"fetched into {target}"
+    return SQLHistorian, SqlLiteFuncts, origin
+
+
+@functools.lru_cache(maxsize=1)
+def stock_pg_modules(cache_root: Path):
+    SQLHistorian, _, _ = stock_modules(cache_root)
+    origin = fetch_stock(cache_root, f"volttron-postgresql-historian-{STOCK_PG_VERSION}",
+                         [f"volttron-postgresql-historian=={STOCK_PG_VERSION}"], "postgresql")
+    from historian.postgresql.postgresqlfuncts import PostgreSqlFuncts
+    return SQLHistorian, PostgreSqlFuncts, origin
 
 
 def bench_stock(path: Path, parts: list[list[dict]], cache_root: Path) -> tuple[float, str]:
     SQLHistorian, SqlLiteFuncts, origin = stock_modules(cache_root)
+    return drive_stock(SQLHistorian, lambda tables: SqlLiteFuncts({"database": str(path)}, tables), parts), origin
+
+
+def bench_stock_pg(dbname: str, parts: list[list[dict]], cache_root: Path) -> tuple[float, str]:
+    SQLHistorian, PostgreSqlFuncts, origin = stock_pg_modules(cache_root)
+    params = {"dbname": dbname, "host": "127.0.0.1", "port": 5432, "user": "postgres"}
+    return drive_stock(SQLHistorian, lambda tables: PostgreSqlFuncts(params, tables), parts), origin
+
+
+def drive_stock(SQLHistorian, make_functs, parts: list[list[dict]]) -> float:
+    """The stock SQLHistorian.publish_to_historian on every batch, as its agent's background thread runs it."""
     hist = SQLHistorian.__new__(SQLHistorian)
     hist.topic_id_map, hist.topic_name_map, hist.topic_meta, hist.agg_topic_id_map = {}, {}, {}, {}
     hist._successful_published = set()
     _, table_names = SQLHistorian.parse_table_def(hist, None)
-    hist.bg_thread_dbutils = SqlLiteFuncts({"database": str(path)}, table_names)
+    hist.bg_thread_dbutils = make_functs(table_names)
     hist.bg_thread_dbutils.setup_historian_tables()
     t0 = time.perf_counter()
     for part in parts:
@@ -147,7 +189,41 @@ def bench_stock(path: Path, parts: list[list[dict]], cache_root: Path) -> tuple[
     elapsed = time.perf_counter() - t0
     count = hist.bg_thread_dbutils.select("SELECT count(*) FROM data")[0][0]
     assert count == sum(len(p) for p in parts), count
-    return elapsed, origin
+    hist.bg_thread_dbutils.close()
+    return elapsed
+
+
+def bench_raw_copy(url: str, parts: list[list[dict]]) -> float:
+    """psycopg2 binary COPY of prebuilt streams straight into `data`, one transaction per batch."""
+    import psycopg2
+    import psycopg2.extras
+
+    store = Store(url)
+    store.setup()
+    store.dispose()
+    dbname = url.rsplit("/", 1)[1]
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=dbname)
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE UTC")
+        names = sorted({r["topic"] for part in parts for r in part})
+        psycopg2.extras.execute_values(cur, "INSERT INTO topics (topic_name, topic_key, metadata) VALUES %s",
+                                       [(n, n.lower(), "{}") for n in names])
+        cur.execute("SELECT topic_name, topic_id FROM topics")
+        ids = dict(cur.fetchall())
+    conn.commit()
+    buffers = [encode_rows([(ids[r["topic"]], to_micros(r["timestamp"]), float(r["value"]), None) for r in part])
+               for part in parts]
+    t0 = time.perf_counter()
+    for stream in buffers:
+        with conn.cursor() as cur:
+            cur.copy_expert(COPY_DATA_SQL, io.BytesIO(stream), size=len(stream))
+        conn.commit()
+    elapsed = time.perf_counter() - t0
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM data")
+        assert cur.fetchone()[0] == sum(len(p) for p in parts)
+    conn.close()
+    return elapsed
 
 
 def pg_reachable() -> bool:
@@ -199,13 +275,35 @@ def ingest(args: argparse.Namespace, workdir: Path, cache_root: Path) -> None:
     if not pg_reachable():
         print("   PostgreSQL: skipped, 127.0.0.1:5432 unreachable")
         return
-    for name, fn in (("ours", bench_ours), ("raw", bench_raw)):
-        db = PgDatabase()
-        try:
-            elapsed = fn(db.url, parts)
-        finally:
-            db.drop()
-        print(f"   Postgres {name:<5} {n / elapsed:>10,.0f} points/s   ({elapsed:.2f} s)")
+    ingest_pg(args, parts, cache_root)
+
+
+def ingest_pg(args: argparse.Namespace, parts: list[list[dict]], cache_root: Path) -> None:
+    n = sum(len(p) for p in parts)
+    contenders = {
+        "ours": lambda db: bench_ours(db.url, parts),
+        "raw": lambda db: bench_raw(db.url, parts),
+        "raw COPY": lambda db: bench_raw_copy(db.url, parts),
+        "stock": lambda db: bench_stock_pg(db.name, parts, cache_root)[0],
+    }
+    stock_origin = stock_pg_modules(cache_root)[2]
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(args.rounds):  # interleaved, each into a fresh database; the median is reported
+        for name, fn in contenders.items():
+            db = PgDatabase()
+            try:
+                runs[name].append(fn(db))
+            finally:
+                db.drop()
+    med = {name: statistics.median(times) for name, times in runs.items()}
+    notes = {"ours": "", "raw": "  SQLAlchemy executemany of prebuilt rows",
+             "raw COPY": "  psycopg2 binary COPY of prebuilt streams, no upsert",
+             "stock": f"  volttron-postgresql-historian {STOCK_PG_VERSION} publish_to_historian ({stock_origin})"}
+    for name, elapsed in med.items():
+        print(f"   Postgres {name:<8} {n / elapsed:>10,.0f} points/s   ({elapsed:.2f} s){notes[name]}")
+    print(f"   Postgres ours / stock = {med['stock'] / med['ours']:.1f}x (target >= 3x);  "
+          f"ours / raw = {med['raw'] / med['ours']:.2f} (target >= 1);  ours / raw COPY = "
+          f"{med['raw COPY'] / med['ours']:.2f}")
 
 
 def baseline_timing(args: argparse.Namespace, workdir: Path) -> None:

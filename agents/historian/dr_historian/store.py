@@ -19,8 +19,9 @@ from sqlalchemy import Table, and_, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from dr_historian import pg_ingest
 from dr_historian.reads import (
     AGG_TYPES,
     ORDER_FIRST_TO_LAST,
@@ -91,11 +92,22 @@ class Store:
 
             return engine
         timeout = max(1, int(math.ceil(connect_timeout_s)))
-        return create_engine(
+        engine = create_engine(
             url, pool_pre_ping=True, pool_size=3, max_overflow=4, pool_recycle=1800,
             connect_args={"connect_timeout": timeout, "application_name": application_name,
                           "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3,
                           "tcp_user_timeout": timeout * 2000})
+
+        @event.listens_for(engine, "connect")
+        def _pg_stage(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_conn.cursor()
+            try:
+                pg_ingest.create_stage(cursor)
+            finally:
+                cursor.close()
+            dbapi_conn.commit()
+
+        return engine
 
     def setup(self) -> None:
         """Create the schema when missing (idempotent)."""
@@ -140,28 +152,23 @@ class Store:
         """
         if not self._ready:
             self.setup()
-        latest: dict[tuple[str, int], tuple[Any, datetime]] = {}
+        latest: dict[tuple[str, int], Any] = {}
         topics: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
         for point in points:
             key = point.topic.lower()
-            latest[(key, to_micros(point.ts))] = (point.value, point.ts)
+            latest[(key, to_micros(point.ts))] = point.value
             topics[key] = (point.topic, point.meta or topics.get(key, (None, None))[1])
         try:
             with self._engine.begin() as conn:
                 ids, resolved = self._resolve_topics(conn, topics)
+                # plain tuples, not Core parameter dicts: the per-row parameter processing of Core costs more
+                # than the database's insert itself
+                tuples = [(ids[key], micros, *encode_value(value)) for (key, micros), value in latest.items()]
                 if self.backend == "sqlite":
-                    # the statement SQLAlchemy compiles from `data_table`, executed with plain tuples: the
-                    # per-row parameter processing of Core costs more than SQLite's insert itself
-                    tuples = [(ids[key], micros, *encode_value(value)) for (key, micros), (value, _) in latest.items()]
                     for start in range(0, len(tuples), _INSERT_CHUNK):
                         conn.exec_driver_sql(self._sqlite_upsert_sql, tuples[start:start + _INSERT_CHUNK])
                 else:
-                    rows = [dict(zip(("value_num", "value_json"), encode_value(value), strict=True),
-                                 topic_id=ids[key],
-                                 ts=as_utc(ts)) for (key, _), (value, ts) in latest.items()]
-                    for start in range(0, len(rows), _INSERT_CHUNK):
-                        self._upsert(conn, data_table, rows[start:start + _INSERT_CHUNK], ["topic_id", "ts"],
-                                     ["value_num", "value_json"])
+                    self._copy_upsert(conn, tuples)
                 if events:
                     self._write_events(conn, events)
         except SQLAlchemyError as exc:
@@ -169,6 +176,22 @@ class Store:
         for key, entry in resolved.items():  # only once committed
             self.topics.put(key, entry)
         return len(latest)
+
+    def _copy_upsert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """pg_ingest's COPY on the connection's DBAPI cursor, its errors raised as SQLAlchemy's (a lost connection
+        invalidated, as SQLAlchemy does for the statements it runs itself)."""
+        dialect = self._engine.dialect
+        dbapi_conn = conn.connection.dbapi_connection
+        cursor = dbapi_conn.cursor()
+        try:
+            pg_ingest.copy_upsert(cursor, rows)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_conn, cursor):
+                conn.invalidate(exc)
+            raise DBAPIError.instance(pg_ingest.COPY_SQL, None, exc, dialect.loaded_dbapi.Error) from exc
+        finally:
+            if not cursor.closed:
+                cursor.close()
 
     def _resolve_topics(self, conn: Connection, topics: Mapping[str, tuple[str, Mapping[str, Any] | None]],
                         ) -> tuple[dict[str, int], dict[str, TopicEntry]]:
@@ -225,8 +248,12 @@ class Store:
             conn.execute(stmt, rows)
 
     def _insert_ignore(self, conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
-        dialect = sqlite_dialect if self.backend == "sqlite" else pg_dialect
-        conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=keys), rows)
+        if self.backend == "sqlite":
+            conn.execute(sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=keys), rows)
+            return
+        # with RETURNING SQLAlchemy sends multi-row INSERTs (see _upsert); the rows it returns are not needed
+        stmt = pg_dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
+        conn.execute(stmt.returning(*(table.c[k] for k in keys)), rows).all()
 
     def _write_events(self, conn: Connection, entries: Sequence[EventEntry]) -> None:
         keys = {(e.event_id, e.ven_id) for e in entries}

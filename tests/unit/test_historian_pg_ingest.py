@@ -1,0 +1,182 @@
+"""The PostgreSQL write path (binary COPY into a session staging table, then one upsert) against the local
+PostgreSQL server, each test in a database of its own that it drops: exact values and timestamps, one row per
+(topic, ts), nothing left staged between transactions, rollback and lost connections."""
+
+from __future__ import annotations
+
+import math
+import struct
+from datetime import datetime, timedelta, timezone
+
+import psycopg2
+import pytest
+from dr_historian import pg_ingest
+from dr_historian.store import Point, Store, StoreError
+from dr_historian.values import to_micros
+from dr_historian.writer import Writer
+
+from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, postgres_url, throwaway_postgres_db
+
+pytestmark = pytest.mark.postgres
+
+UTC = timezone.utc
+T0 = datetime(2026, 7, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def dbname():
+    with throwaway_postgres_db("drhist_copy") as name:
+        yield name
+
+
+@pytest.fixture
+def store(dbname):
+    s = Store(postgres_url(dbname))
+    s.setup()
+    yield s
+    s.dispose()
+
+
+def _sql(dbname: str, query: str, args: tuple = ()) -> list[tuple]:
+    conn = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname=dbname)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def test_binary_stream_layout():
+    stream = pg_ingest.encode_rows([(7, to_micros(datetime(2000, 1, 1, tzinfo=UTC)) + 1, 2.5, None),
+                                    (8, 0, None, "é")])
+    assert stream.startswith(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
+    assert stream.endswith(b"\xff\xff")
+    body = stream[19:-2]
+    first = struct.unpack("!hiiiqid", body[:34])
+    assert first == (4, 4, 7, 8, 1, 8, 2.5)
+    assert body[34:38] == b"\xff\xff\xff\xff"  # NULL value_json
+    second = body[38:]
+    assert struct.unpack("!hiiiq", second[:22]) == (4, 4, 8, 8, -946_684_800_000_000)
+    assert second[22:26] == b"\xff\xff\xff\xff"  # NULL value_num
+    assert second[26:] == struct.pack("!i", 2) + "é".encode()
+
+
+def test_every_value_type_round_trips_through_copy(store, dbname):
+    values = [1.5, -0.0, 1e-310, 1.7976931348623157e308, 42, 2**63 + 1, True, False, None, "plain",
+              "tab\there\nnew line\\back\\slash \"quoted\" \r", "ünï©ødé ☃ 𝄞", "\x00nul", {"a": [1, 2.5, None]},
+              [1, "x"], math.nan, math.inf, -math.inf]
+    store.write([Point(f"t/v{i}", T0, v) for i, v in enumerate(values)])
+    for i, v in enumerate(values):
+        got = store.query(f"t/v{i}")["values"]
+        assert len(got) == 1, (i, v)
+        stored = got[0][1]
+        if isinstance(v, float) and math.isnan(v):
+            assert math.isnan(stored)
+        else:
+            assert stored == v and type(stored) is type(v), (i, v, stored)
+    # what M&V aggregates in SQL: finite numbers in value_num, exactly
+    nums = dict(_sql(dbname, "SELECT t.topic_name, d.value_num FROM data d JOIN topics t USING (topic_id)"))
+    assert nums["t/v0"] == 1.5 and nums["t/v2"] == 1e-310 and nums["t/v4"] == 42.0
+    assert nums["t/v5"] is None and nums["t/v6"] is None and nums["t/v15"] is None
+
+
+def test_timestamps_exact_to_the_microsecond_either_side_of_2000(store, dbname):
+    stamps = [datetime(1970, 1, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+              datetime(2000, 1, 1, tzinfo=UTC), datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+              datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+              datetime(2026, 7, 15, 14, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-7)))]
+    store.write([Point("t/ts", ts, i) for i, ts in enumerate(stamps)])
+    rows = _sql(dbname, "SELECT ts, value_json FROM data ORDER BY ts")
+    assert [ts for ts, _ in rows] == sorted(stamps)
+    assert {int(v): ts for ts, v in rows} == dict(enumerate(stamps))
+
+
+def test_one_row_per_topic_and_time_last_write_wins(store, dbname):
+    # duplicates inside one batch (any case of the topic name) and across batches
+    store.write([Point("t/dup", T0, 1.0), Point("T/DUP", T0, 2.0), Point("t/dup", T0 + timedelta(seconds=1), 3.0)])
+    store.write([Point("t/dup", T0, 4.0)])
+    assert _sql(dbname, "SELECT ts, value_num FROM data ORDER BY ts") == [(T0, 4.0), (T0 + timedelta(seconds=1), 3.0)]
+    assert _sql(dbname, "SELECT count(*) FROM topics") == [(1,)]
+
+
+def test_batches_larger_than_a_copy_chunk(store, dbname, monkeypatch):
+    monkeypatch.setattr(pg_ingest, "COPY_CHUNK", 7)
+    copy_calls = []
+    real = pg_ingest.encode_rows
+    monkeypatch.setattr(pg_ingest, "encode_rows", lambda rows: copy_calls.append(len(rows)) or real(rows))
+    points = [Point(f"t/big{i % 5}", T0 + timedelta(seconds=i), float(i)) for i in range(100)]
+    assert store.write(points) == 100
+    assert sum(copy_calls) == 100 and max(copy_calls) <= 7
+    assert _sql(dbname, "SELECT count(*), sum(value_num) FROM data") == [(100, float(sum(range(100))))]
+
+
+def test_nothing_stays_staged_between_writes(store, dbname):
+    store.write([Point("t/a", T0, 1.0)])
+    # another client changes the stored reading; a later write of other readings must not replay the old one
+    _sql(dbname, "UPDATE data SET value_num = 99")
+    store.write([Point("t/b", T0, 2.0)])
+    assert sorted(_sql(dbname, "SELECT value_num FROM data")) == [(2.0,), (99.0,)]
+    with store.engine.connect() as conn:
+        cur = conn.connection.cursor()
+        cur.execute(f"SELECT count(*) FROM {pg_ingest.STAGE_TABLE}")
+        assert cur.fetchone() == (0,)
+
+
+def test_a_failed_batch_stores_nothing_and_the_next_one_works(store, dbname, monkeypatch):
+    store.write([Point("t/keep", T0, 1.0)])
+    real_merge = pg_ingest.MERGE_SQL
+    monkeypatch.setattr(pg_ingest, "MERGE_SQL", real_merge.replace("INSERT INTO data", "INSERT INTO no_such_table"))
+    with pytest.raises(StoreError, match="postgresql write of 2 readings failed: UndefinedTable"):
+        store.write([Point("t/keep", T0, 5.0), Point("t/new", T0, 6.0)])
+    monkeypatch.setattr(pg_ingest, "MERGE_SQL", real_merge)
+    assert _sql(dbname, "SELECT value_num FROM data") == [(1.0,)]
+    store.write([Point("t/after", T0, 7.0)])
+    # the rolled-back rows were not left in the staging table for this merge to pick up
+    assert sorted(_sql(dbname, "SELECT value_num FROM data")) == [(1.0,), (7.0,)]
+
+
+def test_a_killed_connection_gets_a_new_staging_table(store, dbname):
+    writer = Writer(store)
+    assert writer.publish([{"topic": "t/k", "timestamp": T0, "value": 1.0}])
+    _sql(dbname, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+    # the pool's pre-ping replaces the dead connection; the new session creates its own staging table
+    assert writer.publish([{"topic": "t/k", "timestamp": T0 + timedelta(seconds=1), "value": 2.0}])
+    assert _sql(dbname, "SELECT count(*) FROM data") == [(2,)]
+    assert writer.stats.failures == 0
+
+
+def test_same_answers_as_sqlite(store, tmp_path):
+    lite = Store(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    lite.setup()
+    points = [Point(f"dev/p{i % 13}", T0 + timedelta(milliseconds=317 * i), v)
+              for i, v in enumerate([float(i) / 7 if i % 3 else i for i in range(2500)])]
+    points += [Point("dev/p1", T0, "text"), Point("dev/p2", T0 + timedelta(milliseconds=317 * 2), {"x": 1})]
+    for s in (store, lite):
+        assert s.write(points) == 2501  # dev/p2's reading at 634 ms is given twice
+    topics = [f"dev/p{i}" for i in range(13)]
+    assert store.query(topics, count=10_000) == lite.query(topics, count=10_000)
+    assert store.query("dev/p4", agg_type="avg", agg_period="1m") == lite.query("dev/p4", agg_type="avg",
+                                                                              agg_period="1m")
+    lite.dispose()
+
+
+def test_a_connection_lost_during_copy_is_a_store_error_and_the_next_write_reconnects(store, dbname, monkeypatch):
+    writer = Writer(store)
+    assert writer.publish([{"topic": "t/lost", "timestamp": T0, "value": 1.0}])
+    real = pg_ingest.encode_rows
+
+    def kill_then_encode(rows):  # the session dies between its staging-table set-up and the COPY
+        _sql(dbname, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        return real(rows)
+
+    monkeypatch.setattr(pg_ingest, "encode_rows", kill_then_encode)
+    assert not writer.publish([{"topic": "t/lost", "timestamp": T0 + timedelta(seconds=1), "value": 2.0}])
+    assert writer.stats.failures == 1 and "postgresql write of 1 readings failed" in writer.stats.last_error
+    monkeypatch.setattr(pg_ingest, "encode_rows", real)
+    # the batch stays with the caller (the backup cache) and is stored whole by the next attempt
+    assert writer.publish([{"topic": "t/lost", "timestamp": T0 + timedelta(seconds=1), "value": 2.0}])
+    assert _sql(dbname, "SELECT value_num FROM data ORDER BY ts") == [(1.0,), (2.0,)]
