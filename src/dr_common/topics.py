@@ -19,6 +19,14 @@ def ven_identity(ven_id: str) -> str:
     return f"{VEN_IDENTITY_PREFIX}{ven_id}"
 
 
+OADR_VEN_IDENTITY_PREFIX = "dr.oadr."
+
+
+def oadr_ven_identity(ven_id: str) -> str:
+    """VIP identity of the OpenADR VEN agent (dr.oadr.<venId>) in front of dr.ven.<venId>."""
+    return f"{OADR_VEN_IDENTITY_PREFIX}{ven_id}"
+
+
 # --- VOLTTRON bus topics --------------------------------------------------------------------------
 # Per-VEN topics (one message per VEN): used between agents on the same platform.
 BUS_CMD = "dr/cmd/{venId}"              # dr.vtn (or dr.mqtt on a VEN platform) -> dr.ven.<venId>
@@ -134,6 +142,14 @@ class VenRpc:
     OVERRIDE = "override"
     HANDLE_COMMAND = "handle_command"
     HEALTH = "health"
+
+
+class OadrVenRpc:
+    """RPCs exported by dr.oadr.<venId> (the OpenADR VEN agent)."""
+
+    STATUS = "status"
+    HEALTH = "health"
+    POLL_NOW = "poll_now"
 
 
 class BridgeRpc:
