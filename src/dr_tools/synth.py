@@ -4,7 +4,8 @@ Demand at local time t = base load + the daily shape of the building kind (resid
 peaks, later and fuller on weekends and holidays; office: occupied hours on business days only) + cooling
 load proportional to the outdoor temperature above a balance point + noise. The temperature has a seasonal
 mean, a day-to-day weather anomaly (AR(1)), and a diurnal swing peaking mid-afternoon. Noise is an AR(1)
-minute-scale wander plus white measurement noise. Demand never goes below zero.
+minute-scale wander plus white measurement noise. Demand never goes below zero. `readings` also gives the
+outdoor temperature (degrees Fahrenheit, the unit of CalTRACK's regressions) that drove each reading's cooling.
 """
 
 from __future__ import annotations
@@ -84,10 +85,24 @@ class WeatherModel:
         return season + self.anomaly(local.date()) + diurnal
 
 
+def fahrenheit(celsius: float) -> float:
+    """Degrees Celsius in degrees Fahrenheit."""
+    return celsius * 9.0 / 5.0 + 32.0
+
+
 def generate(start: datetime, end: datetime, step_s: int = 60, profile: MeterProfile | None = None,
              tz: ZoneInfo | str = "UTC", seed: int = 1, calendar: HolidayCalendar | None = None,
              ) -> Iterator[tuple[datetime, float]]:
     """(UTC time, kW) readings every `step_s` seconds over [start, end)."""
+    for t, kw, _ in readings(start, end, step_s, profile, tz, seed, calendar):
+        yield t, kw
+
+
+def readings(start: datetime, end: datetime, step_s: int = 60, profile: MeterProfile | None = None,
+             tz: ZoneInfo | str = "UTC", seed: int = 1, calendar: HolidayCalendar | None = None,
+             ) -> Iterator[tuple[datetime, float, float]]:
+    """(UTC time, kW, outdoor temperature in deg F) every `step_s` seconds over [start, end); the kW are
+    exactly `generate`'s for the same arguments."""
     profile = profile or MeterProfile()
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     calendar = calendar or HolidayCalendar()
@@ -102,8 +117,9 @@ def generate(start: datetime, end: datetime, step_s: int = 60, profile: MeterPro
         local = t.astimezone(zone)
         hour = local.hour + local.minute / 60 + local.second / 3600
         shape = daily_shape(profile.kind, hour, calendar.is_business_day(local.date()))
-        cooling = profile.cooling_kw_per_c * max(0.0, weather.temperature(local) - profile.balance_c)
+        temperature = weather.temperature(local)
+        cooling = profile.cooling_kw_per_c * max(0.0, temperature - profile.balance_c)
         wander = phi * wander + rng.gauss(0.0, wander_sd)
         value = profile.base_kw + profile.shape_kw * shape + cooling + wander + rng.gauss(0.0, profile.noise_kw)
-        yield t, round(max(0.0, value), 4)
+        yield t, round(max(0.0, value), 4), round(fahrenheit(temperature), 2)
         t += step

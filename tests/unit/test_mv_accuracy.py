@@ -14,17 +14,22 @@ from zoneinfo import ZoneInfo
 import pytest
 from dr_historian.mv.accuracy import backcast, event_accuracy, format_ranking, site_accuracy
 from dr_historian.mv.calendar import HolidayCalendar
+from dr_historian.mv.engine import KIND_REGRESSION
 from dr_historian.mv.performance import MvOptions
 from dr_historian.mv.presets import PRESETS
 from dr_historian.mv.series import LoadSeries, MvError, Window
 from dr_historian.store import Point, Store
 from dr_historian.writer import Writer
-from dr_tools.synth import MeterProfile, generate
+from dr_historian.mv.regression import OPENDSM_CALTRACK_DR
+from dr_tools.synth import MeterProfile, readings
 
 UTC = timezone.utc
 TZ = ZoneInfo("UTC")
 WINDOW = Window(datetime(2026, 7, 15, 14, tzinfo=UTC), datetime(2026, 7, 15, 16, tzinfo=UTC))
 METER_LIKE = {"meter-before", "meter-after", "pjm-same-day"}
+TEMPERATURE = "site/weather/OutdoorTempF"
+# the regression preset (where opendsm is installed) fits on the synthetic outdoor temperature
+COVARIATE = {OPENDSM_CALTRACK_DR: {"covariateTopic": TEMPERATURE}} if OPENDSM_CALTRACK_DR in PRESETS else {}
 
 
 def flat_series(days: int = 110) -> LoadSeries:
@@ -39,7 +44,8 @@ def flat_series(days: int = 110) -> LoadSeries:
 
 def test_backcast_by_hand():
     event_days = {date(2026, 7, 10), date(2026, 6, 1)}
-    report = backcast(flat_series(), list(PRESETS.values()), WINDOW, TZ, 3600, 60, event_days,
+    hand_checkable = [s for s in PRESETS.values() if s.kind != KIND_REGRESSION]  # a regression is no arithmetic
+    report = backcast(flat_series(), hand_checkable, WINDOW, TZ, 3600, 60, event_days,
                       HolidayCalendar(nerc=False))
     assert report["backcastDays"] == 58  # 60 days minus the two event days
     for name, m in report["methods"].items():
@@ -65,13 +71,15 @@ def test_backcast_counts_days_without_data_and_bounds_days():
 
 @pytest.fixture(scope="module")
 def synthetic_store(tmp_path_factory):
-    """60 days (plus the 45-day look-back) of 1-minute synthetic residential meter data, one recorded event."""
+    """60 days (plus the 45-day look-back) of 1-minute synthetic residential meter data and its outdoor
+    temperature, one recorded event."""
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('acc') / 'h.sqlite'}")
     store.setup()
     tz = ZoneInfo("America/New_York")
     end = datetime(2026, 8, 1, tzinfo=tz)
-    store.write([Point("site/meter/PowerKw", ts, kw)
-                 for ts, kw in generate(end - timedelta(days=108), end, 60, MeterProfile(), tz, seed=11)])
+    rows = list(readings(end - timedelta(days=108), end, 60, MeterProfile(), tz, seed=11))
+    store.write([Point("site/meter/PowerKw", ts, kw) for ts, kw, _ in rows]
+                + [Point(TEMPERATURE, ts, temp) for ts, _, temp in rows[::15]])  # temperature every 15 minutes
     start = datetime(2026, 7, 31, 14, tzinfo=tz)
     value = {"op": "event", "correlationId": "c1", "eventId": "ev-acc", "requestedReductionKw": 1.0,
              "startTime": start.isoformat(), "until": (start + timedelta(hours=2)).isoformat(),
@@ -82,7 +90,8 @@ def synthetic_store(tmp_path_factory):
 
 
 def test_accuracy_on_60_days_of_synthetic_meter_data(synthetic_store, figure):
-    options = MvOptions(timezone="America/New_York", interval_minutes=60, meter_topics=("site/meter/PowerKw",))
+    options = MvOptions(timezone="America/New_York", interval_minutes=60, meter_topics=("site/meter/PowerKw",),
+                        overrides=COVARIATE)
     report = event_accuracy(synthetic_store, "ev-acc", options, days=60)
     assert report["topic"] == "site/meter/PowerKw" and report["backcastDays"] == 60
     assert report["chosenMethod"] == "meter-before" and report["chosenAccuracy"]["days"] == 60
@@ -148,7 +157,7 @@ def test_rpc_arguments_are_named(api, kwargs, field):
 def test_every_preset_for_one_stored_meter_with_one_history_read(synthetic_store):
     from dr_historian.mv.performance import topic_methods
 
-    options = MvOptions(methods=tuple(PRESETS), timezone="America/New_York", interval_minutes=60)
+    options = MvOptions(methods=tuple(PRESETS), timezone="America/New_York", interval_minutes=60, overrides=COVARIATE)
     start = datetime(2026, 7, 30, 14, tzinfo=ZoneInfo("America/New_York"))
     report = topic_methods(synthetic_store, "site/meter/PowerKw", start, start + timedelta(hours=2), options)
     assert set(report["methods"]) == set(PRESETS)
