@@ -292,6 +292,7 @@ class VenStatus:
 # --- REST / RPC: VEN registration -----------------------------------------------------------------
 TRANSPORT_BUS = "bus"
 TRANSPORT_MQTT = "mqtt"
+TRANSPORT_OADR = "oadr"   # an OpenADR 3 VEN: reads its events over OpenADR, reports over it; dr.vtn sends it nothing
 
 VEN_FIELDS = (
     Field("venId", "id", required=True, aliases=("id", "ven", "thingName")),
@@ -299,7 +300,7 @@ VEN_FIELDS = (
     Field("site", "str", max_length=200),
     Field("group", "id", aliases=("groupId",)),
     _kw("maxShedKw", "maximumShedKw", "maxShedCapacityKw", "capacityKw", "maxCapacityKw"),
-    Field("transport", "str", choices=(TRANSPORT_BUS, TRANSPORT_MQTT)),
+    Field("transport", "str", choices=(TRANSPORT_BUS, TRANSPORT_MQTT, TRANSPORT_OADR)),
     Field("status", "str", choices=("online", "offline")),
 )
 

@@ -12,7 +12,9 @@ from dr_common.timeutil import to_iso
 from dr_vtn_dispatcher.errors import api_call
 from dr_vtn_dispatcher.lifecycle import split_steps
 from dr_vtn_dispatcher.oadr_events import MAX_INTERVALS, interval_steps
-from tests.unit.test_oadr3_service import BL, Vtn, vtn  # noqa: F401 (the fixture)
+from dr_common.payloads import Telemetry
+from dr_web.livestate import LiveState
+from tests.unit.test_oadr3_service import BL, VEN_A, Vtn, _report, _resource, oadr_event, vtn  # noqa: F401 (fixture)
 
 SHED = "DISPATCH_SETPOINT_RELATIVE"
 
@@ -165,3 +167,98 @@ def test_steps_survive_a_restart_and_a_step_missed_while_down_is_applied(vtn):
     assert vtn.service.get_event(made["id"])["modificationNumber"] == 1
     vtn.clock.advance_to(start + 1201)
     assert vtn.service.get_event(made["id"])["requestedReductionKw"] == 3
+
+
+# --- OpenADR VENs in dr.vtn's registry ---------------------------------------------------------------
+def make_oadr_ven(vtn: Vtn, name: str = "ven-a", who: dict = VEN_A) -> dict:
+    return api_call(vtn.service.oadr_create, "vens", {"objectType": "VEN_VEN_REQUEST", "venName": name}, who)
+
+
+def test_a_ven_object_registers_a_vtn_ven_that_is_sent_nothing(vtn):
+    made = make_oadr_ven(vtn)
+    ven = vtn.service.get_ven("ven-a")
+    assert ven["transport"] == "oadr" and ven["status"] == "unknown"
+    assert [v["venId"] for v in vtn.service.list_vens(transport="oadr")] == ["ven-a"]
+    vtn.restart()
+    assert vtn.service.get_ven("ven-a")["transport"] == "oadr"
+    event = api_call(vtn.service.oadr_create, "events", oadr_event(targets=["ven-a"]), VEN_A | {"role": "bl"})
+    assert vtn.service.get_event(event["id"])["venIds"] == ["ven-a"]            # it is a registered VEN
+    assert [e["id"] for e in api_call(vtn.service.oadr_search, "events", VEN_A, {})] == [event["id"]]
+    assert vtn.service.event_metrics(event["id"])["vens"][0]["venId"] == "ven-a"
+    vtn.clock.advance(120)                                                      # retries would be due by now
+    assert vtn.service.sender.local == [] and vtn.service.sender.batches == []
+    assert vtn.service.counters["oadrVenCommandsNotSent"] == 1 and vtn.service.health()["pendingCommands"] == 0
+    refused = api_call(vtn.service.oadr_delete, "vens", made["id"], VEN_A)
+    assert refused["code"] == "invalid" and refused["field"] == "venID"        # it serves a live event
+    api_call(vtn.service.oadr_delete, "events", event["id"], BL)
+    api_call(vtn.service.oadr_delete, "vens", made["id"], VEN_A)
+    assert api_call(vtn.service.get_ven, "ven-a")["code"] == "not_found"
+    vtn.restart()
+    assert api_call(vtn.service.get_ven, "ven-a")["code"] == "not_found"
+
+
+def test_a_seed_ven_keeps_its_transport_and_a_bad_ven_name_is_refused(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus"})
+    made = make_oadr_ven(vtn)
+    assert vtn.service.get_ven("ven-a")["transport"] == "bus"
+    api_call(vtn.service.oadr_delete, "vens", made["id"], VEN_A)
+    assert vtn.service.get_ven("ven-a")["transport"] == "bus"                   # not the OpenADR side's to remove
+    bad = make_oadr_ven(vtn, "ven a/1", {"clientId": "c", "role": "ven", "venName": "ven a/1"})
+    assert bad["code"] == "invalid" and bad["field"] == "venName"
+    assert not vtn.service.oadr_book.objects["VEN"] and len(vtn.service.list_vens()) == 1
+
+
+def test_renaming_the_ven_object_moves_the_registration(vtn):
+    made = api_call(vtn.service.oadr_create, "vens", {"objectType": "BL_VEN_REQUEST", "venName": "ven-a",
+                                                       "clientID": "c"}, BL)
+    api_call(vtn.service.oadr_update, "vens", made["id"], {"objectType": "BL_VEN_REQUEST", "venName": "ven-b",
+                                                           "clientID": "c"}, BL)
+    assert [v["venId"] for v in vtn.service.list_vens()] == ["ven-b"]
+
+
+def test_polling_and_reports_keep_an_oadr_ven_online(vtn):
+    make_oadr_ven(vtn)
+    vtn.clock.advance(5)
+    api_call(vtn.service.oadr_search, "programs", VEN_A, {})
+    assert vtn.service.get_ven("ven-a")["status"] == "online"
+    vtn.clock.advance(31)                                                       # offlineTimeoutS 30 s
+    assert vtn.service.get_ven("ven-a")["status"] == "offline"
+    api_call(vtn.service.oadr_get, "programs", "default", VEN_A)
+    assert vtn.service.get_ven("ven-a")["status"] == "online"
+    api_call(vtn.service.oadr_search, "programs", BL, {})                       # business logic is no VEN
+    vtn.clock.advance(31)
+    assert vtn.service.get_ven("ven-a")["status"] == "offline"
+
+
+# --- reports on the bus --------------------------------------------------------------------------------
+def test_an_oadr_vens_report_is_published_as_its_telemetry_and_counts_in_metrics(vtn):
+    make_oadr_ven(vtn)
+    start = float(int(vtn.clock.now()) + 10)
+    event = api_call(vtn.service.oadr_create, "events", stepped(start, 2, targets=["ven-a"]), BL)
+    vtn.clock.advance_to(start + 1)
+    report = _report(event["id"], _resource("AGGREGATED_REPORT", ("DEMAND", 3), ("BASELINE", 5)))
+    api_call(vtn.service.oadr_create, "reports", report, VEN_A)
+    [(ven_id, payload)] = vtn.service.sender.telemetry
+    published = Telemetry.from_payload(payload)
+    assert ven_id == "ven-a" and (published.ven_id, published.used_power_kw, published.baseline_power_kw,
+                                  published.shed_power_kw, published.event_id) == ("ven-a", 3, 5, 2, event["id"])
+    metrics = vtn.service.event_metrics(event["id"])
+    assert metrics["currentReductionKw"] == 2 and vtn.service.counters["oadrReportsPublished"] == 1
+
+
+def test_a_seed_vens_report_is_not_published_again(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus"})
+    event = api_call(vtn.service.oadr_create, "events", oadr_event(), BL)
+    api_call(vtn.service.oadr_create, "reports", _report(event["id"], _resource("r", ("DEMAND", 3))), VEN_A)
+    assert vtn.service.get_ven("ven-a")["usedPowerKw"] == 3 and vtn.service.sender.telemetry == []
+
+
+def test_dr_web_takes_dr_vtn_telemetry_for_its_oadr_vens_only():
+    live = LiveState(vtn_identity="dr.vtn", oadr_vens=frozenset({"ven-a"}))
+    payload = {"venId": "ven-a", "usedPowerKw": 3, "shedPowerKw": 2}
+    assert live.on_message("dr/telemetry/ven-a", payload, sender="dr.vtn") == 0
+    assert live.latest["ven-a"]["usedPowerKw"] == 3
+    assert live.on_message("dr/telemetry/ven-b", {**payload, "venId": "ven-b"}, sender="dr.vtn") == 1
+    assert live.on_message("dr/telemetry/ven-a", payload, sender="dr.ven.ven-b") == 1
+    assert live.on_message("dr/telemetry/ven-a", payload, sender="dr.other") == 1
+    assert live.rejected == 3 and "ven-b" not in live.latest

@@ -23,6 +23,7 @@ from volttron.utils.commands import vip_main
 
 from dr_common import topics
 from dr_common.rejects import RateLimitedLog, RejectCounter
+from dr_common.payloads import TRANSPORT_OADR
 from dr_common.topics import WebRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_web import __version__
@@ -73,6 +74,7 @@ class WebAgent(Agent):
         else:
             self.live.registered = registered
         self.live.trusted_bridges = frozenset(config.trusted_bridges)
+        self.live.vtn_identity = config.vtn_identity
         self.live.max_vens = config.max_vens
         self.live.evict_s = config.ven_evict_s
         self.web_config = config
@@ -135,6 +137,12 @@ class WebAgent(Agent):
                           exc.message)
             return
         dropped = self.live.set_registered(ids, asked_at)
+        try:
+            self.live.oadr_vens = frozenset(upstream.registered_ven_ids(
+                timeout=min(cfg.rpc_timeout_s, cfg.registry_refresh_s), transport=TRANSPORT_OADR))
+        except ApiProblem as exc:
+            _rlog.warning("registry", "dr.web: cannot read the OpenADR VENs from %s: %s", cfg.vtn_identity,
+                          exc.message)
         if dropped:
             _log.info("dr.web: dropped the live state of %d VEN(s) not registered with %s", dropped, cfg.vtn_identity)
 

@@ -49,6 +49,8 @@ class LiveState:
     clock: Callable[[], float] = time.time
     registered: set[str] | None = None   # dr.vtn's venIds; None until dr.vtn has answered
     trusted_bridges: frozenset[str] = frozenset({topics.MQTT_BRIDGE_IDENTITY})  # may publish for any VEN
+    vtn_identity: str = topics.VTN_IDENTITY   # publishes the telemetry of its OpenADR VENs (their reports)
+    oadr_vens: frozenset[str] = frozenset()   # dr.vtn's VENs of transport oadr
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: dict[str, deque] = field(default_factory=dict)
     site: deque = field(default_factory=deque)
@@ -89,6 +91,8 @@ class LiveState:
         if sender in self.trusted_bridges:
             return True
         ven_id = topics.ven_id_from_topic(topic, topics.BUS_TELEMETRY_PREFIX)
+        if ven_id is not None and sender == self.vtn_identity and ven_id in self.oadr_vens:
+            return True   # an OpenADR VEN reports to dr.vtn over HTTP; dr.vtn publishes its telemetry
         return ven_id is not None and sender == topics.ven_identity(ven_id)
 
     def on_telemetry(self, message: Any, ven_id: str | None = None) -> bool:

@@ -68,7 +68,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "get": {"summary": "List VENs", "operationId": "listVens", "parameters": [
                 _param("status", "query", VEN_STATUS, "only VENs in this state"),
                 _param("group", "query", S, "only this group"), _param("site", "query", S, "only this site"),
-                _param("transport", "query", {"type": "string", "enum": ["bus", "mqtt"]}, "only this transport")],
+                _param("transport", "query", {"type": "string", "enum": ["bus", "mqtt", "oadr"]}, "only this transport")],
                     "responses": {"200": _resp("the VENs, by venId", {"type": "array", "items": _ref("Ven")}),
                                   "400": _resp("a bad query parameter", ERR), **_UP}}},
         "/api/vens/{ven_id}": {"get": {

@@ -117,7 +117,7 @@ SCHEMAS: dict[str, Any] = {
     "VenRegistration": request_schema(VEN_FIELDS, "Register a VEN, or update it when its venId is known. Field "
                                                   "names are matched ignoring case, '_' and '-'."),
     "Ven": _obj({"venId": {"type": "string", "pattern": ID_PATTERN}, "name": n(S), "site": n(S),
-                 "group": n(S), "maxShedKw": n(N), "transport": {"type": "string", "enum": ["bus", "mqtt"]},
+                 "group": n(S), "maxShedKw": n(N), "transport": {"type": "string", "enum": ["bus", "mqtt", "oadr"]},
                  "status": VEN_STATUS, "online": B, "lastSeen": n(T), "availableShedKw": n(N),
                  "usedPowerKw": n(N), "shedPowerKw": n(N), "registeredAt": n(T), "updatedAt": n(T),
                  "created": {"type": "boolean", "description": "in the answer to a registration: a new VEN"},

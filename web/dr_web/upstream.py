@@ -90,9 +90,9 @@ class Upstream:
         """An event's live metrics."""
         return self._expect(dict, VtnRpc.EVENT_METRICS, self.vtn(VtnRpc.EVENT_METRICS, event_id))
 
-    def registered_ven_ids(self, timeout: float | None = None) -> list[str]:
-        """The venIds dr.vtn has registered."""
-        return [v["venId"] for v in self.list_vens(timeout=timeout)
+    def registered_ven_ids(self, timeout: float | None = None, **filters: Any) -> list[str]:
+        """The venIds dr.vtn has registered (`filters` as `list_vens` takes them, e.g. transport)."""
+        return [v["venId"] for v in self.list_vens(timeout=timeout, **filters)
                 if isinstance(v, dict) and isinstance(v.get("venId"), str)]
 
     # --- platform.historian ----------------------------------------------------------------------

@@ -86,6 +86,10 @@ class BusSender:
         """An event's status on dr/event/<eventId>."""
         self._publish(topics.BUS_EVENT_STATUS.format(eventId=event["eventId"]), event)
 
+    def publish_telemetry(self, ven_id: str, payload: dict[str, Any]) -> None:
+        """An OpenADR VEN's report as its telemetry on dr/telemetry/<venId>."""
+        self._publish(topics.bus_telemetry(ven_id), payload)
+
 
 def _rss_kb() -> int | None:
     """This process's resident memory (Linux), for health and benches."""
@@ -204,6 +208,8 @@ class VtnAgent(Agent):
         def on_message(peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
             if self.service is None:
                 self.dropped += 1
+                return
+            if sender == self.core.identity:   # an OpenADR report dr.vtn published itself, applied already
                 return
             ven_id = None
             if not batched:

@@ -37,6 +37,9 @@ class Sender(Protocol):
     def publish_event(self, event: dict[str, Any]) -> None:
         """An event's new status (bus topic dr/event/<eventId>)."""
 
+    def publish_telemetry(self, ven_id: str, payload: dict[str, Any]) -> None:
+        """An OpenADR VEN's report as its telemetry (bus topic dr/telemetry/<venId>, published by dr.vtn)."""
+
 
 def publish_event(sender: Sender, event: Event, counters: Counter[str]) -> None:
     """Publish an event's status; a notice that fails to go out never stops the lifecycle (counted, logged)."""
@@ -193,6 +196,7 @@ class MemorySender:
         self.local: list[tuple[float | None, str, dict[str, Any]]] = []
         self.batches: list[tuple[float | None, list[dict[str, Any]]]] = []
         self.events: list[dict[str, Any]] = []
+        self.telemetry: list[tuple[str, dict[str, Any]]] = []
 
     def _now(self) -> float | None:
         return self._clock() if self._clock is not None else None
@@ -208,6 +212,10 @@ class MemorySender:
     def publish_event(self, event: dict[str, Any]) -> None:
         """Keep one event notice."""
         self.events.append(event)
+
+    def publish_telemetry(self, ven_id: str, payload: dict[str, Any]) -> None:
+        """Keep one telemetry payload."""
+        self.telemetry.append((ven_id, payload))
 
     def commands(self) -> list[dict[str, Any]]:
         """Every command handed over, local and batched, in order of hand-off per kind."""

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dr_common.payloads import TRANSPORT_BUS, Ack
+from dr_common.payloads import TRANSPORT_BUS, TRANSPORT_OADR, Ack
 from dr_common.rejects import RateLimitedLog
 from dr_vtn_dispatcher.config import VtnConfig
 from dr_vtn_dispatcher.dispatch import CommandBook, Sender, publish_event
@@ -179,7 +179,12 @@ class Dispatcher:
         bridged: list[CommandRecord] = []
         transport = self.registry.transport
         for record in records:
-            (on_bus if transport(record.ven_id) == TRANSPORT_BUS else bridged).append(record)
+            kind = transport(record.ven_id)
+            if kind == TRANSPORT_OADR:   # an OpenADR VEN reads its event over OpenADR: nothing to send or retry
+                record.active = False
+                self.counters["oadrVenCommandsNotSent"] += 1
+                continue
+            (on_bus if kind == TRANSPORT_BUS else bridged).append(record)
         groups = ([on_bus] if on_bus else []) + [bridged[i:i + size] for i in range(0, len(bridged), size)]
         for group in groups:
             local, remote = self.book.render_round(group, now, transport)

@@ -63,6 +63,10 @@ class Journal:
         """A VEN's state changed (last seen, telemetry summary, status)."""
         self._vens[ven.ven_id] = ven
 
+    def forget_ven(self, ven_id: str) -> None:
+        """A VEN was deregistered: its pending state is not written."""
+        self._vens.pop(ven_id, None)
+
     def participant(self, p: Participant) -> None:
         """A participant's state changed."""
         self._participants[(p.event_id, p.ven_id)] = p

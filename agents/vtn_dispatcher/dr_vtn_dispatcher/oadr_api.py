@@ -29,7 +29,7 @@ from dr_vtn_dispatcher.oadr_notify import WebhookNotifier, matching
 from dr_vtn_dispatcher.oadr_reports import report_telemetry
 from dr_vtn_dispatcher.oadr_objects import (DEFAULT_PROGRAM_ID, EVENT, PROGRAM, REPORT, RESOURCE, SUBSCRIPTION, VEN,
                                              ObjectBook)
-from dr_vtn_dispatcher.registry import Registry
+from dr_vtn_dispatcher.registry import Registry, checked_id
 
 _log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ class OadrApi:
         """Objects of `path` the principal may see, filtered by the spec's query parameters, paged."""
         kind = self._kind(path)
         skip, limit = _page(query)
+        self._polled(who)
         targets = query.get("targets")
         if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
             raise invalid("targets", "must be a list of strings")
@@ -169,6 +170,7 @@ class OadrApi:
         """One object the principal may see."""
         kind = self._kind(path)
         check_object_id(object_id, ID_FIELD[path])
+        self._polled(who)
         row = self._read(kind, object_id)
         if row is None or not self._visible(kind, row, who):
             raise not_found(ID_FIELD[path], f"no {kind.lower()} {object_id!r}")
@@ -193,6 +195,8 @@ class OadrApi:
             return self._notify(kind, "CREATE", self._put_event(self.book.new_id(EVENT), data, create=True))
         data = self._checked(kind, data, who, None)
         made = self.book.put(kind, self.book.new_id(kind), data).to_dict()
+        if kind == VEN:
+            self.registry.register_oadr(data["venName"])
         self._feed(kind, data, who)
         return self._notify(kind, "CREATE", made)
 
@@ -207,6 +211,9 @@ class OadrApi:
         if kind == VEN and current.get("clientID") and who.is_ven:
             data["clientID"] = current["clientID"]
         changed = self.book.put(kind, object_id, data).to_dict()
+        if kind == VEN and current.get("venName") != data["venName"]:
+            self.registry.deregister_oadr(current["venName"])
+            self.registry.register_oadr(data["venName"])
         self._feed(kind, data, who)
         return self._notify(kind, "UPDATE", changed)
 
@@ -225,7 +232,11 @@ class OadrApi:
                 raise invalid("programID", "the program has events that have not ended")
         if kind == VEN and any(r.body.get("venID") == object_id for r in self.book.all(RESOURCE)):
             raise invalid("venID", "the VEN still has resources; delete them first")
+        if kind == VEN and self.events.parts.serving.get(current["venName"]) is not None:
+            raise invalid("venID", "the VEN serves an event that has not ended; cancel it or wait for its end")
         self.book.delete(kind, object_id)
+        if kind == VEN:
+            self.registry.deregister_oadr(current["venName"])
         return self._notify(kind, "DELETE", current)
 
     def _feed(self, kind: str, report: Mapping[str, Any], who: Principal) -> None:
@@ -236,6 +247,11 @@ class OadrApi:
         telemetry = report_telemetry(who.ven_name, report, datetime.fromtimestamp(self.now(), UTC))
         if telemetry is not None:
             self.on_telemetry([telemetry])
+
+    def _polled(self, who: Principal) -> None:
+        """A VEN client reading is a VEN heard from (online while it polls)."""
+        if who.is_ven:
+            self.registry.seen_oadr(who.ven_name)
 
     def seed_changed(self, operation: str, event: dict[str, Any]) -> dict[str, Any]:
         """Notify OpenADR subscribers of a change made to an event through the seed API; returns `event`
@@ -300,6 +316,7 @@ class OadrApi:
             other = self.book.find(VEN, "venName", data["venName"])
             if other is not None and other.object_id != object_id:
                 raise conflict("venName", f"a VEN named {data['venName']!r} exists")
+            checked_id(data["venName"], "venName")   # it is the VEN's venId in dr.vtn's registry
         elif kind == SUBSCRIPTION:
             if data.get("programID") is not None and self.book.get(PROGRAM, data["programID"]) is None:
                 raise invalid("programID", f"no program {data['programID']!r}")

@@ -1,5 +1,6 @@
 """OpenADR 3 reports as dr.vtn telemetry: a report from a VEN whose venName is a registered venId feeds the same
-VEN state and event metrics as seed telemetry.
+VEN state and event metrics as seed telemetry, and for an OpenADR VEN (transport `oadr`) is published on the bus
+as its telemetry (`report_publisher`).
 
 The report's `AGGREGATED_REPORT` resource is used when there is one, else the sum over its resources; of each,
 the last interval. Payload types: `DEMAND` (kW) -> usedPowerKw; `USAGE` (kWh over the interval) -> usedPowerKw
@@ -10,14 +11,20 @@ resource's intervalPeriod; kWh values without one are not used. The time is the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from dr_common.payloads import Telemetry
+from dr_common.payloads import TRANSPORT_OADR, Telemetry
 from dr_common.timeutil import UTC
+from dr_vtn_dispatcher.dispatch import Sender
 from dr_vtn_dispatcher.errors import ApiError
 from dr_vtn_dispatcher.oadr_models import duration_seconds
+from dr_vtn_dispatcher.registry import Registry
+
+_log = logging.getLogger(__name__)
 
 AGGREGATED = "AGGREGATED_REPORT"
 KW_TYPES = ("DEMAND", "BASELINE")
@@ -84,3 +91,25 @@ def report_telemetry(ven_id: str, report: Mapping[str, Any], now: datetime) -> T
     ts = min(max(ends), now) if ends else now
     return Telemetry(ven_id=ven_id, used_power_kw=used, ts=ts, shed_power_kw=shed or 0.0,
                      event_id=report.get("eventID"), baseline_power_kw=baseline)
+
+
+def report_publisher(apply: Callable[[list[Telemetry]], None], registry: Registry, sender: Sender,
+                     counters: Counter[str]) -> Callable[[list[Telemetry]], None]:
+    """What a report accepted from a VEN client does: `apply` it as that VEN's telemetry (VEN state, event
+    metrics, store), then, for a VEN of transport `oadr`, publish it on the bus as that VEN's telemetry
+    (`dr/telemetry/<venId>`, sender dr.vtn), where dr.web's live state and the historian read telemetry. A seed VEN
+    publishes its own telemetry, so its reports are not published again. A failed publish is counted and logged;
+    the report stays accepted."""
+    def on_reports(items: list[Telemetry]) -> None:
+        apply(items)
+        for item in items:
+            ven = registry.get(item.ven_id)
+            if ven is None or ven.transport != TRANSPORT_OADR:
+                continue
+            try:
+                sender.publish_telemetry(item.ven_id, item.to_payload())
+                counters["oadrReportsPublished"] += 1
+            except Exception:  # the report is applied and kept; only its bus copy is lost
+                counters["publishErrors"] += 1
+                _log.exception("publishing the OpenADR report of VEN %s failed", item.ven_id)
+    return on_reports

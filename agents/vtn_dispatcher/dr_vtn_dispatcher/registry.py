@@ -10,10 +10,11 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dr_common.payloads import VEN_FIELDS, VenRegistration, VenStatus
+from dr_common.payloads import TRANSPORT_OADR, VEN_FIELDS, VenRegistration, VenStatus
 from dr_common.schema import PayloadError, check_id, parse_fields
 from dr_vtn_dispatcher.errors import ApiError, invalid, not_found
 from dr_vtn_dispatcher.journal import Journal
+from dr_vtn_dispatcher.store import Store
 from dr_vtn_dispatcher.model import Ven
 
 _VEN_UPDATE_FIELDS = tuple(dataclasses.replace(f, required=False) for f in VEN_FIELDS)
@@ -33,7 +34,9 @@ def checked_id(value: Any, field: str) -> str:
 class Registry:
     """Registered VENs by venId, with their online state and latest telemetry summary."""
 
-    def __init__(self, journal: Journal, clock: Callable[[], float], offline_timeout_s: float) -> None:
+    def __init__(self, journal: Journal, clock: Callable[[], float], offline_timeout_s: float,
+                 store: Store | None = None) -> None:
+        self._store = store
         self.vens: dict[str, Ven] = {}
         self._journal = journal
         self._now = clock
@@ -119,6 +122,35 @@ class Registry:
                 continue
             out.append(ven.to_dict(now, timeout))
         return out
+
+    # ------------------------------------------------------------------------------- OpenADR VENs -
+    def register_oadr(self, ven_name: str) -> bool:
+        """An OpenADR VEN object named `ven_name` was created: register it as a dr.vtn VEN of transport `oadr`
+        (dispatched nothing; it reads its events and reports over OpenADR). A venId already registered stays
+        as it is (a seed VEN that also speaks OpenADR keeps its transport). True when it was registered now."""
+        checked_id(ven_name, "venName")
+        if ven_name in self.vens:
+            return False
+        self.register({"venId": ven_name, "name": ven_name, "transport": TRANSPORT_OADR})
+        return True
+
+    def deregister_oadr(self, ven_name: str) -> bool:
+        """The OpenADR VEN object of `ven_name` was deleted: forget its dr.vtn VEN when it is one of transport
+        `oadr` (a seed VEN stays). True when it was deregistered."""
+        ven = self.vens.get(ven_name)
+        if ven is None or ven.transport != TRANSPORT_OADR:
+            return False
+        self._journal.forget_ven(ven_name)
+        if self._store is not None:
+            self._store.delete_ven(ven_name)
+        del self.vens[ven_name]
+        return True
+
+    def seen_oadr(self, ven_name: str | None) -> None:
+        """An OpenADR VEN client read or wrote through the API: its VEN (when registered) was just heard from."""
+        ven = self.vens.get(ven_name) if ven_name else None
+        if ven is not None:
+            self.seen(ven, self._now())
 
     def require(self, ven_id: Any) -> Ven:
         """The registered VEN of `ven_id`; ApiError invalid (bad id) or not_found."""

@@ -29,6 +29,7 @@ from dr_vtn_dispatcher.errors import ApiError
 from dr_vtn_dispatcher.oadr_api import KIND_OF_PATH, OadrApi, Principal
 from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier, MqttRoom
 from dr_vtn_dispatcher.oadr_events import resume_steps
+from dr_vtn_dispatcher.oadr_reports import report_publisher
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier
 from dr_vtn_dispatcher.oadr_objects import ObjectBook
 from dr_vtn_dispatcher.participation import CLAIM_STATES, Participation
@@ -57,7 +58,7 @@ class VtnService:
         self.counters: Counter[str] = Counter()
         self.events: dict[str, Event] = {}               # open events and recently finished ones
         self.journal = Journal(store, offload)
-        self.registry = Registry(self.journal, scheduler.now, config.offline_timeout_s)
+        self.registry = Registry(self.journal, scheduler.now, config.offline_timeout_s, store)
         self.book = CommandBook(config.retry_delay, store.secret(SECRET_NAME))
         self.parts = Participation(self.events, self.registry, self.book, self.journal, config, self.counters,
                                    rng or random.Random())
@@ -70,7 +71,7 @@ class VtnService:
         self.oadr_book = ObjectBook(store, scheduler.now)
         self.notifier = notifier     # OpenADR webhooks (started and stopped with the service)
         self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now, notifier,
-                            self.intake.on_telemetry)
+                            report_publisher(self.intake.on_telemetry, self.registry, sender, self.counters))
         self.mqtt = MqttRoom(self.oadr_book, mqtt)   # OpenADR MQTT notifications (started and stopped with it)
         self.started = False
         self._flush_timer: TimerHandle | None = None

@@ -340,6 +340,11 @@ class Store:
             return [dict(row) for row in conn.execute(query).mappings()]
 
 
+    def delete_ven(self, ven_id: str) -> None:
+        """Remove a registered VEN (its acks and telemetry rows stay, as history)."""
+        with self.engine.begin() as conn:
+            conn.execute(vens_table.delete().where(vens_table.c.ven_id == ven_id))
+
     # --- OpenADR 3 objects (written at once: they change at the pace of an operator) ------------------
     def load_oadr_objects(self) -> list[dict[str, Any]]:
         """Every stored OpenADR object: `object_type, object_id, body` (JSON text), `created_at, modified_at`."""
