@@ -9,7 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = [REPO / "agents", REPO / "web", REPO / "src", REPO / "drivers"]
-AGENT_PACKAGES = {"dr_vtn_dispatcher", "dr_ven_load_control", "dr_mqtt_bridge", "dr_historian", "dr_web"}
+AGENT_PACKAGES = {"dr_vtn_dispatcher", "dr_ven_load_control", "dr_mqtt_bridge", "dr_historian", "dr_web",
+                  "dr_oadr_ven"}
 
 
 def _modules(roots: list[Path]) -> list[Path]:
