@@ -26,6 +26,7 @@ SPEC = Path(__file__).resolve().parents[2] / "web" / "dr_web" / "oadr3" / "opena
 BL = {"clientId": "bl", "role": "bl", "venName": None}
 VEN_A = {"clientId": "a-client", "role": "ven", "venName": "ven-a"}
 VEN_B = {"clientId": "b-client", "role": "ven", "venName": "ven-b"}
+LOOPBACK_ALLOWED = {"openadr3": {"callbackPolicy": {"allowedHosts": ["127.0.0.1"]}}}   # the receivers' address
 
 
 class Receiver:
@@ -82,7 +83,7 @@ def receiver():
 def make_vtn(folder, notifier: WebhookNotifier) -> VtnService:
     clock = ManualScheduler(time.time())
     store = Store(sqlite_url(str(folder / "vtn.sqlite")))
-    service = VtnService(store, clock, MemorySender(clock.now), parse_config({}), rng=random.Random(2),
+    service = VtnService(store, clock, MemorySender(clock.now), parse_config(LOOPBACK_ALLOWED), rng=random.Random(2),
                          notifier=notifier)
     service.start()
     return service
@@ -200,7 +201,7 @@ def test_queue_is_bounded_and_stop_drops_what_waits():
 def test_no_notifier_means_no_webhooks(tmp_path):
     clock = ManualScheduler(time.time())
     store = Store(sqlite_url(str(tmp_path / "vtn.sqlite")))
-    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config({}))
+    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config(LOOPBACK_ALLOWED))
     vtn.start()
     try:
         subscribe(vtn, BL, "http://127.0.0.1:9/x", "t")
@@ -240,7 +241,7 @@ def test_a_webhook_owed_at_restart_is_still_delivered(tmp_path):
     clock = ManualScheduler(time.time())
     # first life: the receiver is down, the delivery waits for its next attempt when dr.vtn stops
     first = WebhookNotifier(backoff_s=60, attempts=5, timeout_s=0.5, workers=1, keep=StoreKeep(store))
-    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config({}), notifier=first)
+    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config(LOOPBACK_ALLOWED), notifier=first)
     vtn.start()
     receiver = Receiver()
     url = receiver.url
@@ -253,7 +254,7 @@ def test_a_webhook_owed_at_restart_is_still_delivered(tmp_path):
     # second life, on the same store, with the receiver back on the same port
     back = Receiver(port=int(url.rsplit(":", 1)[1]))
     second = WebhookNotifier(backoff_s=0.01, workers=1, keep=StoreKeep(store))
-    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config({}), notifier=second)
+    vtn = VtnService(store, clock, MemorySender(clock.now), parse_config(LOOPBACK_ALLOWED), notifier=second)
     vtn.start()
     try:
         wait_until(lambda: back.received and second.idle())

@@ -26,10 +26,17 @@ Keys (camelCase; snake_case variants accepted):
   openadr3.mqtt        the OpenADR MQTT notifier's broker: host, port, username, password, tls, caFile,
                        certFile, keyFile, clientId, topicPrefix (default OpenADR/3.1.0), uris and
                        authentication (what `GET notifiers` tells clients), keepaliveS, maxPending.
+  openadr3.callbackPolicy  which webhook callback URLs may be subscribed and called (oadr_callbacks):
+                       schemes (default ["http", "https"]), allowedHosts (names or IP addresses),
+                       allowedNetworks (CIDRs), allowPublic (default true: any public address), vtnHttpPort
+                       (default 8080; null for none). Link-local/metadata addresses (169.254.0.0/16, fe80::/10)
+                       and the VTN's own HTTP port on this machine are refused whatever is allowed; loopback and
+                       private addresses only when allowed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any
 
@@ -156,10 +163,39 @@ class MqttNotifierConfig(ConfigModel):
         return [f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"]
 
 
+class CallbackPolicyConfig(ConfigModel):
+    """`openadr3.callbackPolicy`: the webhook callback URL rules (see the module docstring)."""
+
+    schemes: tuple[str, ...] = Field(default=("http", "https"), min_length=1, max_length=2)
+    allowed_hosts: tuple[Annotated[str, Field(min_length=1, max_length=253)], ...] = Field(default=(),
+                                                                                           max_length=256)
+    allowed_networks: tuple[str, ...] = Field(default=(), max_length=256)
+    allow_public: bool = True
+    vtn_http_port: int | None = Field(default=8080, ge=1, le=65535)
+
+    @field_validator("schemes")
+    @classmethod
+    def _schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(s.lower() not in ("http", "https") for s in value):
+            raise ValueError("schemes must be among http, https")
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a network (CIDR such as 10.1.0.0/16)") from None
+        return value
+
+
 class Oadr3VtnConfig(ConfigModel):
     """`openadr3`: dr.vtn's side of the OpenADR 3.1 VTN (the MQTT notifier)."""
 
     mqtt: MqttNotifierConfig | None = None
+    callback_policy: CallbackPolicyConfig = Field(default_factory=CallbackPolicyConfig)
 
 
 class VtnConfig(ConfigModel):

@@ -8,7 +8,10 @@ subscriber may see the object (a VEN's subscription never tells it of another VE
 `WebhookNotifier` POSTs `{objectType, operation, object, targets}` to each callbackUrl with the subscription's
 bearer token, from worker threads of its own (the caller never waits on the network): bounded timeout, retries
 with exponential backoff, at most `max_pending` deliveries waiting (more are dropped and counted), delivery and
-failure counts for `health`. The callback's token is never logged.
+failure counts for `health`. The callback's token is never logged. By default it sends over persistent
+connections (`oadr_callbacks.PooledPoster`) to addresses its `CallbackPolicy` accepts after resolving the name;
+a refused callback is not called, and given up at once (`webhooksRefused`). One notification's object is
+encoded once for all its deliveries; finished deliveries leave the store in batches (one transaction each).
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import json
 import logging
 import threading
 import time
-import urllib.error
 import uuid
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import and_
+
 from dr_common.rejects import RateLimitedLog
+from dr_vtn_dispatcher.oadr_callbacks import CallbackPolicy, CallbackRefused, PooledPoster
+from dr_vtn_dispatcher.store import oadr_objects_table
 
 _log = logging.getLogger(__name__)
 
@@ -50,7 +55,15 @@ class StoreKeep:
 
     def drop(self, key: str) -> None:
         """Forget a delivery (delivered or given up)."""
-        self.store.delete_oadr_object(OWED, key)
+        self.drop_many([key])
+
+    def drop_many(self, keys: list[str]) -> None:
+        """Forget these deliveries (one transaction)."""
+        table = oadr_objects_table
+        with self.store.engine.begin() as conn:
+            for start in range(0, len(keys), 500):
+                conn.execute(table.delete().where(and_(table.c.object_type == OWED,
+                                                       table.c.object_id.in_(keys[start:start + 500]))))
 
     def load(self) -> list[dict[str, Any]]:
         """The deliveries still owed."""
@@ -81,19 +94,6 @@ def matching(subscriptions: Iterable[Mapping[str, Any]], kind: str, operation: s
     return out
 
 
-def http_post(url: str, body: bytes, token: str | None, timeout: float) -> int:
-    """POST JSON; the HTTP status (an HTTP error's too). Network failures raise OSError."""
-    request = urllib.request.Request(url, data=body, method="POST")
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https checked)
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
 @dataclass(order=True)
 class _Delivery:
     due: float
@@ -109,11 +109,13 @@ class _Delivery:
 class WebhookNotifier:
     """Deliveries in a due-time heap served by `workers` threads."""
 
-    def __init__(self, post: Post = http_post, clock: Callable[[], float] = time.monotonic, timeout_s: float = 5.0,
+    def __init__(self, post: Post | None = None, clock: Callable[[], float] = time.monotonic, timeout_s: float = 5.0,
                  attempts: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 60.0, max_pending: int = 10_000,
-                 workers: int = 4, keep: StoreKeep | None = None) -> None:
+                 workers: int = 8, keep: StoreKeep | None = None, policy: CallbackPolicy | None = None) -> None:
+        """`post` defaults to persistent connections checked against `policy` (the default policy when None)."""
         self.keep = keep
-        self.post = post
+        self.policy = policy or CallbackPolicy()
+        self.post: Post = post if post is not None else PooledPoster(lambda: self.policy)
         self.clock = clock
         self.timeout_s = timeout_s
         self.attempts = attempts
@@ -128,8 +130,14 @@ class WebhookNotifier:
         self._running = False
         self._busy = 0
         self._refusals = RateLimitedLog(_log)
+        self._finished: list[str] = []       # keys delivered or given up, still in the store
+        self._forgetting = False
         self.counts = {"webhooksQueued": 0, "webhooksDelivered": 0, "webhookAttemptsFailed": 0,
-                       "webhooksGivenUp": 0, "webhooksDropped": 0}
+                       "webhooksGivenUp": 0, "webhooksDropped": 0, "webhooksRefused": 0}
+
+    def set_policy(self, policy: CallbackPolicy) -> None:
+        """The callback policy new connections are checked against from now on."""
+        self.policy = policy
 
     def start(self) -> None:
         """Start the worker threads (after queueing the deliveries still owed from before a restart)."""
@@ -159,6 +167,7 @@ class WebhookNotifier:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        self._forget_finished()
 
     def submit(self, subscription_id: str, url: str, token: str | None, notification: Mapping[str, Any]) -> bool:
         """Queue one delivery; False (counted) when `max_pending` are waiting already."""
@@ -171,8 +180,9 @@ class WebhookNotifier:
             room = max(0, self.max_pending - len(self._heap))
         taken = items[:room]
         self.counts["webhooksDropped"] += len(items) - len(taken)
-        deliveries = [_Delivery(self.clock(), next(self._seq), url, token,
-                                json.dumps(note, separators=(",", ":"), allow_nan=False).encode(), sub_id,
+        encoded: dict[int, str] = {}        # id(object) -> its JSON, for the objects of this call (all alive)
+        now = self.clock()
+        deliveries = [_Delivery(now, next(self._seq), url, token, _encode(note, encoded), sub_id,
                                 key=uuid.uuid4().hex) for sub_id, url, token, note in taken]
         if self.keep is not None and deliveries:
             self.keep.save([{"key": d.key, "url": d.url, "token": d.token, "body": d.body.decode(),
@@ -223,6 +233,12 @@ class WebhookNotifier:
                 if self.keep is None:
                     self.counts["webhooksDropped"] += 1
                 return False
+            if reason.startswith("refused"):
+                self.counts["webhooksRefused"] += 1
+                self.counts["webhooksGivenUp"] += 1
+                self._refusals.warning(f"refused:{item.subscription_id}", "dr.vtn: webhook of subscription %s not "
+                                       "sent: callback %s", item.subscription_id, reason)
+                return True
             if item.attempts >= self.attempts:
                 self.counts["webhooksGivenUp"] += 1
                 self._refusals.warning(f"giveup:{item.subscription_id}", "dr.vtn: webhook of subscription %s "
@@ -234,15 +250,49 @@ class WebhookNotifier:
             return False
 
     def _forget(self, item: _Delivery) -> None:
-        if self.keep is not None and item.key:
+        """Drop a finished delivery from the store; the keys finished meanwhile go in the same transaction
+        (one thread writes at a time, the others only add keys)."""
+        if self.keep is None or not item.key:
+            return
+        with self._cv:
+            self._finished.append(item.key)
+            if self._forgetting:
+                return
+            self._forgetting = True
+        self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        while self.keep is not None:
+            with self._cv:
+                keys, self._finished = self._finished, []
+                if not keys:
+                    self._forgetting = False
+                    return
             try:
-                self.keep.drop(item.key)
-            except Exception:  # the delivery is done; a stale row is sent again after a restart at worst
-                _log.exception("dr.vtn: forgetting webhook %s failed", item.key)
+                self.keep.drop_many(keys)
+            except Exception:  # the deliveries are done; stale rows are sent again after a restart at worst
+                _log.exception("dr.vtn: forgetting %d webhooks failed", len(keys))
 
     def _send(self, item: _Delivery) -> tuple[bool, str]:
         try:
             status = self.post(item.url, item.body, item.token, self.timeout_s)
+        except CallbackRefused as exc:
+            return False, f"refused: {exc}"
         except (OSError, ValueError) as exc:
             return False, type(exc).__name__
         return 200 <= status < 300, f"HTTP {status}"
+
+
+def _encode(note: Mapping[str, Any], encoded: dict[int, str]) -> bytes:
+    """A notification's JSON; its `object` is encoded once per `encoded` cache (shared by the deliveries of one
+    change), the rest of the notification around it."""
+    obj = note.get("object")
+    if obj is None or set(note) - {"objectType", "operation", "object", "targets"}:
+        return json.dumps(note, separators=(",", ":"), allow_nan=False).encode()
+    text = encoded.get(id(obj))
+    if text is None:
+        text = encoded[id(obj)] = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    head = json.dumps({"objectType": note.get("objectType"), "operation": note.get("operation")},
+                      separators=(",", ":"))
+    targets = json.dumps(note.get("targets"), separators=(",", ":"), allow_nan=False)
+    return f'{head[:-1]},"object":{text},"targets":{targets}}}'.encode()

@@ -25,9 +25,10 @@ from dr_vtn_dispatcher.intake import Intake
 from dr_vtn_dispatcher.journal import Journal
 from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle
 from dr_vtn_dispatcher.model import ACTIVE, OP_EVENT, OPEN_STATUSES, Event, Participant, Ven
-from dr_vtn_dispatcher.errors import ApiError
+from dr_vtn_dispatcher.errors import ApiError, invalid
 from dr_vtn_dispatcher.oadr_api import KIND_OF_PATH, OadrApi, Principal
 from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier, MqttRoom
+from dr_vtn_dispatcher.oadr_callbacks import CallbackPolicy, CallbackRefused
 from dr_vtn_dispatcher.oadr_events import resume_steps
 from dr_vtn_dispatcher.oadr_reports import report_publisher
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier
@@ -70,6 +71,9 @@ class VtnService:
                              config.trusted_bridges, self.counters)
         self.oadr_book = ObjectBook(store, scheduler.now)
         self.notifier = notifier     # OpenADR webhooks (started and stopped with the service)
+        self.callback_policy = CallbackPolicy.from_config(config.openadr3.callback_policy)
+        if notifier is not None:
+            notifier.set_policy(self.callback_policy)
         self.oadr = OadrApi(self.oadr_book, self.event_manager, self.registry, config, scheduler.now, notifier,
                             report_publisher(self.intake.on_telemetry, self.registry, sender, self.counters))
         self.mqtt = MqttRoom(self.oadr_book, mqtt)   # OpenADR MQTT notifications (started and stopped with it)
@@ -228,11 +232,26 @@ class VtnService:
 
     def oadr_create(self, kind: str, body: Any, principal: Mapping[str, Any]) -> dict[str, Any]:
         """Create an OpenADR object (an event is a dr.vtn event)."""
+        self._check_callbacks(kind, body)
         return self._published(kind, "CREATE", self.oadr.create(kind, body, Principal.parse(principal)))
 
     def oadr_update(self, kind: str, object_id: str, body: Any, principal: Mapping[str, Any]) -> dict[str, Any]:
         """Replace an OpenADR object (an event's update is a modification)."""
+        self._check_callbacks(kind, body)
         return self._published(kind, "UPDATE", self.oadr.update(kind, object_id, body, Principal.parse(principal)))
+
+    def _check_callbacks(self, kind: str, body: Any) -> None:
+        """A subscription's callback URLs must pass the callback policy (400 naming the URL's field)."""
+        if kind != "subscriptions" or not isinstance(body, Mapping):
+            return
+        operations = body.get("objectOperations")
+        for index, op in enumerate(operations if isinstance(operations, list) else []):
+            url = op.get("callbackUrl") if isinstance(op, Mapping) else None
+            if isinstance(url, str):
+                try:
+                    self.callback_policy.check_url(url)
+                except CallbackRefused as exc:
+                    raise invalid(f"objectOperations[{index}].callbackUrl", str(exc)) from None
 
     def oadr_delete(self, kind: str, object_id: str, principal: Mapping[str, Any]) -> dict[str, Any]:
         """Delete an OpenADR object (an event is cancelled)."""
