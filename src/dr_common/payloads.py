@@ -50,6 +50,7 @@ COMMAND_FIELDS = (
     Field("test", "bool", aliases=("testEvent",)),
     Field("circuits", "strlist", aliases=("panels", "loads")),
     Field("issuedAt", "time", aliases=("ts", "sentAt", "timestamp")),
+    _kw("capKw", "importCapKw", "capacityLimitKw"),   # optional: import at most this (OpenADR IMPORT_CAPACITY_LIMIT)
 )
 
 
@@ -68,6 +69,7 @@ class Command:
     circuits: list[str] = field(default_factory=list)
     issued_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cap_kw: float | None = None   # the VEN sheds from its baseline down to this import
 
     @classmethod
     def from_payload(cls, raw: object) -> "Command":
@@ -85,8 +87,8 @@ class Command:
             except OverflowError:
                 raise PayloadError("durationS", "puts the end of the command past the year 9999") from None
         if op in (OP_EVENT, OP_SHED_PANEL):
-            if "requestedReductionKw" not in values:
-                raise PayloadError("requestedReductionKw", f"is required for op {op}")
+            if "requestedReductionKw" not in values and "capKw" not in values:
+                raise PayloadError("requestedReductionKw", f"is required for op {op} (or give capKw)")
             if until is None:
                 raise PayloadError("until", f"is required for op {op} (or give durationS)")
         if start is not None and until is not None and until <= start:
@@ -96,10 +98,12 @@ class Command:
                    requested_reduction_kw=values.get("requestedReductionKw", 0.0), start_time=start, until=until,
                    modification_number=values.get("modificationNumber", 0), priority=values.get("priority", 0),
                    test=values.get("test", False), circuits=values.get("circuits", []),
-                   issued_at=values.get("issuedAt"), extra=extra)
+                   issued_at=values.get("issuedAt"), extra=extra, cap_kw=values.get("capKw"))
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": self.op, "correlationId": self.correlation_id}
+        if self.cap_kw is not None:
+            out["capKw"] = self.cap_kw
         if self.ven_id is not None:
             out["venId"] = self.ven_id
         if self.event_id is not None:

@@ -115,9 +115,14 @@ class ShedControl:
 
     # --- the closed loop ----------------------------------------------------------------------------------
     def step(self, event: EventState, now: float) -> list[Op]:
-        """One closed-loop step toward `baseline - requestedKw` for an active event; the caller saves."""
+        """One closed-loop step toward `baseline - requestedKw` for an active event (for a capped one: toward
+        an import of `capKw`, the reduction re-evaluated from the load at every step); the caller saves."""
         meter_kw = self.site.meter_now()
-        if event.baseline_kw is None or meter_kw is None:
+        if event.cap_kw is not None:
+            event.requested_kw = round(cap_reduction(event.cap_kw, meter_kw, self.shed_total(), event.baseline_kw,
+                                                     self.cfg.limits.max_requested_kw), 4)
+            error = event.requested_kw - self.shed_total()
+        elif event.baseline_kw is None or meter_kw is None:
             error = event.requested_kw - self.shed_total()
         else:
             error = event.requested_kw - (event.baseline_kw - meter_kw)
@@ -316,3 +321,14 @@ class ShedControl:
         if not self.actions:
             self.site.shed_ended(now)
         return shed_failed
+
+
+def cap_reduction(cap_kw: float, meter_kw: float | None, shed_kw: float, baseline_kw: float | None,
+                  max_kw: float) -> float:
+    """The reduction an import cap asks for now: the site's uncurtailed load (the meter plus what the VEN sheds;
+    the event's baseline while the meter is unknown) down to `cap_kw`, never below zero nor above `max_kw`
+    (limits.maxRequestedKw)."""
+    load = meter_kw + shed_kw if meter_kw is not None else baseline_kw
+    if load is None:
+        return 0.0
+    return min(max_kw, max(0.0, load - cap_kw))

@@ -346,7 +346,7 @@ class VenEngine:
                                                     f"{previous.modification}"))
         event = EventState(event_id=cmd.event_id, correlation_id=cmd.correlation_id, op=cmd.op,
                            requested_kw=cmd.requested_reduction_kw, start=start, until=until,
-                           modification=cmd.modification_number, allowed=allowed)
+                           modification=cmd.modification_number, allowed=allowed, cap_kw=cmd.cap_kw)
         ops: list[Op] = []
         self.control.restore_queue = []
         if same_event and previous is not None:

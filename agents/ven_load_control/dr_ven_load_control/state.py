@@ -46,13 +46,15 @@ class EventState:
     baseline_samples: int = 0
     started: bool = False
     opted_out: bool = False
+    cap_kw: float | None = None     # an import cap: requested_kw follows the load down to it (ShedControl.step)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored (and reported) form."""
         return {"eventId": self.event_id, "correlationId": self.correlation_id, "op": self.op,
                 "requestedKw": self.requested_kw, "start": self.start, "until": self.until,
                 "modification": self.modification, "allowed": self.allowed, "baselineKw": self.baseline_kw,
-                "baselineSamples": self.baseline_samples, "started": self.started, "optedOut": self.opted_out}
+                "baselineSamples": self.baseline_samples, "started": self.started, "optedOut": self.opted_out,
+                "capKw": self.cap_kw}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EventState:
@@ -61,7 +63,8 @@ class EventState:
                    requested_kw=float(data["requestedKw"]), start=float(data["start"]), until=float(data["until"]),
                    modification=int(data.get("modification", 0)), allowed=data.get("allowed"),
                    baseline_kw=data.get("baselineKw"), baseline_samples=int(data.get("baselineSamples", 0)),
-                   started=bool(data.get("started")), opted_out=bool(data.get("optedOut")))
+                   started=bool(data.get("started")), opted_out=bool(data.get("optedOut")),
+                   cap_kw=None if data.get("capKw") is None else float(data["capKw"]))
 
 
 def dt(ts: float | None) -> datetime | None:
