@@ -126,14 +126,15 @@ class OpenleadrVtn:
 
 
 def make_event(event_id: str, signals: list[objects.EventSignal], start: datetime | None = None,
-               market_context: str = "oadr://summer-peak", startafter_s: float | None = None) -> objects.Event:
+               market_context: str = "oadr://summer-peak", startafter_s: float | None = None,
+               ven_id: str = VEN_ID) -> objects.Event:
     start = start or datetime.now(timezone.utc) + timedelta(seconds=60)
     end = max(i.dtstart + i.duration for s in signals for i in s.intervals)
     tolerance = {"startafter": timedelta(seconds=startafter_s)} if startafter_s is not None else None
     return objects.Event(
         event_descriptor=objects.EventDescriptor(event_id=event_id, modification_number=0, priority=1,
                                                  market_context=market_context, event_status="far"),
-        event_signals=signals, targets=[{"ven_id": VEN_ID}],
+        event_signals=signals, targets=[{"ven_id": ven_id}],
         active_period=objects.ActivePeriod(dtstart=start, duration=end - start, tolerance=tolerance))
 
 
