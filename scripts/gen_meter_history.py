@@ -2,7 +2,8 @@
 """Load realistic synthetic meter history into a historian database (seeded: the same arguments give the same data).
 
 Daily shape (residential or office), weekdays vs weekends and holidays, cooling load from a synthetic outdoor
-temperature, noise. Optionally the same series as a VEN's telemetry plus recorded DR events, so that
+temperature, noise. The outdoor temperature (deg F) is stored too, every 15 minutes, on SITE/weather/OutdoorTempF
+(SITE: the meter topic's first level), the covariate of the regression baseline opendsm-caltrack-dr. Optionally the same series as a VEN's telemetry plus recorded DR events, so that
 scripts/mv_report.py has 45 days of history to compute baselines from.
 
 Examples:
@@ -24,13 +25,20 @@ if __name__ == "__main__":  # started by another Python: run again with the plat
 from dr_historian.store import Point, Store, StoreError  # noqa: E402
 from dr_historian.writer import Writer  # noqa: E402
 from dr_tools import sitedb  # noqa: E402
-from dr_tools.synth import KINDS, MeterProfile, generate  # noqa: E402
+from dr_tools.synth import KINDS, MeterProfile, readings  # noqa: E402
 
 from dr_common.timeutil import parse_time  # noqa: E402
 from dr_common.topics import bus_cmd, telemetry_field  # noqa: E402
 
 UTC = timezone.utc
 BATCH = 20_000
+TEMPERATURE_STEP_S = 900
+F_META = {"units": "degF", "type": "float", "tz": "UTC"}
+
+
+def temperature_topic(meter_topic: str) -> str:
+    """Where the outdoor temperature of a meter's site goes: SITE/weather/OutdoorTempF."""
+    return f"{meter_topic.split('/', 1)[0]}/weather/OutdoorTempF"
 
 
 def parse_event(text: str) -> tuple[datetime, datetime, float]:
@@ -56,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-kw", type=float, default=0.5)
     parser.add_argument("--shape-kw", type=float, default=2.0)
     parser.add_argument("--tz", default="UTC", help="local time zone of the daily shape (default %(default)s)")
+    parser.add_argument("--temperature-topic", help="topic of the outdoor temperature (deg F, every 15 minutes; "
+                        "default SITE/weather/OutdoorTempF from --topic; '' stores none)")
     parser.add_argument("--ven", help="also store the series as dr/telemetry/VEN/usedPowerKw")
     parser.add_argument("--event", type=parse_event, action="append", default=[],
                         help="START/MINUTES/KW: the VEN sheds KW for MINUTES (needs --ven; repeatable)")
@@ -71,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     end = args.end or datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=args.days)
     profile = MeterProfile(kind=args.kind, base_kw=args.base_kw, shape_kw=args.shape_kw)
+    temp_topic = temperature_topic(args.topic) if args.temperature_topic is None else args.temperature_topic
+    temp_every = max(1, TEMPERATURE_STEP_S // args.step)
     events = [(f"{args.event_id}" if i == 0 else f"{args.event_id}-{i + 1}", *ev) for i, ev in enumerate(args.event)]
     store = Store(config.url)
     t0 = time.perf_counter()
@@ -78,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store.setup()
         batch: list[Point] = []
-        for ts, kw in generate(start, end, args.step, profile, args.tz, args.seed):
+        for n, (ts, kw, temp_f) in enumerate(readings(start, end, args.step, profile, args.tz, args.seed)):
+            if temp_topic and n % temp_every == 0:
+                batch.append(Point(temp_topic, ts, temp_f, F_META))
             batch.append(Point(args.topic, ts, kw, {"units": "kW", "type": "float", "tz": "UTC"}))
             if args.ven:
                 shed = sum(ev_kw for _, ev_start, ev_end, ev_kw in events if ev_start <= ts < ev_end)
@@ -107,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         sitedb.give_to_folder_owner(config.url)
     elapsed = time.perf_counter() - t0
     print(f"{written} readings ({args.days:g} days every {args.step} s of {args.topic}"
-          f"{' and ' + args.ven + ' telemetry' if args.ven else ''}) into {config.display_url} "
+          f"{' and ' + args.ven + ' telemetry' if args.ven else ''}"
+          f"{', outdoor temperature on ' + temp_topic if temp_topic else ''}) into {config.display_url} "
           f"in {elapsed:.1f} s ({written / elapsed:,.0f} readings/s)")
     for event_id, ev_start, ev_end, ev_kw in events:
         print(f"event {event_id}: {args.ven} sheds {ev_kw} kW {ev_start.isoformat()} - {ev_end.isoformat()}")

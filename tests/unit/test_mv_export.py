@@ -53,10 +53,14 @@ def test_report_csv_details_charts_and_accuracy(tmp_path, capsys):
     assert all(Image.open(charts / n).size == (1200, 640) for n in names)
 
     ranking_csv = tmp_path / "acc.csv"
+    # the regression preset (where opendsm is installed) on the outdoor temperature the generator stored
+    covariate = ["--set", 'opendsm-caltrack-dr.covariateTopic="demo/weather/OutdoorTempF"'] \
+        if "opendsm-caltrack-dr" in report.METHODS else []
     assert report.main(["ev-x1", "--db", str(db), "--meter", "demo/meter/PowerKw", "--accuracy", "--days", "20",
-                        "--csv", str(ranking_csv)]) == 0
+                        "--csv", str(ranking_csv)] + covariate) == 0
     out = capsys.readouterr().out
     assert "Baseline accuracy: 20 non-event days" in out and "pjm-match-day" in out and "rel. RMSE" in out
+    assert not covariate or "opendsm-caltrack-dr" in out
     ranked_rows = list(csv.DictReader(io.StringIO(ranking_csv.read_text())))
     assert [r["rank"] for r in ranked_rows] == [str(n) for n in range(1, len(ranked_rows) + 1)]
     assert ranked_rows[0]["method"] in out.splitlines()[3] and ranked_rows[0]["topic"] == "demo/meter/PowerKw"
