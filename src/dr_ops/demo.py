@@ -1,7 +1,8 @@
 """The demo: `scripts/demo [--event] [--check]` and `scripts/demo stop`.
 
 Brings up a site (default `demo`) with every agent and device, waits until the VEN's telemetry flows,
-registers the VEN with the VTN over the REST API, prints the status page URL and the API token, and with
+registers the VEN with the VTN over the REST API, prints the status page URL and the API token (and, when
+dr.web serves OpenADR 3.1, its base URL and clients; a secret only when it is a shipped placeholder), and with
 `--event` creates a short event so that loads are seen shedding within a minute. It then prints one status
 line per telemetry report until Ctrl-C (which stops the site's platform) or until `scripts/demo stop` is run
 elsewhere. `--check` exits 0 as soon as the metered reduction of the event is within 5 % of the request
@@ -26,6 +27,7 @@ from typing import Any
 import gevent
 
 from dr_common import topics
+from dr_common.config import is_placeholder_secret
 from dr_common.payloads import TRANSPORT_BUS, Telemetry
 from dr_common.schema import PayloadError
 from dr_common.timeutil import to_iso, utcnow
@@ -50,8 +52,23 @@ def site_settings(spec: SiteSpec) -> dict[str, Any]:
         raise DemoError(f"site {spec.name} has no VEN agent ({topics.VEN_IDENTITY_PREFIX}<venId>)")
     ven_id = vens[0].identity[len(topics.VEN_IDENTITY_PREFIX):]
     host = web_cfg.get("host", "127.0.0.1")
-    return {"ven_id": ven_id, "url": f"http://{host}:{web_cfg.get('port', 8080)}/",
-            "token": web_cfg.get("api_token")}
+    url = f"http://{host}:{web_cfg.get('port', 8080)}/"
+    return {"ven_id": ven_id, "url": url, "token": web_cfg.get("api_token"), "openadr": openadr_lines(web_cfg, url)}
+
+
+def openadr_lines(web_cfg: dict[str, Any], url: str) -> list[str]:
+    """What the demo prints of dr.web's OpenADR 3.1 API: its base URL and each client (id, role, VEN name); a
+    client secret only when it is a shipped placeholder (those are refused beyond loopback)."""
+    section = web_cfg.get("openadr3")
+    if not isinstance(section, dict):
+        return []
+    lines = [f"OpenADR 3.1: {url}openadr3/3.1.0   (token: POST auth/token, client credentials)"]
+    for client in section.get("clients") or []:
+        secret = str(client.get("clientSecret", ""))
+        shown = secret if is_placeholder_secret(secret) else "(secret in the site's web.json)"
+        role = "business logic" if client.get("role") == "bl" else f"VEN {client.get('venName', '')}".strip()
+        lines.append(f"  client {client.get('clientId')} / {shown}   ({role})")
+    return lines
 
 
 def http(method: str, url: str, token: str | None, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
@@ -111,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     _log.info("")
     _log.info("  status page: %s", settings["url"])
     _log.info("  API token:   %s", settings["token"])
+    for line in settings["openadr"]:
+        _log.info("  %s", line)
     _log.info("  stop with Ctrl-C or: scripts/demo stop --site %s", args.site)
     _log.info("")
     event_id = None
