@@ -53,24 +53,29 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        # built and served in one thread: when an earlier test loaded VOLTTRON, sockets are gevent's, and a
-        # gevent socket must stay in the thread that made it
-        ready = threading.Event()
-
-        def serve() -> None:
-            self.http = HTTPServer(("127.0.0.1", port), Handler)
-            ready.set()
-            self.http.serve_forever(poll_interval=0.05)
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        ready.wait(10)
-        self.url = f"http://127.0.0.1:{self.http.server_port}"
+        serve_in_thread(self, lambda: HTTPServer(("127.0.0.1", port), Handler))
 
     def close(self) -> None:
         self.http.shutdown()
         self.thread.join(5)
         self.http.server_close()
+
+
+def serve_in_thread(owner, build) -> None:
+    """Build the server `build()` returns and serve it in a thread of its own; sets `owner.http`, `owner.thread`
+    and `owner.url`. Built and served in one thread: when an earlier test loaded VOLTTRON, sockets are gevent's,
+    and a gevent socket must stay in the thread that made it."""
+    ready = threading.Event()
+
+    def serve() -> None:
+        owner.http = build()
+        ready.set()
+        owner.http.serve_forever(poll_interval=0.05)
+
+    owner.thread = threading.Thread(target=serve, daemon=True)
+    owner.thread.start()
+    ready.wait(10)
+    owner.url = f"http://127.0.0.1:{owner.http.server_port}"
 
 
 @pytest.fixture
