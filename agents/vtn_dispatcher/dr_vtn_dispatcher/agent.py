@@ -32,8 +32,8 @@ from dr_common.vip_repr import bound_message_repr
 from dr_vtn_dispatcher import __version__
 from dr_vtn_dispatcher.config import VtnConfig, parse_config
 from dr_vtn_dispatcher.errors import INTERNAL, api_call
-from dr_vtn_dispatcher.oadr_notify import StoreKeep, WebhookNotifier
 from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier
+from dr_vtn_dispatcher.oadr_notify import StoreKeep, WebhookNotifier
 from dr_vtn_dispatcher.service import VtnService
 from dr_vtn_dispatcher.store import Store, sqlite_url
 
