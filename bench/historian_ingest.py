@@ -80,21 +80,23 @@ def batches(records: list[dict], size: int) -> list[list[dict]]:
     return [records[i:i + size] for i in range(0, len(records), size)]
 
 
-def bench_ours(url: str, parts: list[list[dict]]) -> float:
+def bench_ours(url: str, parts: list[list[dict]], clock: Clock | None = None) -> float:
+    clock = clock or Clock()
     store = Store(url)
     store.setup()
     writer = Writer(store)
-    t0 = time.perf_counter()
+    clock.start()
     for part in parts:
         if not writer.publish(part):
             raise RuntimeError(writer.stats.last_error)
-    elapsed = time.perf_counter() - t0
+    elapsed = clock.stop()
     assert store.count_rows() == sum(len(p) for p in parts)
     store.dispose()
     return elapsed
 
 
-def bench_raw(url: str, parts: list[list[dict]]) -> float:
+def bench_raw(url: str, parts: list[list[dict]], clock: Clock | None = None) -> float:
+    clock = clock or Clock()
     store = Store(url)
     store.setup()
     engine = store.engine
@@ -107,11 +109,11 @@ def bench_raw(url: str, parts: list[list[dict]]) -> float:
     sqlite = url.startswith("sqlite")
     prebuilt = [[{"topic_id": ids[r["topic"]], "ts": to_micros(r["timestamp"]) if sqlite else r["timestamp"],
                   "value_num": float(r["value"]), "value_json": None} for r in part] for part in parts]
-    t0 = time.perf_counter()
+    clock.start()
     for rows in prebuilt:
         with engine.begin() as conn:
             conn.execute(insert(data_table), rows)
-    elapsed = time.perf_counter() - t0
+    elapsed = clock.stop()
     store.dispose()
     return elapsed
 
@@ -163,16 +165,18 @@ def stock_pg_modules(cache_root: Path):
 
 def bench_stock(path: Path, parts: list[list[dict]], cache_root: Path) -> tuple[float, str]:
     SQLHistorian, SqlLiteFuncts, origin = stock_modules(cache_root)
-    return drive_stock(SQLHistorian, lambda tables: SqlLiteFuncts({"database": str(path)}, tables), parts), origin
+    elapsed = drive_stock(SQLHistorian, lambda tables: SqlLiteFuncts({"database": str(path)}, tables), parts,
+                          Clock())
+    return elapsed, origin
 
 
-def bench_stock_pg(dbname: str, parts: list[list[dict]], cache_root: Path) -> tuple[float, str]:
-    SQLHistorian, PostgreSqlFuncts, origin = stock_pg_modules(cache_root)
+def bench_stock_pg(dbname: str, parts: list[list[dict]], cache_root: Path, clock: Clock) -> float:
+    SQLHistorian, PostgreSqlFuncts, _ = stock_pg_modules(cache_root)
     params = {"dbname": dbname, "host": "127.0.0.1", "port": 5432, "user": "postgres"}
-    return drive_stock(SQLHistorian, lambda tables: PostgreSqlFuncts(params, tables), parts), origin
+    return drive_stock(SQLHistorian, lambda tables: PostgreSqlFuncts(params, tables), parts, clock)
 
 
-def drive_stock(SQLHistorian, make_functs, parts: list[list[dict]]) -> float:
+def drive_stock(SQLHistorian, make_functs, parts: list[list[dict]], clock: Clock) -> float:
     """The stock SQLHistorian.publish_to_historian on every batch, as its agent's background thread runs it."""
     hist = SQLHistorian.__new__(SQLHistorian)
     hist.topic_id_map, hist.topic_name_map, hist.topic_meta, hist.agg_topic_id_map = {}, {}, {}, {}
@@ -180,20 +184,20 @@ def drive_stock(SQLHistorian, make_functs, parts: list[list[dict]]) -> float:
     _, table_names = SQLHistorian.parse_table_def(hist, None)
     hist.bg_thread_dbutils = make_functs(table_names)
     hist.bg_thread_dbutils.setup_historian_tables()
-    t0 = time.perf_counter()
+    clock.start()
     for part in parts:
         SQLHistorian.publish_to_historian(hist, part)
         if None not in hist._successful_published:
             raise RuntimeError("the stock historian did not report the batch as published")
         hist._successful_published = set()
-    elapsed = time.perf_counter() - t0
+    elapsed = clock.stop()
     count = hist.bg_thread_dbutils.select("SELECT count(*) FROM data")[0][0]
     assert count == sum(len(p) for p in parts), count
     hist.bg_thread_dbutils.close()
     return elapsed
 
 
-def bench_raw_copy(url: str, parts: list[list[dict]]) -> float:
+def bench_raw_copy(url: str, parts: list[list[dict]], clock: Clock) -> float:
     """psycopg2 binary COPY of prebuilt streams straight into `data`, one transaction per batch."""
     import psycopg2
     import psycopg2.extras
@@ -213,12 +217,12 @@ def bench_raw_copy(url: str, parts: list[list[dict]]) -> float:
     conn.commit()
     buffers = [encode_rows([(ids[r["topic"]], to_micros(r["timestamp"]), float(r["value"]), None) for r in part])
                for part in parts]
-    t0 = time.perf_counter()
+    clock.start()
     for stream in buffers:
         with conn.cursor() as cur:
             cur.copy_expert(COPY_DATA_SQL, io.BytesIO(stream), size=len(stream))
         conn.commit()
-    elapsed = time.perf_counter() - t0
+    elapsed = clock.stop()
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM data")
         assert cur.fetchone()[0] == sum(len(p) for p in parts)
@@ -251,6 +255,45 @@ class PgDatabase:
         self.admin.close()
 
 
+class Clock:
+    """Wall time of a contender, and the CPU it cost: this process's, and (given a database) that of every
+    PostgreSQL backend connected to it, read from /proc (the machine is shared: CPU per point is the steadier
+    figure)."""
+
+    def __init__(self, db: PgDatabase | None = None) -> None:
+        self.db = db
+        self.client_s = self.server_s = 0.0
+        self._t0 = self._c0 = 0.0
+        self._s0: dict[int, float] = {}
+
+    def _backends(self) -> dict[int, float]:
+        if self.db is None:
+            return {}
+        with self.db.admin.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.db.name,))
+            pids = [row[0] for row in cur.fetchall()]
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return out
+
+    def start(self) -> None:
+        self._s0 = self._backends()
+        self._c0 = time.process_time()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        elapsed = time.perf_counter() - self._t0
+        self.client_s = time.process_time() - self._c0
+        self.server_s = sum(cpu - self._s0.get(pid, 0.0) for pid, cpu in self._backends().items())
+        return elapsed
+
+
 def ingest(args: argparse.Namespace, workdir: Path, cache_root: Path) -> None:
     records = workload(args.points)
     parts = batches(records, args.batch)
@@ -281,29 +324,38 @@ def ingest(args: argparse.Namespace, workdir: Path, cache_root: Path) -> None:
 def ingest_pg(args: argparse.Namespace, parts: list[list[dict]], cache_root: Path) -> None:
     n = sum(len(p) for p in parts)
     contenders = {
-        "ours": lambda db: bench_ours(db.url, parts),
-        "raw": lambda db: bench_raw(db.url, parts),
-        "raw COPY": lambda db: bench_raw_copy(db.url, parts),
-        "stock": lambda db: bench_stock_pg(db.name, parts, cache_root)[0],
+        "ours": lambda db, clock: bench_ours(db.url, parts, clock),
+        "raw": lambda db, clock: bench_raw(db.url, parts, clock),
+        "raw COPY": lambda db, clock: bench_raw_copy(db.url, parts, clock),
+        "stock": lambda db, clock: bench_stock_pg(db.name, parts, cache_root, clock),
     }
     stock_origin = stock_pg_modules(cache_root)[2]
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(args.rounds):  # interleaved, each into a fresh database; the median is reported
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
+    for _ in range(args.rounds):  # interleaved, each into a fresh database; the medians are reported
         for name, fn in contenders.items():
             db = PgDatabase()
             try:
-                runs[name].append(fn(db))
+                clock = Clock(db)
+                elapsed = fn(db, clock)
+                runs[name].append((elapsed, clock.client_s, clock.server_s))
             finally:
                 db.drop()
-    med = {name: statistics.median(times) for name, times in runs.items()}
+    med = {name: [statistics.median(r[i] for r in rs) for i in range(3)] for name, rs in runs.items()}
     notes = {"ours": "", "raw": "  SQLAlchemy executemany of prebuilt rows",
              "raw COPY": "  psycopg2 binary COPY of prebuilt streams, no upsert",
              "stock": f"  volttron-postgresql-historian {STOCK_PG_VERSION} publish_to_historian ({stock_origin})"}
-    for name, elapsed in med.items():
-        print(f"   Postgres {name:<8} {n / elapsed:>10,.0f} points/s   ({elapsed:.2f} s){notes[name]}")
-    print(f"   Postgres ours / stock = {med['stock'] / med['ours']:.1f}x (target >= 3x);  "
-          f"ours / raw = {med['raw'] / med['ours']:.2f} (target >= 1);  ours / raw COPY = "
-          f"{med['raw COPY'] / med['ours']:.2f}")
+    print("   PostgreSQL (CPU: us per point, this process + the database's backends)")
+    for name, (elapsed, client, server) in med.items():
+        print(f"   Postgres {name:<8} {n / elapsed:>10,.0f} points/s   ({elapsed:.2f} s)  CPU "
+              f"{client / n * 1e6:5.1f} + {server / n * 1e6:5.1f} us/point{notes[name]}")
+
+    def cpu(name: str) -> float:
+        return med[name][1] + med[name][2]
+
+    print(f"   Postgres ours / stock = {med['stock'][0] / med['ours'][0]:.1f}x points/s, "
+          f"{cpu('stock') / cpu('ours'):.1f}x less CPU (target >= 3x);  ours / raw = "
+          f"{med['raw'][0] / med['ours'][0]:.2f} points/s, {cpu('raw') / cpu('ours'):.2f} CPU (target >= 1);  "
+          f"ours / raw COPY = {med['raw COPY'][0] / med['ours'][0]:.2f} points/s")
 
 
 def baseline_timing(args: argparse.Namespace, workdir: Path) -> None:

@@ -180,3 +180,69 @@ def test_a_connection_lost_during_copy_is_a_store_error_and_the_next_write_recon
     # the batch stays with the caller (the backup cache) and is stored whole by the next attempt
     assert writer.publish([{"topic": "t/lost", "timestamp": T0 + timedelta(seconds=1), "value": 2.0}])
     assert _sql(dbname, "SELECT value_num FROM data ORDER BY ts") == [(1.0,), (2.0,)]
+
+
+def _raw_session(dbname: str):
+    conn = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname=dbname)
+    with conn.cursor() as cur:
+        pg_ingest.create_stage(cur)
+    conn.commit()
+    return conn
+
+
+def test_new_readings_go_straight_in_and_a_stored_one_sends_the_batch_through_the_upsert(store, dbname):
+    store.write([Point(f"t/{i}", T0, 0.0) for i in range(3)])  # topics 1..3
+    conn = _raw_session(dbname)
+    try:
+        micros = to_micros(T0)
+        fresh = [(1 + i % 3, micros + 1 + i, float(i), None) for i in range(10)]
+        with conn.cursor() as cur:
+            assert pg_ingest.copy_upsert(cur, fresh, psycopg2.Error, chunk=3) == pg_ingest.DIRECT
+        conn.commit()
+        # the first chunk is new, a later one holds a stored reading: everything takes the staged upsert
+        again = [(1, micros + 100, 7.0, None), (2, micros + 101, 7.0, None), (3, micros + 102, 7.0, None),
+                 (1, micros + 1, 8.0, '"replaced"')]
+        with conn.cursor() as cur:
+            assert pg_ingest.copy_upsert(cur, again, psycopg2.Error, chunk=3) == pg_ingest.STAGED
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM data")
+            assert cur.fetchone() == (3 + 10 + 3,)
+            cur.execute("SELECT value_num, value_json FROM data WHERE topic_id = 1 AND ts = %s",
+                        (T0 + timedelta(microseconds=1),))
+            assert cur.fetchall() == [(8.0, '"replaced"')]
+            assert pg_ingest.copy_upsert(cur, [], psycopg2.Error) is None
+    finally:
+        conn.close()
+
+
+def test_any_other_database_error_is_raised(store, dbname):
+    store.write([Point("t/x", T0, 0.0)])
+    conn = _raw_session(dbname)
+    try:
+        beyond = 946_684_800_000_000 + 2**63 - 2  # past timestamptz's range (2**63 - 1 would be 'infinity')
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as raised:
+            pg_ingest.copy_upsert(cur, [(1, beyond, 1.0, None)], psycopg2.Error)
+        assert raised.value.pgcode != pg_ingest.UNIQUE_VIOLATION
+        conn.rollback()
+    finally:
+        conn.close()
+    assert _sql(dbname, "SELECT count(*) FROM data") == [(1,)]
+
+
+def test_topics_inserted_now_and_topics_another_writer_stored(store, dbname):
+    store.write([Point("t/Shared", T0, 1.0, {"units": "kW"})])
+    other = Store(postgres_url(dbname))  # its own topic cache: t/shared is stored but unknown to it
+    try:
+        other.write([Point("t/shared", T0 + timedelta(seconds=1), 2.0, {"units": "W"}),
+                     Point("t/fresh", T0, 3.0, {"units": "V"})])
+        cached = {k: (e.topic_id, e.meta) for k in ("t/shared", "t/fresh") if (e := other.topics.get(k))}
+    finally:
+        other.dispose()
+    stored = _sql(dbname, "SELECT topic_key, topic_id, topic_name, metadata FROM topics ORDER BY topic_id")
+    assert [(key, name, meta) for key, _, name, meta in stored] == [("t/shared", "t/Shared", '{"units": "W"}'),
+                                                                    ("t/fresh", "t/fresh", '{"units": "V"}')]
+    ids = {key: topic_id for key, topic_id, _, _ in stored}
+    assert cached == {"t/shared": (ids["t/shared"], {"units": "W"}), "t/fresh": (ids["t/fresh"], {"units": "V"})}
+    assert _sql(dbname, "SELECT topic_id, value_num FROM data ORDER BY topic_id, ts") == [
+        (ids["t/shared"], 1.0), (ids["t/shared"], 2.0), (ids["t/fresh"], 3.0)]

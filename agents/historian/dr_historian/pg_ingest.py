@@ -1,9 +1,12 @@
-"""PostgreSQL bulk writes of readings: binary COPY into a per-session staging table, then one upsert.
+"""PostgreSQL bulk writes of readings: binary COPY straight into `data`, else into a staging table and one upsert.
 
-Every pooled connection gets a temporary table `pg_temp.dr_data_stage` when it opens (`create_stage`), whose
-rows live until the end of the transaction (ON COMMIT DELETE ROWS; a rollback discards them too). A write
-streams its rows into it with `COPY ... FROM STDIN (FORMAT binary)` in bounded chunks and moves them into
-`data` with one `INSERT ... SELECT ... ON CONFLICT (topic_id, ts) DO UPDATE`, inside the caller's transaction:
+A write first streams its rows into `data` with `COPY ... FROM STDIN (FORMAT binary)` in bounded chunks, under a
+savepoint: readings are new in the usual case, and then that is all the server does. When one of them is
+already stored (a replay from the backup cache after an ambiguous commit, two writers of one topic), the COPY
+fails with a unique violation, the savepoint is rolled back and the rows take the staged path: COPY into the
+session's temporary table `pg_temp.dr_data_stage` (created by `create_stage` when a pooled connection opens;
+its rows live until the end of the transaction, ON COMMIT DELETE ROWS, and a rollback discards them too), then
+one `INSERT ... SELECT ... ON CONFLICT (topic_id, ts) DO UPDATE`. Both run inside the caller's transaction:
 a reading with the same topic and time replaces the stored one, exactly as the executemany upsert did.
 
 The binary format needs no escaping (any text goes into `value_json` as it is) and no timestamp parsing on the
@@ -24,6 +27,10 @@ CREATE_STAGE_SQL = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE.split('.
                     "topic_id integer NOT NULL, ts timestamptz NOT NULL, value_num double precision, "
                     "value_json text) ON COMMIT DELETE ROWS")
 COPY_SQL = f"COPY {STAGE_TABLE} (topic_id, ts, value_num, value_json) FROM STDIN WITH (FORMAT binary)"
+DIRECT_COPY_SQL = "COPY data (topic_id, ts, value_num, value_json) FROM STDIN WITH (FORMAT binary)"
+UNIQUE_VIOLATION = "23505"  # SQLSTATE
+DIRECT = "copy"
+STAGED = "upsert"
 MERGE_SQL = (f"INSERT INTO data (topic_id, ts, value_num, value_json) "
              f"SELECT topic_id, ts, value_num, value_json FROM {STAGE_TABLE} "
              "ON CONFLICT (topic_id, ts) DO UPDATE SET value_num = EXCLUDED.value_num, "
@@ -74,13 +81,29 @@ def create_stage(cursor: DbapiCursor) -> None:
     cursor.execute(CREATE_STAGE_SQL)
 
 
-def copy_upsert(cursor: DbapiCursor, rows: Sequence[Row], chunk: int | None = None) -> None:
-    """Stage `rows` (no two with the same topic_id and ts) and upsert them into `data`, in the open transaction;
-    `chunk` rows per COPY stream (default COPY_CHUNK)."""
+def copy_upsert(cursor: DbapiCursor, rows: Sequence[Row], driver_error: type[Exception],
+                chunk: int | None = None) -> str | None:
+    """Store `rows` (no two with the same topic_id and ts) in `data`, a stored (topic_id, ts) replaced, in the
+    open transaction; `chunk` rows per COPY stream (default COPY_CHUNK). `driver_error` is the DBAPI's error
+    class. Returns the path taken (DIRECT or STAGED), None for no rows."""
     if not rows:
-        return
+        return None
     chunk = chunk or COPY_CHUNK
+    try:
+        # the savepoint rides in the first COPY's query string (libpq runs it, then enters the COPY): one round
+        # trip less per batch; it is left to the transaction's end rather than released (another round trip)
+        _copy(cursor, DIRECT_COPY_SQL, rows, chunk, first_prefix="SAVEPOINT dr_copy; ")
+    except driver_error as exc:
+        if getattr(exc, "pgcode", None) != UNIQUE_VIOLATION:
+            raise
+        cursor.execute("ROLLBACK TO SAVEPOINT dr_copy")
+        _copy(cursor, COPY_SQL, rows, chunk)
+        cursor.execute(MERGE_SQL)
+        return STAGED
+    return DIRECT
+
+
+def _copy(cursor: DbapiCursor, sql: str, rows: Sequence[Row], chunk: int, first_prefix: str = "") -> None:
     for start in range(0, len(rows), chunk):
         stream = encode_rows(rows[start:start + chunk])
-        cursor.copy_expert(COPY_SQL, io.BytesIO(stream), size=len(stream))
-    cursor.execute(MERGE_SQL)
+        cursor.copy_expert(first_prefix + sql if start == 0 else sql, io.BytesIO(stream), size=len(stream))

@@ -184,7 +184,7 @@ class Store:
         dbapi_conn = conn.connection.dbapi_connection
         cursor = dbapi_conn.cursor()
         try:
-            pg_ingest.copy_upsert(cursor, rows)
+            pg_ingest.copy_upsert(cursor, rows, dialect.loaded_dbapi.Error)
         except dialect.loaded_dbapi.Error as exc:
             if dialect.is_disconnect(exc, dbapi_conn, cursor):
                 conn.invalidate(exc)
@@ -212,8 +212,13 @@ class Store:
             return ids, resolved
         rows = [{"topic_name": name, "topic_key": key, "metadata": json.dumps(meta, default=str)}
                 for key, (name, meta) in wanted.items()]
-        self._insert_ignore(conn, topics_table, rows, ["topic_key"])
-        keys = list(wanted)
+        inserted = self._insert_topics(conn, rows)
+        for row in rows:
+            key = row["topic_key"]
+            if key in inserted:  # inserted now (PostgreSQL says which): no need to read them back
+                ids[key] = inserted[key]
+                resolved[key] = TopicEntry(inserted[key], row["topic_name"], load_meta(row["metadata"]))
+        keys = [key for key in wanted if key not in ids]
         for start in range(0, len(keys), _KEY_CHUNK):
             found = conn.execute(select(topics_table.c.topic_key, topics_table.c.topic_id,
                                         topics_table.c.topic_name, topics_table.c.metadata)
@@ -247,13 +252,16 @@ class Store:
         else:
             conn.execute(stmt, rows)
 
-    def _insert_ignore(self, conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    def _insert_topics(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+        """Insert the topics not stored yet (a stored topic_key is skipped); on PostgreSQL {topic_key: topic_id}
+        of the rows inserted, on SQLite {}."""
         if self.backend == "sqlite":
-            conn.execute(sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=keys), rows)
-            return
-        # with RETURNING SQLAlchemy sends multi-row INSERTs (see _upsert); the rows it returns are not needed
-        stmt = pg_dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
-        conn.execute(stmt.returning(*(table.c[k] for k in keys)), rows).all()
+            conn.execute(sqlite_dialect.insert(topics_table).on_conflict_do_nothing(index_elements=["topic_key"]),
+                         rows)
+            return {}
+        # with RETURNING SQLAlchemy sends multi-row INSERTs (see _upsert)
+        stmt = pg_dialect.insert(topics_table).on_conflict_do_nothing(index_elements=["topic_key"])
+        return dict(conn.execute(stmt.returning(topics_table.c.topic_key, topics_table.c.topic_id), rows).all())
 
     def _write_events(self, conn: Connection, entries: Sequence[EventEntry]) -> None:
         keys = {(e.event_id, e.ven_id) for e in entries}
