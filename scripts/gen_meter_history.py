@@ -3,8 +3,9 @@
 
 Daily shape (residential or office), weekdays vs weekends and holidays, cooling load from a synthetic outdoor
 temperature, noise. The outdoor temperature (deg F) is stored too, every 15 minutes, on SITE/weather/OutdoorTempF
-(SITE: the meter topic's first level), the covariate of the regression baseline opendsm-caltrack-dr. Optionally the same series as a VEN's telemetry plus recorded DR events, so that
-scripts/mv_report.py has 45 days of history to compute baselines from.
+(SITE: the meter topic's first level), the covariate of the regression baseline opendsm-caltrack-dr. Optionally
+the same series as a VEN's telemetry plus recorded DR events, so that scripts/mv_report.py has 45 days of
+history to compute baselines from.
 
 Examples:
   scripts/gen_meter_history.py --db /tmp/h.sqlite --days 45                      # demo/meter/PowerKw, 1-minute data

@@ -8,7 +8,8 @@ point PowerKw, stored as `<site>/meter/PowerKw`) are evaluated over the union of
 For each VEN, the total (sum of the VENs, interval by interval) and each meter, and for each method:
 baseline and actual energy over the event (kWh), average reduction (kW, energy difference over the event
 hours), peak reduction (kW, the largest interval reduction), percent of requested (average reduction over the
-requested kW).
+requested kW). Adjustment windows relative to the notification use the event's notification time (dr.vtn's
+`createdAt` recorded on dr/event/<eventId>, see notification.py), answered as `notification`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dr_common.topics import telemetry_field
 from dr_historian.mv import baselines as B
 from dr_historian.mv.calendar import HolidayCalendar
 from dr_historian.mv.engine import KIND_METER, KIND_REGRESSION, BaselineSpec, compute_spec
+from dr_historian.mv.notification import notification_time
 from dr_historian.mv.series import LoadSeries, MvError, Window, bucket_seconds, day_windows, interval_grid, snap
 
 
@@ -46,6 +48,9 @@ class MvSource(Protocol):
     def interval_sums(self, topic: str, start: datetime, end: datetime, period_s: int,
                       windows: Sequence[tuple[datetime, datetime]] | None = None) -> list[tuple[int, float, int]]:
         """(period start, sum, count) of a topic's numeric readings."""
+
+    def readings(self, topic: str, start: datetime, end: datetime) -> list[tuple[datetime, Any]]:
+        """Every reading of a topic in [start, end), oldest first, decoded."""
 
 
 @dataclass(frozen=True)
@@ -149,11 +154,11 @@ class _Evaluator:
         return LoadSeries(self.source.interval_sums(topic, start, end, bucket_s, windows), bucket_s)
 
     def history(self, topic: str, window: Window, extra: Sequence[Window] = (),
-                specs: Sequence[BaselineSpec] = ()) -> LoadSeries:
+                specs: Sequence[BaselineSpec] = (), notification: datetime | None = None) -> LoadSeries:
         """What day matching reads: the adjustment window through the end of the event (and of `extra`
         grids, and what each spec reads before the event) on the event day and on each day of the look-back."""
         span = Window(min([B.adjustment_window(window, self.tz).start, window.start] + [w.start for w in extra]
-                          + [s.needs_before(window, self.tz) for s in specs]),
+                          + [s.needs_before(window, self.tz, notification) for s in specs]),
                       max([window.end] + [w.end for w in extra] + [s.needs_after(window, self.tz) for s in specs
                                                                    if s.matches_days]))
         windows = day_windows(span, self.tz, self.options.lookback_days + 1)
@@ -172,8 +177,9 @@ class _Evaluator:
         return load, covariate
 
     def evaluate(self, topic: str, window: Window, methods: Sequence[str], event_days: set[date],
-                 requested: float | None, reported_topic: str | None = None) -> dict[str, Any]:
-        """Every method for one meter over one window."""
+                 requested: float | None, reported_topic: str | None = None,
+                 notification: datetime | None = None) -> dict[str, Any]:
+        """Every method for one meter over one window (`notification`: when the event was notified)."""
         opts = self.options
         grid = interval_grid(window, self.tz, self.interval_s)
         margin = timedelta(minutes=opts.plot_margin_minutes or 0)
@@ -214,18 +220,19 @@ class _Evaluator:
                     else:
                         if history is None:
                             history = self.history(topic, window, list(grid) + list(plot_grid or []),
-                                                   [s for s in specs.values() if s.kind != KIND_METER])
+                                                   [s for s in specs.values() if s.kind != KIND_METER],
+                                                   notification)
                         series = history
                     result = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
                                           self.calendar, opts.lookback_days, grid=grid, covariate=covariate,
-                                          outage_days=opts.outage_days)
+                                          outage_days=opts.outage_days, notification=notification)
                     base = result.baseline_kw
                     detail = result.to_dict()
                     detail.pop("intervals")
                     if plot_grid is not None:
                         plot = compute_spec(spec, series, window, self.tz, self.interval_s, event_days,
                                             self.calendar, opts.lookback_days, grid=plot_grid, covariate=covariate,
-                                            outage_days=opts.outage_days)
+                                            outage_days=opts.outage_days, notification=notification)
                         out["plot"]["baselines"][method] = plot.baseline_kw
             except MvError as exc:
                 out["methods"][method] = {"error": str(exc)}
@@ -305,6 +312,7 @@ def event_performance(source: MvSource, event_id: str, options: MvOptions | None
     if not ven_windows:
         raise MvError(f"event {event_id!r} has no VEN window longer than a minute")
     union = Window(min(v.start for v in ven_windows.values()), max(v.end for v in ven_windows.values()))
+    notified = notification_time(source, event_id, union.start, union.end)
     history_start = union.start - timedelta(days=options.lookback_days + 2)
     all_events = source.events_between(history_start, union.end)
     requested = {w.ven_id: w.requested_kw for w in windows}
@@ -312,7 +320,7 @@ def event_performance(source: MvSource, event_id: str, options: MvOptions | None
     for ven_id, window in sorted(ven_windows.items()):
         days = event_day_set(all_events, tz, exclude_event=event_id, ven_id=ven_id)
         run = evaluator.evaluate(used_power_topic(ven_id), window, options.methods, days, requested.get(ven_id),
-                                 reported_topic=reported_baseline_topic(ven_id))
+                                 reported_topic=reported_baseline_topic(ven_id), notification=notified)
         vens[ven_id] = run
     total_requested = sum(r for r in requested.values() if r) or None
     union_grid = interval_grid(union, tz, options.interval_s)
@@ -325,10 +333,11 @@ def event_performance(source: MvSource, event_id: str, options: MvOptions | None
     meters = {}
     for topic in options.meter_topics:
         meter_methods = tuple(m for m in options.methods if m != B.VEN_REPORTED)
-        meters[topic] = evaluator.evaluate(topic, union, meter_methods, any_days, total_requested)
+        meters[topic] = evaluator.evaluate(topic, union, meter_methods, any_days, total_requested,
+                                           notification=notified)
     return {"eventId": event_id, "window": _window_dict(union), "timezone": options.timezone,
             "intervalMinutes": options.interval_minutes, "methods": list(options.methods),
-            "requestedKw": total_requested, "vens": vens,
+            "notification": notified.isoformat() if notified else None, "requestedKw": total_requested, "vens": vens,
             "total": {"window": _window_dict(union), "requestedKw": total_requested, "methods": total_methods},
             "meters": meters}
 
