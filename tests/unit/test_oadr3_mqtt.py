@@ -370,3 +370,59 @@ def test_a_missing_broker_never_blocks_and_the_queue_is_bounded():
         release.set()
     finally:
         notifier.stop()
+
+
+def test_notifications_queued_while_the_broker_is_away_go_out_when_it_is_back(tmp_path):
+    import shutil
+
+    from dr_tools.fleet.brokers import Mosquitto
+
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    broker = Mosquitto(tmp_path / "broker").start()
+    config = parse_config({"openadr3": {"mqtt": {"host": "127.0.0.1", "port": broker.port}}})
+    notifier = MqttNotifier(config.openadr3.mqtt)
+    got: list[str] = []
+
+    def subscriber() -> mqtt.Client:      # a persistent session: the broker keeps its QoS 1 messages
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="t-away-sub", clean_session=False)
+        ready = threading.Event()
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe("away/#", qos=1)
+        client.on_subscribe = lambda c, u, mid, rcs, p: ready.set()
+        client.on_message = lambda c, u, m: got.append(json.loads(m.payload)["n"])
+        client.connect_async("127.0.0.1", broker.port)
+        client.loop_start()
+        assert ready.wait(10)
+        return client
+
+    sub = subscriber()
+    notifier.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not notifier.counters()["mqttConnected"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        notifier.submit(["away/1"], {"n": 1})
+        deadline = time.monotonic() + 10
+        while got != [1]:
+            assert time.monotonic() < deadline, got
+            time.sleep(0.01)
+        broker.stop()
+        deadline = time.monotonic() + 10
+        while notifier.counters()["mqttConnected"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert notifier.submit(["away/2", "away/3"], {"n": 2})
+        time.sleep(0.2)
+        assert notifier.counters()["mqttPending"] == 2 and notifier.counters()["mqttFailed"] == 0
+        broker.start()
+        deadline = time.monotonic() + 40      # paho reconnects with backoff (1, 2, 4 ... s)
+        while sorted(got) != [1, 2, 2] or not notifier.idle():
+            assert time.monotonic() < deadline, (got, notifier.counters())
+            time.sleep(0.05)
+        assert notifier.counters()["mqttPublished"] == 3
+    finally:
+        notifier.stop()
+        sub.disconnect()
+        sub.loop_stop()
+        broker.stop()
