@@ -97,3 +97,57 @@ def test_openadr_event_is_dispatched_and_private(vplatform):
         time.sleep(0.5)
         answer = bl.get_program_by_id(program["id"])
     assert check(answer).json()["id"] == program["id"]
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_a_report_from_an_openadr_ven_shows_in_dr_webs_live_state(vplatform):
+    """An OpenADR VEN (its VEN object registers it with dr.vtn, transport oadr) reports over HTTP; dr.vtn publishes
+    the report as that VEN's telemetry on the bus and dr.web's live state (the dashboard) shows it."""
+    vplatform.install_agent("vtn_dispatcher", topics.VTN_IDENTITY, config=VTN_CONFIG, tag="dr-vtn")
+    vplatform.install_agent("web", topics.WEB_IDENTITY, config=WEB_CONFIG, tag="dr-web")
+    vplatform.wait_for(lambda: _healthy(vplatform, topics.VTN_IDENTITY), timeout=30, what="dr.vtn healthy")
+    url = web_url(vplatform)
+    base = url.rstrip("/") + "/openadr3/3.1.0"
+    openapi = _openapi(base)
+
+    def check(response: httpx.Response) -> httpx.Response:
+        openapi.validate_response(_Req(response.request), _Resp(response))
+        return response
+
+    seed = Http(url)
+    ven_name = "it-ven-b"
+    bl = OpenADRClient(base, token=fetch_token(base, *BL))
+    ven = OpenADRClient(base, token=fetch_token(base, *VEN_B))
+    made = check(ven.create_ven({"objectType": "VEN_VEN_REQUEST", "venName": ven_name}))
+    assert made.status_code in (201, 409), made.json()
+    registered = seed.get(f"/api/vens/{ven_name}")
+    assert registered["transport"] == "oadr"
+    event = check(bl.create_event({"programID": "default", "targets": [ven_name],
+                                   "intervalPeriod": {"start": "0001-01-01", "duration": "PT5M"},
+                                   "intervals": [{"id": 0, "payloads": [{"type": "DISPATCH_SETPOINT_RELATIVE",
+                                                                         "values": [-2]}]}]})).json()
+    assert [e["id"] for e in check(ven.get_events()).json()] == [event["id"]]
+    arrivals: list[tuple] = []
+    vplatform.bus.subscribe(topics.bus_telemetry(ven_name), lambda *a: arrivals.append((a[1], a[5])))
+    report = {"eventID": event["id"], "clientName": "it-oadr-ven", "resources": [
+        {"resourceName": "AGGREGATED_REPORT", "intervalPeriod": {"start": _iso(time.time() - 60), "duration": "PT1M"},
+         "intervals": [{"id": 0, "payloads": [{"type": "DEMAND", "values": [4.5]},
+                                              {"type": "BASELINE", "values": [6.5]}]}]}]}
+
+    def shown() -> dict | None:        # dr.web learns the VEN's transport at its next registry read: report again
+        assert check(ven.create_report(report)).status_code == 201
+        rows = [v for v in seed.get("/api/dashboard")["vens"] if v["venId"] == ven_name]
+        return rows[0]["telemetry"] if rows and rows[0]["telemetry"] else None
+
+    telemetry = vplatform.wait_for(shown, timeout=40, step=1.0, what="the report in dr.web's live state")
+    assert telemetry["usedPowerKw"] == 4.5 and telemetry["shedPowerKw"] == 2.0
+    assert telemetry["eventId"] == event["id"]
+    assert arrivals and arrivals[0][0] == topics.VTN_IDENTITY and arrivals[0][1]["venId"] == ven_name
+    metrics = seed.get(f"/api/events/{event['id']}/metrics")
+    assert metrics["currentReductionKw"] == 2.0 and metrics["vens"][0]["venId"] == ven_name
+    assert seed.get(f"/api/vens/{ven_name}")["status"] == "online"
+    check(bl.delete_event(event["id"]))
