@@ -21,7 +21,9 @@ are never published.
 `MqttNotifier` publishes each notification `{objectType, operation, object, targets}` (JSON, QoS 1, never
 retained) from a thread of its own through paho's network thread (`loop_start`): `submit` only queues, so the
 caller (the dispatch path) never waits on the broker. At most `maxPending` submissions wait; more are dropped
-and counted. Counts for `health`: queued, published (acknowledged by the broker), failed, dropped.
+and counted. paho keeps at most 100,000 messages the broker has not acknowledged (across a broker outage too);
+more are refused and counted as failed. Counts for `health`: queued, published (acknowledged by the broker),
+failed, dropped.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ OPERATIONS = ("CREATE", "UPDATE", "DELETE")
 FORBIDDEN = "forbidden"
 BROAD = ("programs", "events", "reports", "subscriptions", "vens", "resources")
 VEN_SCOPED = ("events", "programs", "resources")
+PAHO_MAX_QUEUED = 100_000
 _STOP = object()
 
 
@@ -202,7 +205,7 @@ class MqttNotifier:
         client = _Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id, protocol=mqtt.MQTTv311,
                          reconnect_on_failure=True)
         client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(100_000)
+        client.max_queued_messages_set(PAHO_MAX_QUEUED)
         client.reconnect_delay_set(1, 30)
         if self.config.username is not None:
             password = self.config.password.get_secret_value() if self.config.password is not None else None
@@ -211,6 +214,7 @@ class MqttNotifier:
             client.tls_set_context(_ssl_context(self.config))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         client.loop_start()
@@ -295,6 +299,10 @@ class MqttNotifier:
         if reason.is_failure:
             self._refusals.warning("connect", "dr.vtn: OpenADR MQTT broker %s:%d refused the connection: %s",
                                    self.config.host, self.config.port, reason)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._refusals.warning("connect", "dr.vtn: OpenADR MQTT broker %s:%d not reachable; retrying",
+                               self.config.host, self.config.port)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected = False
