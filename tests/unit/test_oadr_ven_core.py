@@ -157,3 +157,22 @@ def test_handoff_from_threads_to_a_greenlet():
     assert latency["items"] == 400 and 0 <= latency["p50Ms"] <= latency["p99Ms"] <= latency["maxMs"]
     assert handoff.take(0.01) == []
     handoff.close()
+
+
+def test_mqtt_binding_of_the_notifiers_answer():
+    import pytest
+
+    from dr_oadr_ven.mqttnotify import NotifierUnusable, binding
+
+    anonymous = {"WEBHOOK": True, "MQTT": {"URIS": ["mqtt://127.0.0.1:1883"], "serialization": "JSON",
+                                           "authentication": {"method": "ANONYMOUS"}}}
+    assert binding(anonymous) == ("127.0.0.1", 1883, False, None)
+    bearer = {"MQTT": {"URIS": ["https://x", "mqtts://broker.example.com"], "serialization": "JSON",
+                       "authentication": {"method": "OAUTH2_BEARER_TOKEN", "username": "{clientID}"}}}
+    assert binding(bearer) == ("broker.example.com", 8883, True, "{clientID}")
+    for bad in ({"WEBHOOK": True},
+                {"MQTT": {"URIS": ["mqtt://h"], "serialization": "JSON",
+                          "authentication": {"method": "CERTIFICATE"}}},
+                {"MQTT": {"URIS": ["http://h"], "serialization": "JSON", "authentication": {"method": "ANONYMOUS"}}}):
+        with pytest.raises(NotifierUnusable):
+            binding(bad)

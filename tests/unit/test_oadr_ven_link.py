@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -222,3 +223,34 @@ def test_unreachable_vtn_backs_off_then_enrols(tmp_path):
         assert ven.link.stats["backoffS"] >= 2
     finally:
         ven.stop()
+
+
+def test_mqtt_notifier_delivers_the_event_without_polling(tmp_path, monkeypatch):
+    from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier
+    from tests.support.services import require_mosquitto
+
+    require_mosquitto()
+    prefix = f"pytest-oadr-ven-{uuid.uuid4().hex[:8]}/OpenADR/3.1.0"
+    real_parse, real_service = webharness.parse_config, webharness.VtnService
+    extra = {"openadr3": {"mqtt": {"host": "127.0.0.1", "port": 1883, "topicPrefix": prefix,
+                                   "clientId": f"pytest-vtn-{uuid.uuid4().hex[:8]}"}}}
+    monkeypatch.setattr(webharness, "parse_config", lambda raw: real_parse({**raw, **extra}))
+    monkeypatch.setattr(webharness, "VtnService", lambda store, clock, sender, config, rng=None: real_service(
+        store, clock, sender, config, rng=rng, mqtt=MqttNotifier(config.openadr3.mqtt)))
+    srv = Server(tmp_path)
+    ven = Ven(config(srv, tmp_path, vtn={"notify": "mqtt", "pollS": 3600}), tmp_path / "state.json")
+    try:
+        ven.run(10, until=lambda: (ven.link.status().get("mqtt") or {}).get("connected"))
+        status = ven.link.status()
+        assert status["notify"] == "mqtt" and status["mqtt"]["topic"].startswith(prefix + "/vens/")
+        polls = status["polls"]
+        _, event_id = create_event(srv, bl_headers(srv), kw=1.25)
+        t0 = time.monotonic()
+        ven.run(10, until=lambda: ven.published)
+        assert [(c["eventId"], c["requestedReductionKw"]) for c in ven.published] == [(event_id, 1.25)]
+        assert ven.link.status()["mqtt"]["received"] >= 1 and time.monotonic() - t0 < 5
+        assert ven.link.stats["notifications"] >= 1
+        assert ven.link.stats["polls"] >= polls  # the notification asks for a poll too (reconciliation)
+    finally:
+        ven.stop()
+        srv.close()

@@ -135,7 +135,10 @@ def test_randomize_start_shifts_start_and_end_once_per_event():
     start, until = parse_time(out[0]["startTime"]), parse_time(out[0]["until"])
     shift = (start - T0).total_seconds()
     assert 0 < abs(shift) <= 300 and until - start == timedelta(minutes=10)
-    changed = p.planner.accept(replace(ev, modification=ev.modification + 1), T0 - timedelta(minutes=9), None)
+    changed = p.planner.accept(replace(ev, modification=ev.modification + 1,
+                                       intervals=(replace(ev.intervals[0], value=-3.0),)),
+                               T0 - timedelta(minutes=9), None)
+    assert changed[0]["requestedReductionKw"] == 3.0
     assert changed[0]["startTime"] == out[0]["startTime"]  # the offset is drawn once per event
 
 
@@ -184,3 +187,12 @@ def test_long_vtn_ids_become_valid_dr_ven_event_ids():
     assert command_event_id("ev-1") == "ev-1"
     assert command_event_id(long_id) != long_id and command_event_id(long_id) == command_event_id(long_id)
     assert len(command_event_id(long_id)) <= 64
+
+
+def test_a_modification_that_changes_nothing_dr_ven_does_sends_nothing():
+    p = Planner()
+    p.planner.accept(event([dsr(2.0)]), T0, None)
+    later = T0 + timedelta(seconds=30)
+    assert p.planner.accept(event([dsr(2.0)], mod=later), later, None) == []  # e.g. the VTN marked it active
+    assert p.plans["ev-1"]["modification"] == int(later.timestamp() * 1000)
+    assert p.planner.tick(later + timedelta(seconds=1), None) == []

@@ -64,6 +64,8 @@ class OadrVenAgent(Agent):
                        "not running", exc)
             return
         self._config_error = None
+        if self._core is not None and self._core.config == config:
+            return
         self._stop()
         self._start(config)
 
@@ -83,6 +85,8 @@ class OadrVenAgent(Agent):
         return (Path(home) / "agents" / identity / "data" if home else Path.cwd() / "data") / STATE_FILE
 
     def _start(self, config: OadrVenConfig) -> None:
+        for name in ("httpx", "httpcore"):  # one line per request otherwise
+            logging.getLogger(name).setLevel(logging.WARNING)
         state = StateFile(self._state_path(config)).load()
         handoff = Handoff()
         if config.vtn.protocol == PROTOCOL_20B:
@@ -172,13 +176,25 @@ class OadrVenAgent(Agent):
             self._errors.error("publish", "command %s not published within %g s", command.get("correlationId"),
                                PUBLISH_TIMEOUT_S)
 
+    def _from_ven(self, core: VenCore, sender: str, topic: str, expected: str) -> bool:
+        """Only dr.ven.<venId> speaks for this VEN (a copy that dr.vtn republishes from a report is not)."""
+        if topic != expected:
+            return False
+        if sender != topics.ven_identity(core.config.ven_id):
+            core.rejects.count("bus.sender")
+            self._errors.warning("sender", "%s from %s ignored: only %s speaks for this VEN", topic, sender[:100],
+                                 topics.ven_identity(core.config.ven_id))
+            return False
+        return True
+
     def _on_ack(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
-        if self._core is not None and topic == topics.bus_ack(self._core.config.ven_id):
-            self._core.on_ack(message)
+        core = self._core
+        if core is not None and self._from_ven(core, sender, topic, topics.bus_ack(core.config.ven_id)):
+            core.on_ack(message)
 
     def _on_telemetry(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
         core = self._core
-        if core is None or topic != topics.bus_telemetry(core.config.ven_id):
+        if core is None or not self._from_ven(core, sender, topic, topics.bus_telemetry(core.config.ven_id)):
             return
         if core.on_telemetry(message) and hasattr(self._link, "report_opt"):
             opt = "optOut" if core.telemetry and core.telemetry.get("optOut") else "optIn"

@@ -140,6 +140,12 @@ class Oadr31Client:
         answer = self._send("GET", "/notifiers")
         return answer if isinstance(answer, dict) else {}
 
+    def notifier_topics(self, path: str) -> dict[str, Any]:
+        """`notifiers/mqtt/topics/<path>`: the topic names {CREATE, UPDATE, DELETE, ALL}."""
+        answer = self._send("GET", f"/notifiers/mqtt/topics/{path}")
+        topics = answer.get("topics") if isinstance(answer, dict) else None
+        return topics if isinstance(topics, dict) else {}
+
     def ensure_subscription(self, client_name: str, callback_url: str, bearer: str,
                             known_id: str | None) -> str:
         """Create (or update) this VEN's subscription to events (CREATE, UPDATE, DELETE) at `callback_url`."""

@@ -85,7 +85,13 @@ class CommandPlanner:
             return out
         if plan is None:
             plan = self._new_plan(event)
+        signature = _signature(event)
+        if plan["state"] == ACTIVE and plan.get("signature") == signature:
+            plan["modification"] = event.modification  # a change of the VTN's record only: nothing to send
+            self._events[event.event_id] = event
+            return []
         plan.update(modification=event.modification, state=ACTIVE, refusal=None, sentIndex=None,
+                    signature=signature,
                     startTime=to_iso(event.intervals[0].start + timedelta(seconds=plan["offsetS"])),
                     until=to_iso(self._end(event) + timedelta(seconds=plan["offsetS"])))
         self.plans[event.event_id] = plan
@@ -225,3 +231,10 @@ class CommandPlanner:
         return [Command(op=OP_RESTORE, correlation_id=f"oadr:{plan['cmdEventId']}:{plan['revision']}:restore",
                         ven_id=self._config.ven_id, event_id=plan["cmdEventId"],
                         modification_number=plan["revision"]).to_payload()]
+
+
+def _signature(event: VtnEvent) -> list[Any]:
+    """What a command is made of: a modification that leaves it unchanged sends nothing."""
+    return [event.priority, event.randomize_start_s] + \
+        [[to_iso(i.start), i.duration_s if i.duration_s != float("inf") else -1, i.signal, i.value]
+         for i in event.intervals]

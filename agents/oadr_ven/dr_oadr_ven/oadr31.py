@@ -30,6 +30,7 @@ from dr_common.rejects import RateLimitedLog
 from dr_oadr_ven.client31 import Oadr31Client, VtnError
 from dr_oadr_ven.config import NOTIFY_MQTT, NOTIFY_POLL, NOTIFY_WEBHOOK, OadrVenConfig
 from dr_oadr_ven.oadr31_events import EventRefused, modification_of, to_vtn_event
+from dr_oadr_ven.mqttnotify import MqttListener, NotifierUnusable, binding
 from dr_oadr_ven.webhook import WebhookServer
 
 _log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Oadr31Link:
         self._reports: queue.SimpleQueue[tuple[str, dict[str, Any], str | None, int]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._webhook: WebhookServer | None = None
+        self._mqtt: MqttListener | None = None
         self._programs: dict[str, str] = {}
         self._bearer = str(enrolment.get("callbackToken") or secrets.token_urlsafe(24))
         self._errors = RateLimitedLog(_log)
@@ -77,6 +79,8 @@ class Oadr31Link:
             self._webhook.stop()
         if self._thread is not None:
             self._thread.join(self._vtn.timeout_s * 2 + 5)
+        if self._mqtt is not None:
+            self._mqtt.stop()
 
     def wake(self) -> None:
         """Poll now."""
@@ -94,6 +98,8 @@ class Oadr31Link:
         if self._webhook is not None:
             out["webhook"] = {"port": self._webhook.port, "received": self._webhook.received,
                               "rejects": self._webhook.rejects.snapshot()}
+        if self._mqtt is not None:
+            out["mqtt"] = self._mqtt.status()
         return out
 
     @property
@@ -163,9 +169,9 @@ class Oadr31Link:
         resource_id = client.ensure_resource(ven_id, self._config.resource_name)
         programs = self._programs = self._read_programs(client)
         notify, subscription = NOTIFY_POLL, None
-        if self._vtn.notify == NOTIFY_MQTT and client.notifiers().get("MQTT"):
-            _log.info("the VTN offers an MQTT notifier; this agent listens by webhook and polling")
-        if self._webhook is not None and self.callback_url:
+        if self._vtn.notify == NOTIFY_MQTT and self._listen_mqtt(client, ven_id):
+            notify = NOTIFY_MQTT
+        elif self._webhook is not None and self.callback_url:
             try:
                 subscription = client.ensure_subscription(self._config.ven_name, self.callback_url, self._bearer,
                                                           self._known.get("subscriptionID"))
@@ -182,6 +188,32 @@ class Oadr31Link:
         self._put(("enrolled", {**self._known, "programs": programs, "notify": notify}))
         _log.info("enrolled at %s as VEN %s (resource %s, notifications: %s)", self._vtn.base_url, ven_id,
                   resource_id, notify)
+
+    def _listen_mqtt(self, client: Oadr31Client, ven_id: str) -> bool:
+        """Listen to the VTN's MQTT notifier for this VEN's events; False (said once) when it cannot be used."""
+        try:
+            host, port, tls, username = binding(client.notifiers())
+            topics = client.notifier_topics(f"vens/{ven_id}/events")
+            topic = topics.get("ALL") or topics.get("UPDATE")
+            if not isinstance(topic, str):
+                raise NotifierUnusable("the VTN names no topic for this VEN's events")
+        except (NotifierUnusable, VtnError) as exc:
+            if isinstance(exc, VtnError) and (exc.status in (0, 401) or exc.status >= 500):
+                raise
+            self._errors.warning("mqtt", "MQTT notifications not used (%s); %s", str(exc)[:300],
+                                 "webhook" if self._webhook is not None else f"polling every {self._vtn.poll_s:g} s")
+            return False
+        credentials = None
+        if username is not None:
+            credentials = (username.replace("{clientID}", self._vtn.client_id), client.token())
+        if self._mqtt is not None and self._mqtt.topic == topic:
+            return True
+        if self._mqtt is not None:
+            self._mqtt.stop()
+        self._mqtt = MqttListener(host, port, tls, topic, f"dr-oadr-{self._config.ven_id}", credentials,
+                                  self._notified, self._wake.set)
+        self._mqtt.start()
+        return True
 
     @staticmethod
     def _read_programs(client: Oadr31Client) -> dict[str, str]:
