@@ -48,6 +48,7 @@ class OpenleadrVtn:
         self.reports: queue.Queue[tuple[str, datetime, float]] = queue.Queue()
         self.report_offers: queue.Queue[list[str]] = queue.Queue()
         self.registrations: queue.Queue[str] = queue.Queue()
+        self.registration_ven_ids: list[str | None] = []    # the venID each registration carried
         self._poll_s = poll_s
         self._report_s = report_s
         self._loop = asyncio.new_event_loop()
@@ -77,6 +78,7 @@ class OpenleadrVtn:
         self._loop.close()
 
     def _on_registration(self, info: dict[str, Any]) -> tuple[str, str]:
+        self.registration_ven_ids.append(info.get("ven_id"))
         self.registrations.put(info["ven_name"])
         return self.ven_id, f"reg-{info['ven_name']}"
 
@@ -229,6 +231,25 @@ def test_registration_and_telemetry_usage_reports(vtn, link):
     status = lnk.status()
     assert status["registered"] and status["venId"] == VEN_ID and status["registrationId"] == "reg-building-7"
     assert status["counts"]["reportsSent"] >= 2 and status["counts"]["reportValues"] >= 3
+    assert status["up"] and 0 <= status["lastContactAgeS"] < 5
+
+
+def test_a_restart_registers_as_the_venid_the_vtn_assigned(vtn):
+    agent = AgentSide()
+    enrolments: queue.Queue[dict[str, Any]] = queue.Queue()
+    settings = Oadr20bSettings(ven_name="building-9", vtn_url=vtn.url)
+    first = Oadr20bLink(settings, agent.on_event, agent.decide, lambda: None, on_enrolled=enrolments.put)
+    first.start(agent.inbox.put)
+    enrolment = get(enrolments, "the enrolment handed to the agent")
+    assert enrolment == {"protocol": "oadr20b", "venId": VEN_ID, "registrationId": "reg-building-9",
+                         "vtnUrl": vtn.url}
+    assert first.stop(10)
+    second = Oadr20bLink(settings, agent.on_event, agent.decide, lambda: None, enrolment=enrolment)
+    second.start(agent.inbox.put)
+    assert second.wait_registered(WAIT_S)
+    assert second.stop(10)
+    agent.stop()
+    assert vtn.registration_ven_ids == [None, VEN_ID]   # the VEN it was, not a new one
 
 
 def test_event_with_simple_and_load_dispatch_is_handed_over_and_opted_in(vtn, link):
@@ -333,7 +354,7 @@ def test_unreachable_vtn_is_retried_with_backoff_and_stop_joins():
     lnk.start(agent.inbox.put)
     time.sleep(1.5)
     attempts = lnk.status()["counts"]["registrationAttempts"]
-    assert 3 <= attempts <= 8 and not lnk.status()["registered"]
+    assert 3 <= attempts <= 8 and not lnk.status()["registered"] and not lnk.status()["up"]
     started = time.monotonic()
     assert lnk.stop(10)
     assert time.monotonic() - started < 5

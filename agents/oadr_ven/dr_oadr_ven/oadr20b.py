@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -45,7 +45,7 @@ _log = logging.getLogger(__name__)
 OPT_IN = "optIn"
 OPT_OUT = "optOut"
 ACTIVE_MAX = 256           # events remembered as handed over (for opt changes and restores)
-REPORT_R_IDS = ("power", "baseline")
+CONTACT_STALE_MIN_S = 30.0   # `up` while the VTN answered within max(this, 3 poll periods)
 
 
 class Telemetry20b(NamedTuple):
@@ -85,8 +85,16 @@ class Oadr20bLink:
     """One VEN's link to one OpenADR 2.0b VTN (see the module docstring)."""
 
     def __init__(self, settings: Oadr20bSettings, on_event: Callable[[VtnEvent], None],
-                 decide: Callable[[VtnEvent], str], telemetry: Callable[[], Telemetry20b | None]) -> None:
+                 decide: Callable[[VtnEvent], str], telemetry: Callable[[], Telemetry20b | None],
+                 enrolment: Mapping[str, Any] | None = None,
+                 on_enrolled: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """`enrolment` is what `on_enrolled` last received (the venID the VTN assigned), kept by the agent so a
+        restart registers as the same VEN; `on_enrolled` runs on the agent's loop after each registration."""
         self.settings = settings
+        known = (enrolment or {}).get("venId")
+        self._known_ven_id = settings.ven_id or (str(known)[:128] if known else None)
+        self._on_enrolled = on_enrolled
+        self._last_contact: float | None = None
         self._on_event = on_event
         self._decide = decide
         self._telemetry = telemetry
@@ -161,8 +169,13 @@ class Oadr20bLink:
             counts = dict(self._counts)
             handoff = dict(self._handoff_stats)
             active = len(self._active)
+        last = self._last_contact
+        age = None if last is None else round(time.monotonic() - last, 3)
+        poll = getattr(client, "poll_frequency", None)
+        stale_s = max(CONTACT_STALE_MIN_S, 3 * poll.total_seconds()) if isinstance(poll, timedelta) else None
         return {"protocol": "oadr20b", "vtnUrl": self.settings.vtn_url, "venName": self.settings.ven_name,
-                "registered": self._registered.is_set(),
+                "registered": self._registered.is_set(), "lastContactAgeS": age,
+                "up": bool(self._registered.is_set() and age is not None and stale_s and age <= stale_s),
                 "venId": getattr(client, "ven_id", None), "registrationId": getattr(client, "registration_id", None),
                 "activeEvents": active, "counts": counts, "rejects": self.rejects.snapshot(), "handoff": handoff}
 
@@ -198,12 +211,13 @@ class Oadr20bLink:
 
         s = self.settings
         client = OpenADRClient(
-            ven_name=s.ven_name, vtn_url=s.vtn_url, ven_id=s.ven_id, cert=s.cert, key=s.key,
+            ven_name=s.ven_name, vtn_url=s.vtn_url, ven_id=self._known_ven_id, cert=s.cert, key=s.key,
             passphrase=s.passphrase.get_secret_value() if s.passphrase else None, ca_file=s.ca_file,
             vtn_fingerprint=s.vtn_fingerprint, show_fingerprint=False, disable_signature=s.disable_signature)
         client.add_handler("on_event", self._handle_event)
         client.add_handler("on_update_event", self._handle_event)
         client.add_hook("before_send_xml", self._count_sent)
+        client.add_hook("after_receive_xml", self._contact)
         sampling = objects.SamplingRate(min_period=timedelta(seconds=s.report_min_period_s),
                                         max_period=timedelta(seconds=s.report_max_period_s), on_change=False)
         kw = replace(enums.MEASUREMENTS.REAL_POWER, scale="k")
@@ -233,6 +247,7 @@ class Oadr20bLink:
             if client.registration_id:
                 _log.info("OpenADR 2.0b: registered with %s as venId %s", self.settings.vtn_url, client.ven_id)
                 self._registered.set()
+                self._enrolled(client)
                 return
             if client.client_session is not None and not client.client_session.closed:
                 await client.stop()
@@ -355,6 +370,27 @@ class Oadr20bLink:
                 self._counts["reportValues"] += 1
             return [(datetime.now(timezone.utc), float(value))]
         return sample
+
+    def _enrolled(self, client: Any) -> None:
+        self._known_ven_id = client.ven_id
+        callback = self._on_enrolled
+        if callback is None or self._handoff is None:
+            return
+        enrolment = {"protocol": "oadr20b", "venId": client.ven_id, "registrationId": client.registration_id,
+                     "vtnUrl": self.settings.vtn_url}
+
+        def deliver() -> None:
+            try:
+                callback(enrolment)
+            except Exception:   # noqa: BLE001 - the link goes on whatever the agent does with it
+                _log.exception("OpenADR 2.0b: on_enrolled failed")
+        try:
+            self._handoff(deliver)
+        except Exception as exc:   # noqa: BLE001 - a closed hand-off (agent stopping)
+            self._rlog.error("handoff", "OpenADR 2.0b: hand-off of the enrolment failed: %s", exc)
+
+    def _contact(self, message: str) -> None:
+        self._last_contact = time.monotonic()
 
     def _count_sent(self, message: str) -> None:
         head = message[:400]
