@@ -248,8 +248,14 @@ def test_a_restart_registers_as_the_venid_the_vtn_assigned(vtn):
     second.start(agent.inbox.put)
     assert second.wait_registered(WAIT_S)
     assert second.stop(10)
+    other_vtn = {**enrolment, "vtnUrl": "http://127.0.0.1:1/OpenADR2/Simple/2.0b"}   # or a 3.1 enrolment
+    for stale in (other_vtn, {"venId": "oadr3-ven-object-id", "protocol": "oadr31", "vtnUrl": vtn.url}):
+        third = Oadr20bLink(settings, agent.on_event, agent.decide, lambda: None, enrolment=stale)
+        third.start(agent.inbox.put)
+        assert third.wait_registered(WAIT_S)
+        assert third.stop(10)
     agent.stop()
-    assert vtn.registration_ven_ids == [None, VEN_ID]   # the VEN it was, not a new one
+    assert vtn.registration_ven_ids == [None, VEN_ID, None, None]   # the VEN it was, not a new one
 
 
 def test_event_with_simple_and_load_dispatch_is_handed_over_and_opted_in(vtn, link):

@@ -89,9 +89,12 @@ class Oadr20bLink:
                  enrolment: Mapping[str, Any] | None = None,
                  on_enrolled: Callable[[dict[str, Any]], None] | None = None) -> None:
         """`enrolment` is what `on_enrolled` last received (the venID the VTN assigned), kept by the agent so a
-        restart registers as the same VEN; `on_enrolled` runs on the agent's loop after each registration."""
+        restart registers as the same VEN (used only when it is a 2.0b enrolment with this VTN's URL);
+        `on_enrolled` runs on the agent's loop after each registration."""
         self.settings = settings
-        known = (enrolment or {}).get("venId")
+        enrolment = enrolment or {}
+        same_vtn = enrolment.get("protocol") == "oadr20b" and enrolment.get("vtnUrl") == settings.vtn_url
+        known = enrolment.get("venId") if same_vtn else None
         self._known_ven_id = settings.ven_id or (str(known)[:128] if known else None)
         self._on_enrolled = on_enrolled
         self._last_contact: float | None = None
