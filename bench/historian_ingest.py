@@ -8,7 +8,7 @@
    fresh database of its own:
    * ours:  dr_historian.writer.Writer.publish, the exact code platform.historian's publish_to_historian runs
             (topic cache, value encoding, (topic, ts) upsert, one transaction per batch; on PostgreSQL a binary
-            COPY into a staging table and one INSERT ... SELECT ... ON CONFLICT per batch);
+            COPY under a savepoint, the multi-row upsert only when a reading of the batch is stored already);
    * raw:   SQLAlchemy Core executemany of prebuilt rows into the same table (no topic lookup, no encoding,
             no upsert): the floor for any historian on SQLAlchemy;
    * raw COPY (PostgreSQL): psycopg2 copy_expert of a prebuilt binary COPY stream per batch straight into
@@ -45,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from dr_historian.mv.performance import MvOptions, topic_baseline  # noqa: E402
-from dr_historian.pg_ingest import encode_rows  # noqa: E402
+from dr_historian.pg_ingest import COPY_SQL, encode_rows  # noqa: E402
 from dr_historian.store import Point, Store, data_table, topics_table  # noqa: E402
 from dr_tools.synth import generate  # noqa: E402
 from dr_historian.values import to_micros  # noqa: E402
@@ -53,7 +53,6 @@ from dr_historian.writer import Writer  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 UTC = timezone.utc
-COPY_DATA_SQL = "COPY data (topic_id, ts, value_num, value_json) FROM STDIN WITH (FORMAT binary)"
 STOCK_VERSION = "2.0.0rc5"
 STOCK_PG_VERSION = "2.0.0rc6"
 POINTS_PER_DEVICE = 25
@@ -220,7 +219,7 @@ def bench_raw_copy(url: str, parts: list[list[dict]], clock: Clock) -> float:
     clock.start()
     for stream in buffers:
         with conn.cursor() as cur:
-            cur.copy_expert(COPY_DATA_SQL, io.BytesIO(stream), size=len(stream))
+            cur.copy_expert(COPY_SQL, io.BytesIO(stream), size=len(stream))
         conn.commit()
     elapsed = clock.stop()
     with conn.cursor() as cur:

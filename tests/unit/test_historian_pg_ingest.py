@@ -1,6 +1,6 @@
-"""The PostgreSQL write path (binary COPY into a session staging table, then one upsert) against the local
-PostgreSQL server, each test in a database of its own that it drops: exact values and timestamps, one row per
-(topic, ts), nothing left staged between transactions, rollback and lost connections."""
+"""The PostgreSQL write path (binary COPY under a savepoint, the upsert when a reading is stored already) against
+the local PostgreSQL server, each test in a database of its own that it drops: exact values and timestamps, one
+row per (topic, ts), rollback and lost connections."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dr_historian import pg_ingest
 from dr_historian.store import Point, Store, StoreError
 from dr_historian.values import to_micros
 from dr_historian.writer import Writer
+from sqlalchemy import text
 
 from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, postgres_url, throwaway_postgres_db
 
@@ -112,37 +113,38 @@ def test_batches_larger_than_a_copy_chunk(store, dbname, monkeypatch):
     assert _sql(dbname, "SELECT count(*), sum(value_num) FROM data") == [(100, float(sum(range(100))))]
 
 
-def test_nothing_stays_staged_between_writes(store, dbname):
+def test_a_replayed_batch_after_other_writes_changes_only_its_own_readings(store, dbname):
     store.write([Point("t/a", T0, 1.0)])
-    # another client changes the stored reading; a later write of other readings must not replay the old one
-    _sql(dbname, "UPDATE data SET value_num = 99")
-    store.write([Point("t/b", T0, 2.0)])
-    assert sorted(_sql(dbname, "SELECT value_num FROM data")) == [(2.0,), (99.0,)]
-    with store.engine.connect() as conn:
-        cur = conn.connection.cursor()
-        cur.execute(f"SELECT count(*) FROM {pg_ingest.STAGE_TABLE}")
-        assert cur.fetchone() == (0,)
+    _sql(dbname, "UPDATE data SET value_num = 99")  # another client changes the stored reading
+    store.write([Point("t/b", T0, 2.0), Point("t/c", T0, 3.0)])
+    store.write([Point("t/b", T0, 4.0), Point("t/d", T0, 5.0)])  # t/b stored: this batch takes the upsert
+    assert _sql(dbname, "SELECT t.topic_name, d.value_num FROM data d JOIN topics t USING (topic_id) "
+                        "ORDER BY t.topic_name") == [("t/a", 99.0), ("t/b", 4.0), ("t/c", 3.0), ("t/d", 5.0)]
 
 
 def test_a_failed_batch_stores_nothing_and_the_next_one_works(store, dbname, monkeypatch):
     store.write([Point("t/keep", T0, 1.0)])
-    real_merge = pg_ingest.MERGE_SQL
-    monkeypatch.setattr(pg_ingest, "MERGE_SQL", real_merge.replace("INSERT INTO data", "INSERT INTO no_such_table"))
+    real_upsert = Store._upsert
+
+    def broken_upsert(self, conn, table, rows, keys, update):
+        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    monkeypatch.setattr(Store, "_upsert", broken_upsert)
     with pytest.raises(StoreError, match="postgresql write of 2 readings failed: UndefinedTable"):
-        store.write([Point("t/keep", T0, 5.0), Point("t/new", T0, 6.0)])
-    monkeypatch.setattr(pg_ingest, "MERGE_SQL", real_merge)
+        store.write([Point("t/keep", T0, 5.0), Point("t/new", T0, 6.0)])  # t/keep stored: the upsert runs
+    monkeypatch.setattr(Store, "_upsert", real_upsert)
     assert _sql(dbname, "SELECT value_num FROM data") == [(1.0,)]
+    assert _sql(dbname, "SELECT topic_name FROM topics") == [("t/keep",)]
     store.write([Point("t/after", T0, 7.0)])
-    # the rolled-back rows were not left in the staging table for this merge to pick up
     assert sorted(_sql(dbname, "SELECT value_num FROM data")) == [(1.0,), (7.0,)]
 
 
-def test_a_killed_connection_gets_a_new_staging_table(store, dbname):
+def test_a_killed_connection_is_replaced(store, dbname):
     writer = Writer(store)
     assert writer.publish([{"topic": "t/k", "timestamp": T0, "value": 1.0}])
     _sql(dbname, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                  "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
-    # the pool's pre-ping replaces the dead connection; the new session creates its own staging table
+    # the pool's pre-ping replaces the dead connection
     assert writer.publish([{"topic": "t/k", "timestamp": T0 + timedelta(seconds=1), "value": 2.0}])
     assert _sql(dbname, "SELECT count(*) FROM data") == [(2,)]
     assert writer.stats.failures == 0
@@ -168,7 +170,7 @@ def test_a_connection_lost_during_copy_is_a_store_error_and_the_next_write_recon
     assert writer.publish([{"topic": "t/lost", "timestamp": T0, "value": 1.0}])
     real = pg_ingest.encode_rows
 
-    def kill_then_encode(rows):  # the session dies between its staging-table set-up and the COPY
+    def kill_then_encode(rows):  # the session dies between the batch's topic look-up and its COPY
         _sql(dbname, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                      "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
         return real(rows)
@@ -183,37 +185,32 @@ def test_a_connection_lost_during_copy_is_a_store_error_and_the_next_write_recon
 
 
 def _raw_session(dbname: str):
-    conn = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname=dbname)
-    with conn.cursor() as cur:
-        pg_ingest.create_stage(cur)
-    conn.commit()
-    return conn
+    return psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname=dbname)
 
 
-def test_new_readings_go_straight_in_and_a_stored_one_sends_the_batch_through_the_upsert(store, dbname):
+def test_a_stored_reading_in_any_chunk_rolls_back_the_whole_copy(store, dbname):
     store.write([Point(f"t/{i}", T0, 0.0) for i in range(3)])  # topics 1..3
     conn = _raw_session(dbname)
     try:
         micros = to_micros(T0)
         fresh = [(1 + i % 3, micros + 1 + i, float(i), None) for i in range(10)]
         with conn.cursor() as cur:
-            assert pg_ingest.copy_upsert(cur, fresh, psycopg2.Error, chunk=3) == pg_ingest.DIRECT
+            assert pg_ingest.copy_rows(cur, fresh, psycopg2.Error, chunk=3) is True
+            assert pg_ingest.copy_rows(cur, [], psycopg2.Error) is True
         conn.commit()
-        # the first chunk is new, a later one holds a stored reading: everything takes the staged upsert
+        # the first chunk is new, the second holds a stored reading: nothing of the batch stays, the
+        # transaction goes on
         again = [(1, micros + 100, 7.0, None), (2, micros + 101, 7.0, None), (3, micros + 102, 7.0, None),
                  (1, micros + 1, 8.0, '"replaced"')]
         with conn.cursor() as cur:
-            assert pg_ingest.copy_upsert(cur, again, psycopg2.Error, chunk=3) == pg_ingest.STAGED
-        conn.commit()
-        with conn.cursor() as cur:
+            assert pg_ingest.copy_rows(cur, again, psycopg2.Error, chunk=3) is False
             cur.execute("SELECT count(*) FROM data")
-            assert cur.fetchone() == (3 + 10 + 3,)
-            cur.execute("SELECT value_num, value_json FROM data WHERE topic_id = 1 AND ts = %s",
-                        (T0 + timedelta(microseconds=1),))
-            assert cur.fetchall() == [(8.0, '"replaced"')]
-            assert pg_ingest.copy_upsert(cur, [], psycopg2.Error) is None
+            assert cur.fetchone() == (3 + 10,)
+        conn.commit()
     finally:
         conn.close()
+    assert _sql(dbname, "SELECT value_num FROM data WHERE topic_id = 1 AND ts = %s",
+                (T0 + timedelta(microseconds=1),)) == [(0.0,)]
 
 
 def test_any_other_database_error_is_raised(store, dbname):
@@ -222,7 +219,7 @@ def test_any_other_database_error_is_raised(store, dbname):
     try:
         beyond = 946_684_800_000_000 + 2**63 - 2  # past timestamptz's range (2**63 - 1 would be 'infinity')
         with conn.cursor() as cur, pytest.raises(psycopg2.Error) as raised:
-            pg_ingest.copy_upsert(cur, [(1, beyond, 1.0, None)], psycopg2.Error)
+            pg_ingest.copy_rows(cur, [(1, beyond, 1.0, None)], psycopg2.Error)
         assert raised.value.pgcode != pg_ingest.UNIQUE_VIOLATION
         conn.rollback()
     finally:

@@ -1,16 +1,12 @@
-"""PostgreSQL bulk writes of readings: binary COPY straight into `data`, else into a staging table and one upsert.
+"""PostgreSQL bulk writes of readings: binary COPY straight into `data`, under a savepoint.
 
-A write first streams its rows into `data` with `COPY ... FROM STDIN (FORMAT binary)` in bounded chunks, under a
-savepoint: readings are new in the usual case, and then that is all the server does. When one of them is
-already stored (a replay from the backup cache after an ambiguous commit, two writers of one topic), the COPY
-fails with a unique violation, the savepoint is rolled back and the rows take the staged path: COPY into the
-session's temporary table `pg_temp.dr_data_stage` (created by `create_stage` when a pooled connection opens;
-its rows live until the end of the transaction, ON COMMIT DELETE ROWS, and a rollback discards them too), then
-one `INSERT ... SELECT ... ON CONFLICT (topic_id, ts) DO UPDATE`. Both run inside the caller's transaction:
-a reading with the same topic and time replaces the stored one, exactly as the executemany upsert did.
-
-The binary format needs no escaping (any text goes into `value_json` as it is) and no timestamp parsing on the
-server: `ts` is sent as PostgreSQL's own int8 microseconds since 2000-01-01 UTC.
+Readings are new in the usual case: then one `COPY ... FROM STDIN (FORMAT binary)` per bounded chunk is all the
+server does (no per-row statement, no text parsing, `ts` sent as PostgreSQL's own int8 microseconds since
+2000-01-01 UTC, any text in `value_json` as it is, without escaping). When one of them is already stored (a
+replay from the backup cache after an ambiguous commit, two writers of one topic), the COPY fails with a unique
+violation and `copy_rows` rolls back to its savepoint and says so: the caller then writes the batch with its
+upsert (a stored reading replaced), in the same transaction. No session state is kept (no temporary table), so
+a connection pooler in transaction mode and a role without the TEMP privilege work as well.
 """
 
 from __future__ import annotations
@@ -20,28 +16,16 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-STAGE_TABLE = "pg_temp.dr_data_stage"
 COPY_CHUNK = 5000  # rows per COPY stream (bounds the buffer, not the transaction)
-
-CREATE_STAGE_SQL = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE.split('.', 1)[1]} ("
-                    "topic_id integer NOT NULL, ts timestamptz NOT NULL, value_num double precision, "
-                    "value_json text) ON COMMIT DELETE ROWS")
-COPY_SQL = f"COPY {STAGE_TABLE} (topic_id, ts, value_num, value_json) FROM STDIN WITH (FORMAT binary)"
-DIRECT_COPY_SQL = "COPY data (topic_id, ts, value_num, value_json) FROM STDIN WITH (FORMAT binary)"
+COPY_SQL = "COPY data (topic_id, ts, value_num, value_json) FROM STDIN WITH (FORMAT binary)"
+SAVEPOINT = "dr_copy"
 UNIQUE_VIOLATION = "23505"  # SQLSTATE
-DIRECT = "copy"
-STAGED = "upsert"
-MERGE_SQL = (f"INSERT INTO data (topic_id, ts, value_num, value_json) "
-             f"SELECT topic_id, ts, value_num, value_json FROM {STAGE_TABLE} "
-             "ON CONFLICT (topic_id, ts) DO UPDATE SET value_num = EXCLUDED.value_num, "
-             "value_json = EXCLUDED.value_json")
 
 _PG_EPOCH_OFFSET_US = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in microseconds since the Unix epoch
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _TRAILER = struct.pack("!h", -1)
 _NULL = struct.pack("!i", -1)
-# field count 4; topic_id int4; ts int8
-_KEY = struct.Struct("!hiiiq")
+_KEY = struct.Struct("!hiiiq")  # field count 4; topic_id int4; ts int8
 _NUM = struct.Struct("!id")
 _LEN = struct.Struct("!i")
 
@@ -55,11 +39,9 @@ class DbapiCursor(Protocol):
 
     def copy_expert(self, sql: str, file: Any, size: int = ...) -> Any: ...
 
-    def close(self) -> Any: ...
-
 
 def encode_rows(rows: Iterable[Row]) -> bytes:
-    """PostgreSQL's binary COPY stream (header, tuples, trailer) of staging rows."""
+    """PostgreSQL's binary COPY stream (header, tuples, trailer) of `data` rows."""
     key, num_pack, len_pack, offset = _KEY.pack, _NUM.pack, _LEN.pack, _PG_EPOCH_OFFSET_US
     parts = [_HEADER]
     append = parts.append
@@ -76,34 +58,24 @@ def encode_rows(rows: Iterable[Row]) -> bytes:
     return b"".join(parts)
 
 
-def create_stage(cursor: DbapiCursor) -> None:
-    """Create this session's staging table (run once per new connection; the caller commits)."""
-    cursor.execute(CREATE_STAGE_SQL)
-
-
-def copy_upsert(cursor: DbapiCursor, rows: Sequence[Row], driver_error: type[Exception],
-                chunk: int | None = None) -> str | None:
-    """Store `rows` (no two with the same topic_id and ts) in `data`, a stored (topic_id, ts) replaced, in the
-    open transaction; `chunk` rows per COPY stream (default COPY_CHUNK). `driver_error` is the DBAPI's error
-    class. Returns the path taken (DIRECT or STAGED), None for no rows."""
+def copy_rows(cursor: DbapiCursor, rows: Sequence[Row], driver_error: type[Exception],
+              chunk: int | None = None) -> bool:
+    """COPY `rows` into `data` in the open transaction, `chunk` rows per stream (default COPY_CHUNK); True when
+    they are in. False when one of them was already stored: nothing of them is then (rolled back to the
+    savepoint) and the transaction goes on. Any other error of the driver (`driver_error`) is raised."""
     if not rows:
-        return None
+        return True
     chunk = chunk or COPY_CHUNK
     try:
-        # the savepoint rides in the first COPY's query string (libpq runs it, then enters the COPY): one round
-        # trip less per batch; it is left to the transaction's end rather than released (another round trip)
-        _copy(cursor, DIRECT_COPY_SQL, rows, chunk, first_prefix="SAVEPOINT dr_copy; ")
+        for start in range(0, len(rows), chunk):
+            stream = encode_rows(rows[start:start + chunk])
+            # the savepoint rides in the first COPY's query string (libpq runs it, then enters the COPY): one
+            # round trip less per batch; it is left to the transaction's end rather than released
+            sql = f"SAVEPOINT {SAVEPOINT}; {COPY_SQL}" if start == 0 else COPY_SQL
+            cursor.copy_expert(sql, io.BytesIO(stream), size=len(stream))
     except driver_error as exc:
         if getattr(exc, "pgcode", None) != UNIQUE_VIOLATION:
             raise
-        cursor.execute("ROLLBACK TO SAVEPOINT dr_copy")
-        _copy(cursor, COPY_SQL, rows, chunk)
-        cursor.execute(MERGE_SQL)
-        return STAGED
-    return DIRECT
-
-
-def _copy(cursor: DbapiCursor, sql: str, rows: Sequence[Row], chunk: int, first_prefix: str = "") -> None:
-    for start in range(0, len(rows), chunk):
-        stream = encode_rows(rows[start:start + chunk])
-        cursor.copy_expert(first_prefix + sql if start == 0 else sql, io.BytesIO(stream), size=len(stream))
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+        return False
+    return True

@@ -46,7 +46,7 @@ from dr_historian.schema import (
     topics_table,
 )
 from dr_historian.topic_cache import DEFAULT_MAX_TOPICS, TopicCache, TopicEntry
-from dr_historian.values import as_utc, encode_value, to_micros
+from dr_historian.values import as_utc, encode_value, from_micros, to_micros
 
 _log = logging.getLogger(__name__)
 
@@ -92,22 +92,11 @@ class Store:
 
             return engine
         timeout = max(1, int(math.ceil(connect_timeout_s)))
-        engine = create_engine(
+        return create_engine(
             url, pool_pre_ping=True, pool_size=3, max_overflow=4, pool_recycle=1800,
             connect_args={"connect_timeout": timeout, "application_name": application_name,
                           "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3,
                           "tcp_user_timeout": timeout * 2000})
-
-        @event.listens_for(engine, "connect")
-        def _pg_stage(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cursor = dbapi_conn.cursor()
-            try:
-                pg_ingest.create_stage(cursor)
-            finally:
-                cursor.close()
-            dbapi_conn.commit()
-
-        return engine
 
     def setup(self) -> None:
         """Create the schema when missing (idempotent)."""
@@ -167,8 +156,12 @@ class Store:
                 if self.backend == "sqlite":
                     for start in range(0, len(tuples), _INSERT_CHUNK):
                         conn.exec_driver_sql(self._sqlite_upsert_sql, tuples[start:start + _INSERT_CHUNK])
-                else:
-                    self._copy_upsert(conn, tuples)
+                elif not self._copy(conn, tuples):  # a reading of the batch is stored already: upsert them all
+                    rows = [{"topic_id": topic_id, "ts": from_micros(micros), "value_num": num, "value_json": text}
+                            for topic_id, micros, num, text in tuples]
+                    for start in range(0, len(rows), _INSERT_CHUNK):
+                        self._upsert(conn, data_table, rows[start:start + _INSERT_CHUNK], ["topic_id", "ts"],
+                                     ["value_num", "value_json"])
                 if events:
                     self._write_events(conn, events)
         except SQLAlchemyError as exc:
@@ -177,14 +170,15 @@ class Store:
             self.topics.put(key, entry)
         return len(latest)
 
-    def _copy_upsert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """pg_ingest's COPY on the connection's DBAPI cursor, its errors raised as SQLAlchemy's (a lost connection
-        invalidated, as SQLAlchemy does for the statements it runs itself)."""
+    def _copy(self, conn: Connection, rows: list[tuple[Any, ...]]) -> bool:
+        """pg_ingest's COPY on the connection's DBAPI cursor (False: a reading was stored already, nothing
+        copied), its errors raised as SQLAlchemy's (a lost connection invalidated, as SQLAlchemy does for the
+        statements it runs itself)."""
         dialect = self._engine.dialect
         dbapi_conn = conn.connection.dbapi_connection
         cursor = dbapi_conn.cursor()
         try:
-            pg_ingest.copy_upsert(cursor, rows, dialect.loaded_dbapi.Error)
+            return pg_ingest.copy_rows(cursor, rows, dialect.loaded_dbapi.Error)
         except dialect.loaded_dbapi.Error as exc:
             if dialect.is_disconnect(exc, dbapi_conn, cursor):
                 conn.invalidate(exc)
