@@ -133,5 +133,37 @@ def test_a_2_0b_event_sheds_2_kw_restores_on_time_and_reports_telemetry_usage(si
     link = oadr["link"]
     assert link["venId"] == VTN_VEN_ID and link["counts"]["optIn"] == 1 and link["counts"]["reportsSent"] >= 10
     assert link["handoff"]["count"] >= 1
+    assert vp.rpc(OADR_IDENTITY, OadrVenRpc.HEALTH)["status"] == "GOOD"
     figure("OpenADR 2.0b link -> agent loop hand-off (last, max)",
            f"{link['handoff']['lastMs']} ms, {link['handoff']['maxMs']} ms")
+
+
+def test_the_vtn_gone_mid_event_loads_restore_on_time_and_a_restart_registers_as_the_same_ven(site):
+    vp, rec, vtn = site
+    before = writable(vp)
+    start = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
+    end = start + timedelta(seconds=40)
+    t_sent = time.monotonic()
+    vtn.add_event(make_event("ev-20b-2", [signal("LOAD_DISPATCH", "delta", start, [-2.0], minutes=40 / 60)],
+                             start=start, market_context="oadr://demo-program", ven_id=VTN_VEN_ID))
+    assert vtn.opts.get(timeout=15) == ("ev-20b-2", "optIn")
+    vp.wait_for(lambda: [m for _, m in rec.on(topics.bus_cmd(VEN_ID), t_sent) if m.get("eventId") == "ev-20b-2"],
+                timeout=15, what="dr.ven's command for ev-20b-2")
+    gevent.sleep(max(0.0, (start - datetime.now(timezone.utc)).total_seconds()) + 2.0)
+    assert vp.rpc(VEN_IDENTITY, VenRpc.STATUS)["event"] is not None
+    vtn.__exit__(None, None, None)     # the VTN is gone for the rest of the event
+    wait_s = (end - datetime.now(timezone.utc)).total_seconds() + VEN_CONFIG["restoreStaggerS"] * 2 + 2.0
+    gevent.sleep(max(0.0, wait_s))
+    after = writable(vp)
+    for point, value in before.items():
+        assert after[point] == pytest.approx(value), point
+    assert vp.rpc(VEN_IDENTITY, VenRpc.STATUS)["event"] is None
+    health = vp.rpc(OADR_IDENTITY, OadrVenRpc.HEALTH)
+    assert health["status"] == "BAD" and "2.0b VTN link down" in health["context"], health
+
+    with OpenleadrVtn(ven_id=VTN_VEN_ID, poll_s=1, report_s=2, port=vtn.port) as back:
+        vp.restart_agent(OADR_IDENTITY)
+        assert back.registrations.get(timeout=60) == "demo-building"
+        assert back.registration_ven_ids == [VTN_VEN_ID]     # the VEN it was: no second VEN at the VTN
+        vp.wait_for(lambda: vp.rpc(OADR_IDENTITY, OadrVenRpc.HEALTH)["status"] == "GOOD", timeout=30,
+                    what=f"{OADR_IDENTITY} healthy again")

@@ -40,9 +40,9 @@ def free_port() -> int:
 class OpenleadrVtn:
     """openleadr's OpenADRServer in a thread with its own loop; what it receives lands in queues."""
 
-    def __init__(self, ven_id: str = VEN_ID, poll_s: int = 1, report_s: int = 1) -> None:
+    def __init__(self, ven_id: str = VEN_ID, poll_s: int = 1, report_s: int = 1, port: int | None = None) -> None:
         self.ven_id = ven_id
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/OpenADR2/Simple/2.0b"
         self.opts: queue.Queue[tuple[str, str]] = queue.Queue()
         self.reports: queue.Queue[tuple[str, datetime, float]] = queue.Queue()
@@ -62,6 +62,8 @@ class OpenleadrVtn:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._loop.is_closed() or not self._thread.is_alive():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 

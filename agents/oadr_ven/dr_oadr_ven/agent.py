@@ -90,7 +90,7 @@ class OadrVenAgent(Agent):
         state = StateFile(self._state_path(config)).load()
         handoff = Handoff()
         if config.vtn.protocol == PROTOCOL_20B:
-            link = self._link_20b(config, handoff)
+            link = self._link_20b(config, handoff, dict(state.section("enrolment")))
         else:
             link = Oadr31Link(config, dict(state.section("enrolment")))
         core = VenCore(config, state, self._publish, link, reports=config.vtn.protocol != PROTOCOL_20B)
@@ -107,7 +107,7 @@ class OadrVenAgent(Agent):
         _log.info("OpenADR VEN %s (%s) started for %s", config.ven_id, config.vtn.protocol,
                   config.vtn.base_url or "the OpenADR 2.0b VTN")
 
-    def _link_20b(self, config: OadrVenConfig, handoff: Handoff) -> Any:
+    def _link_20b(self, config: OadrVenConfig, handoff: Handoff, enrolment: dict[str, Any]) -> Any:
         from dr_oadr_ven.oadr20b import OPT_IN, OPT_OUT, Oadr20bLink, Telemetry20b
 
         def on_event(event: Any) -> None:
@@ -125,7 +125,12 @@ class OadrVenAgent(Agent):
                 return None
             return Telemetry20b(float(snapshot["usedPowerKw"]), snapshot.get("baselinePowerKw"))
 
-        return Oadr20bLink(self._settings_20b(config), on_event, decide, telemetry)
+        def on_enrolled(found: dict[str, Any]) -> None:  # the agent's loop: kept in the state file
+            if self._core is not None:
+                self._core.on_item(("enrolled", found))
+
+        return Oadr20bLink(self._settings_20b(config), on_event, decide, telemetry, enrolment=enrolment,
+                           on_enrolled=on_enrolled)
 
     def _stop(self) -> None:
         for topic in self._subscribed:
@@ -224,6 +229,8 @@ class OadrVenAgent(Agent):
         problems = []
         if not self._core.link_up and self._core.config.vtn.protocol != PROTOCOL_20B:
             problems.append(f"VTN link down: {self._core.link_error or 'not connected yet'}")
+        if self._core.config.vtn.protocol == PROTOCOL_20B and not self._link.status().get("up"):
+            problems.append("OpenADR 2.0b VTN link down: not registered, or no answer within 3 poll periods")
         if self._config_error:
             problems.append(f"last configuration refused: {self._config_error}")
         return {"status": "BAD" if problems else "GOOD", "context": "; ".join(problems) or "ok",
