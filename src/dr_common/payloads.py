@@ -334,6 +334,7 @@ class VenRegistration:
 # --- REST / RPC: DR events ------------------------------------------------------------------------
 SIGNAL_LOAD_DISPATCH = "LOAD_DISPATCH"
 SIGNAL_SIMPLE = "SIMPLE"
+SIGNAL_CAP = "IMPORT_CAPACITY_LIMIT"   # each targeted VEN imports at most capKw (OpenADR IMPORT_CAPACITY_LIMIT)
 
 EVENT_FIELDS = (
     Field("eventId", "id", aliases=("id", "event")),
@@ -344,6 +345,7 @@ EVENT_FIELDS = (
     Field("durationS", "float", aliases=("duration", "durationSeconds"), minimum=1.0, maximum=7 * 86400.0),
     _kw("requestedReductionKw", "requestedReduction", "reductionKw", "targetKw", "kw"),
     Field("level", "int", aliases=("simpleLevel", "signalLevel"), minimum=0, maximum=3),
+    _kw("capKw", "importCapKw", "capacityLimitKw"),
     Field("venIds", "idlist", aliases=("vens", "targetVens", "targetVenIds")),
     Field("groups", "idlist", aliases=("targetGroups", "groupIds")),
     Field("allVens", "bool", aliases=("all", "targetAll")),
@@ -370,9 +372,12 @@ class EventRequest:
     randomize_start_s: float = 0.0
     priority: int = 0
     test: bool = False
+    cap_kw: float | None = None
 
     @property
     def signal(self) -> str:
+        if self.cap_kw is not None:
+            return SIGNAL_CAP
         return SIGNAL_LOAD_DISPATCH if self.requested_reduction_kw is not None else SIGNAL_SIMPLE
 
     @property
@@ -392,8 +397,10 @@ class EventRequest:
             raise PayloadError("durationS", "disagrees with endTime - startTime")
         if end <= start:
             raise PayloadError("endTime", "must be after startTime")
-        if "requestedReductionKw" not in values and "level" not in values:
-            raise PayloadError("requestedReductionKw", "is required (or give a SIMPLE level 0-3)")
+        if "requestedReductionKw" not in values and "level" not in values and "capKw" not in values:
+            raise PayloadError("requestedReductionKw", "is required (or give a SIMPLE level 0-3, or capKw)")
+        if "capKw" in values and ("requestedReductionKw" in values or "level" in values):
+            raise PayloadError("capKw", "cannot be combined with requestedReductionKw or level")
         for ven in values.get("venIds", []):
             check_ven_id(ven, "venIds")
         if values.get("allVens") and (values.get("venIds") or values.get("groups")):
@@ -406,7 +413,7 @@ class EventRequest:
                    level=values.get("level"), event_id=values.get("eventId"), program_id=values.get("programId"),
                    name=values.get("name"), ven_ids=values.get("venIds", []), groups=values.get("groups", []),
                    ramp_up_s=values.get("rampUpS", 0.0), randomize_start_s=values.get("randomizeStartS", 0.0),
-                   priority=values.get("priority", 0), test=values.get("test", False))
+                   priority=values.get("priority", 0), test=values.get("test", False), cap_kw=values.get("capKw"))
 
     def to_payload(self) -> dict[str, Any]:
         return {"eventId": self.event_id, "programId": self.program_id, "name": self.name,
@@ -414,7 +421,7 @@ class EventRequest:
                 "requestedReductionKw": self.requested_reduction_kw, "level": self.level, "signal": self.signal,
                 "venIds": list(self.ven_ids), "groups": list(self.groups), "allVens": self.all_vens,
                 "rampUpS": self.ramp_up_s, "randomizeStartS": self.randomize_start_s, "priority": self.priority,
-                "test": self.test}
+                "test": self.test, "capKw": self.cap_kw}
 
 
 # --- dr.mqtt status (BridgeRpc.STATUS; read by dr.web) ---------------------------------------------

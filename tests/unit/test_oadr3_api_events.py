@@ -81,3 +81,19 @@ def test_a_report_is_published_as_the_vens_telemetry_and_descriptors_are_served(
     [(ven_id, payload)] = sender.telemetry
     assert ven_id == "ven-1" and payload["usedPowerKw"] == 2.0 and payload["shedPowerKw"] == 1.0
     assert vtn.event_metrics(event.json()["id"])["currentReductionKw"] == 1.0
+
+
+def test_an_import_capacity_limit_is_dispatched_as_a_cap(server):
+    vtn, sender = server.web.vtn, server.web.sender
+    vtn.register_ven({"venId": "ven-1", "transport": "bus", "maxShedKw": 10})
+    body = event_body("default", targets=["ven-1"])
+    body["intervals"] = [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [7.5]}]}]
+    made = server.check(server.client(BL).create_event(body))
+    assert made.status_code == 201 and made.json()["intervals"][0]["payloads"][0]["values"] == [7.5]
+    assert server.check(server.client(VEN1).get_event_by_id(made.json()["id"])).json()["intervals"] == \
+        made.json()["intervals"]
+    [command] = [payload for _, ven_id, payload in sender.local if ven_id == "ven-1"]
+    assert command["capKw"] == 7.5 and command["eventId"] == made.json()["id"]
+    body["intervals"][0]["payloads"][0]["values"] = [-1]
+    refused = server.check(server.client(BL).create_event(body))
+    assert refused.status_code == 400 and "intervals.0.payloads" in refused.json()["detail"]

@@ -262,3 +262,63 @@ def test_dr_web_takes_dr_vtn_telemetry_for_its_oadr_vens_only():
     assert live.on_message("dr/telemetry/ven-a", payload, sender="dr.ven.ven-b") == 1
     assert live.on_message("dr/telemetry/ven-a", payload, sender="dr.other") == 1
     assert live.rejected == 3 and "ven-b" not in live.latest
+
+
+# --- IMPORT_CAPACITY_LIMIT ------------------------------------------------------------------------------
+def capped(start: float, cap: float, **extra) -> dict:
+    body = stepped(start, 1, **extra)
+    body["intervals"] = [interval(0, "IMPORT_CAPACITY_LIMIT", cap)]
+    return body
+
+
+def test_a_cap_goes_to_every_targeted_ven_as_capkw(vtn):
+    for ven_id in ("ven-a", "ven-b"):
+        vtn.service.register_ven({"venId": ven_id, "transport": "bus", "maxShedKw": 3})
+    start = float(int(vtn.clock.now()) + 60)
+    made = api_call(vtn.service.oadr_create, "events", capped(start, 4.5, targets=["ven-a", "ven-b"]), BL)
+    assert made["intervals"][0]["payloads"] == [{"type": "IMPORT_CAPACITY_LIMIT", "values": [4.5]}]
+    seed = vtn.service.get_event(made["id"])
+    assert (seed["signal"], seed["capKw"], seed["requestedReductionKw"]) == ("IMPORT_CAPACITY_LIMIT", 4.5, 0.0)
+    vtn.clock.advance_to(start + 1)
+    sent = {ven_id: commands_for(vtn, ven_id)[-1] for ven_id in ("ven-a", "ven-b")}
+    assert {v: (c["capKw"], c["requestedReductionKw"]) for v, c in sent.items()} == {"ven-a": (4.5, 0.0),
+                                                                                     "ven-b": (4.5, 0.0)}
+    command = sent["ven-a"]                    # ven-a sheds what the cap needs; nothing is re-allocated
+    assert vtn.service.ingest("ack", {"venId": "ven-a", "correlationId": command["correlationId"], "ok": True,
+                                      "data": {"acceptedReduceKw": 1.0}}, "ven-a", sender="dr.ven.ven-a") == []
+    metrics = vtn.service.event_metrics(made["id"])
+    assert metrics["requestedReductionKw"] == 0.0 and metrics["vensResponding"] == 1
+    assert vtn.service.counters["reallocations"] == 0
+    vtn.restart()                               # kept in the store; ven-b's retry after a restart still carries it
+    assert vtn.service.get_event(made["id"])["capKw"] == 4.5
+    vtn.service.sender.clear()
+    vtn.clock.advance(120)
+    retried = commands_for(vtn, "ven-b")
+    assert retried and {(c["correlationId"], c["capKw"]) for c in retried} == {(sent["ven-b"]["correlationId"], 4.5)}
+    assert commands_for(vtn, "ven-a") == []
+
+
+def test_a_step_from_a_shed_to_a_cap_and_a_bad_cap(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus", "maxShedKw": 10})
+    start = float(int(vtn.clock.now()) + 60)
+    body = stepped(start, 2, targets=["ven-a"])
+    body["intervals"].append(interval(1, "IMPORT_CAPACITY_LIMIT", 6))
+    made = api_call(vtn.service.oadr_create, "events", body, BL)
+    vtn.clock.advance_to(start + 601)
+    command = commands_for(vtn, "ven-a")[-1]
+    assert (command["capKw"], command["requestedReductionKw"], command["modificationNumber"]) == (6.0, 0.0, 1)
+    assert vtn.service.get_event(made["id"])["signal"] == "IMPORT_CAPACITY_LIMIT"
+    bad = api_call(vtn.service.oadr_create, "events", capped(start, -1), BL)
+    assert bad["code"] == "invalid" and bad["field"] == "intervals.0.payloads"
+
+
+def test_the_seed_api_takes_a_cap_too_and_refuses_a_cap_with_a_reduction(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus"})
+    start = iso(vtn.clock.now() + 60)
+    made = vtn.service.create_event({"startTime": start, "durationS": 600, "capKw": 3, "venIds": ["ven-a"]})
+    assert made["capKw"] == 3 and made["signal"] == "IMPORT_CAPACITY_LIMIT"
+    changed = vtn.service.update_event(made["eventId"], {"requestedReductionKw": 1})
+    assert (changed["capKw"], changed["requestedReductionKw"], changed["signal"]) == (None, 1, "LOAD_DISPATCH")
+    both = api_call(vtn.service.create_event, {"startTime": start, "durationS": 600, "capKw": 3,
+                                               "requestedReductionKw": 1, "allVens": True})
+    assert both["code"] == "invalid" and both["field"] == "capKw"

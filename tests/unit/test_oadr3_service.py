@@ -107,7 +107,7 @@ def test_refused_event_writes_nothing(vtn):
     several = oadr_event(intervals=[{"id": i, "payloads": [{"type": "SIMPLE", "values": [1]}]} for i in range(97)])
     for bad in (several, oadr_event(intervals=[{"id": 0, "payloads": [{"type": "PRICE", "values": [0.2]}]}]),
                 oadr_event(intervals=[{"id": 0, "payloads": [{"type": "SIMPLE", "values": [7]}]}]),
-                oadr_event(intervals=[{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [5]}]}]),
+                oadr_event(intervals=[{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [-5]}]}]),
                 oadr_event(intervals=[{"id": 0, "payloads": [{"type": "SIMPLE", "values": [float("nan")]}]}]),
                 oadr_event(targets=["bad target!"]), oadr_event(priority=-1), "not an object"):
         answer = api_call(vtn.service.oadr_create, "events", bad, BL)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from dr_common.payloads import TRANSPORT_BUS, Command
 from dr_common.timeutil import UTC
-from dr_vtn_dispatcher.model import CommandRecord, Event, correlation_id
+from dr_vtn_dispatcher.model import OP_EVENT, CommandRecord, Event, correlation_id
 
 _log = logging.getLogger(__name__)
 
@@ -62,16 +62,17 @@ class PayloadFactory:
     def __init__(self) -> None:
         self._templates: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-    def render(self, record: CommandRecord, issued_at: float) -> dict[str, Any]:
-        """The command's canonical payload as issued at `issued_at`."""
+    def render(self, record: CommandRecord, issued_at: float, cap_kw: float | None = None) -> dict[str, Any]:
+        """The command's canonical payload as issued at `issued_at` (with `capKw` for a capped event's command)."""
         key = (record.event_id, record.op, record.modification_number, record.start, record.until,
-               record.priority, record.test, issued_at)
+               record.priority, record.test, issued_at, cap_kw)
         template = self._templates.get(key)
         if template is None:
             template = Command(op=record.op, correlation_id="", ven_id="", event_id=record.event_id,
                                requested_reduction_kw=0.0, start_time=_dt(record.start), until=_dt(record.until),
                                modification_number=record.modification_number, priority=record.priority,
-                               test=record.test, issued_at=_dt(issued_at)).to_payload()
+                               test=record.test, issued_at=_dt(issued_at),
+                               cap_kw=cap_kw if record.op == OP_EVENT else None).to_payload()
             self._templates[key] = template
         payload = dict(template)
         payload["correlationId"] = record.correlation_id
@@ -133,8 +134,9 @@ class CommandBook:
         return [rec for rec in self.records.values() if rec.event_id == event_id]
 
     def render_round(self, records: Iterable[CommandRecord], now: float,
-                     transport_of: Callable[[str], str]) -> tuple[list[tuple[str, dict[str, Any]]],
-                                                                     list[dict[str, Any]]]:
+                     transport_of: Callable[[str], str],
+                     cap_of: Callable[[str], float | None] = lambda event_id: None) -> \
+            tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
         """Mark `records` as sent at `now` and render them: (local [(venId, payload)], remote [payload]).
         Acked or inactive records are skipped, so nothing acked is ever sent twice."""
         local: list[tuple[str, dict[str, Any]]] = []
@@ -148,7 +150,7 @@ class CommandBook:
             record.last_sent_at = now
             record.next_retry_at = now + self._retry_delay(record.attempts)
             heapq.heappush(self._heap, (record.next_retry_at, record.correlation_id))
-            payload = self.factory.render(record, now)
+            payload = self.factory.render(record, now, cap_of(record.event_id))
             if transport_of(record.ven_id) == TRANSPORT_BUS:
                 local.append((record.ven_id, payload))
             else:

@@ -114,6 +114,11 @@ class Dispatcher:
         for other in sorted(preempted):
             self.reallocate(other)
 
+    def _cap_of(self, event_id: str) -> float | None:
+        """The import cap an event's commands carry (None but for an IMPORT_CAPACITY_LIMIT event)."""
+        event = self.events.get(event_id)
+        return event.cap_kw if event is not None else None
+
     def reallocate(self, event_id: str) -> None:
         """Spread an active event's shortfall over its VENs with headroom and send the new commands."""
         event = self.events.get(event_id)
@@ -187,7 +192,7 @@ class Dispatcher:
             (on_bus if kind == TRANSPORT_BUS else bridged).append(record)
         groups = ([on_bus] if on_bus else []) + [bridged[i:i + size] for i in range(0, len(bridged), size)]
         for group in groups:
-            local, remote = self.book.render_round(group, now, transport)
+            local, remote = self.book.render_round(group, now, transport, self._cap_of)
             for ven_id, payload in local:
                 try:
                     self.sender.send_local(ven_id, payload)

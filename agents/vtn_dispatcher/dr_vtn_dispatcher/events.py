@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dr_common.payloads import EVENT_FIELDS, SIGNAL_LOAD_DISPATCH, EventRequest
+from dr_common.payloads import EVENT_FIELDS, SIGNAL_CAP, SIGNAL_LOAD_DISPATCH, EventRequest
 from dr_common.schema import PayloadError, parse_fields
 from dr_vtn_dispatcher.config import VtnConfig
 from dr_vtn_dispatcher.dispatch import Sender, publish_event
@@ -46,7 +46,8 @@ _log = logging.getLogger(__name__)
 
 _UPDATE_FIELDS = tuple(dataclasses.replace(f, required=False) for f in EVENT_FIELDS)
 OFFSET_MAX = 1_000_000_000  # paging further than this is refused (the database's integers end at 2**63)
-STEP_KEYS = ("requestedReductionKw", "level", "signal")   # what a step changes
+ASK_KEYS = ("requestedReductionKw", "level", "capKw")   # what an event asks: one of them
+STEP_KEYS = (*ASK_KEYS, "signal")                         # what a step changes
 _EVENT_ATTRS = ("start", "end", "requested_kw", "signal", "level", "program_id", "name", "ven_ids", "groups",
                 "ramp_up_s", "randomize_s", "priority", "test", "modification_number", "updated_at")
 
@@ -122,10 +123,10 @@ class EventManager:
         merged = self._request_dict(event)
         if "durationS" in changes and "endTime" not in changes:
             merged.pop("endTime", None)
-        if "level" in changes and "requestedReductionKw" not in changes:
-            merged.pop("requestedReductionKw", None)
-        if "requestedReductionKw" in changes and "level" not in changes:
-            merged.pop("level", None)
+        if any(key in changes for key in ASK_KEYS):   # what the event asks is replaced, not combined
+            for key in ASK_KEYS:
+                if key not in changes:
+                    merged.pop(key, None)
         if changes.get("allVens"):
             merged.pop("venIds", None)
             merged.pop("groups", None)
@@ -219,7 +220,9 @@ class EventManager:
         return event
 
     def _event_from_request(self, req: EventRequest, event_id: str, now: float) -> Event:
-        if req.requested_reduction_kw is not None:
+        if req.cap_kw is not None:
+            requested = req.cap_kw            # an IMPORT_CAPACITY_LIMIT event keeps its cap here (Event.cap_kw)
+        elif req.requested_reduction_kw is not None:
             requested = req.requested_reduction_kw
         else:
             levels = self.config.program(req.program_id).simple_levels_kw
@@ -242,9 +245,9 @@ class EventManager:
         if event.end - event.start > config.max_event_duration_s + 1e-6:
             raise invalid("durationS", f"{event.end - event.start:g} s is longer than this VTN accepts "
                                        f"(maxEventDurationS {config.max_event_duration_s:g} s)")
-        if event.requested_kw > config.max_requested_kw + 1e-9:
+        if event.reduction_kw > config.max_requested_kw + 1e-9:
             field = "requestedReductionKw" if event.signal == SIGNAL_LOAD_DISPATCH else "level"
-            raise invalid(field, f"{event.requested_kw:g} kW is more than this VTN accepts "
+            raise invalid(field, f"{event.reduction_kw:g} kW is more than this VTN accepts "
                                  f"(maxRequestedKw {config.max_requested_kw:g} kW)")
         if event.start - now > config.max_start_ahead_s + 1e-6:
             raise invalid("startTime", f"is {event.start - now:g} s ahead; this VTN accepts at most "
@@ -255,7 +258,9 @@ class EventManager:
         data = event.to_dict()
         out = {key: data[key] for key in ("eventId", "programId", "name", "startTime", "endTime", "rampUpS",
                                           "randomizeStartS", "priority", "test") if data[key] is not None}
-        if event.signal == SIGNAL_LOAD_DISPATCH:
+        if event.signal == SIGNAL_CAP:
+            out["capKw"] = event.requested_kw
+        elif event.signal == SIGNAL_LOAD_DISPATCH:
             out["requestedReductionKw"] = event.requested_kw
         else:
             out["level"] = event.level
@@ -279,8 +284,8 @@ class EventManager:
                 step = self._event_from_request(EventRequest.from_payload({**base, **changes}), event.event_id, now)
             except PayloadError as exc:
                 raise invalid(field, f"{exc.field}: {exc.reason}") from None
-            if step.requested_kw > self.config.max_requested_kw + 1e-9:
-                raise invalid(field, f"{step.requested_kw:g} kW is more than this VTN accepts "
+            if step.reduction_kw > self.config.max_requested_kw + 1e-9:
+                raise invalid(field, f"{step.reduction_kw:g} kW is more than this VTN accepts "
                                      f"(maxRequestedKw {self.config.max_requested_kw:g} kW)")
 
     def set_steps(self, event_id: str, steps: list[Step]) -> None:
@@ -377,5 +382,7 @@ class EventManager:
 def _asks(event: Event, changes: Mapping[str, Any]) -> bool:
     """True when the event already asks what `changes` (a step) asks."""
     if "level" in changes:
-        return event.signal != SIGNAL_LOAD_DISPATCH and event.level == changes["level"]
+        return event.signal not in (SIGNAL_LOAD_DISPATCH, SIGNAL_CAP) and event.level == changes["level"]
+    if "capKw" in changes:
+        return event.signal == SIGNAL_CAP and abs(event.requested_kw - changes["capKw"]) < 1e-9
     return event.signal == SIGNAL_LOAD_DISPATCH and abs(event.requested_kw - changes["requestedReductionKw"]) < 1e-9

@@ -68,7 +68,7 @@ def event_metrics(event: Event, participants: Iterable[Participant], commands: I
         })
     return {
         "eventId": event.event_id, "status": event.status, "modificationNumber": event.modification_number,
-        "requestedReductionKw": event.requested_kw, "allocatedKw": round(allocated, 4),
+        "requestedReductionKw": event.reduction_kw, "allocatedKw": round(allocated, 4),
         "acceptedKw": round(accepted, 4), "currentReductionKw": round(current, 4),
         "vensTargeted": len(detail), "vensDispatched": dispatched, "vensResponding": len(responding),
         "vensRejected": rejected,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from dr_common.payloads import SIGNAL_CAP
 from dr_common.timeutil import UTC, to_iso
 
 # Event status (DESIGN.md lifecycle)
@@ -113,6 +114,16 @@ class Event:
     ended_at: float | None = None  # when it completed or was cancelled
 
     @property
+    def cap_kw(self) -> float | None:
+        """The import cap of an IMPORT_CAPACITY_LIMIT event (kept in requested_kw), else None."""
+        return self.requested_kw if self.signal == SIGNAL_CAP else None
+
+    @property
+    def reduction_kw(self) -> float:
+        """The kW to shed over the VENs: none for a cap (each VEN sheds down to it from its own load)."""
+        return 0.0 if self.signal == SIGNAL_CAP else self.requested_kw
+
+    @property
     def all_vens(self) -> bool:
         """True when the event targets every VEN."""
         return not self.ven_ids and not self.groups
@@ -131,12 +142,13 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The API form of the event."""
         return {"eventId": self.event_id, "programId": self.program_id, "name": self.name, "status": self.status,
-                "signal": self.signal, "level": self.level, "requestedReductionKw": self.requested_kw,
+                "signal": self.signal, "level": self.level, "requestedReductionKw": self.reduction_kw,
                 "startTime": iso(self.start), "endTime": iso(self.end), "durationS": round(self.end - self.start, 3),
                 "rampUpS": self.ramp_up_s, "randomizeStartS": self.randomize_s, "priority": self.priority,
                 "test": self.test, "venIds": list(self.ven_ids), "groups": list(self.groups),
                 "allVens": self.all_vens, "modificationNumber": self.modification_number,
-                "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "endedAt": iso(self.ended_at)}
+                "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "endedAt": iso(self.ended_at),
+                "capKw": self.cap_kw}
 
 
 @dataclass(slots=True)

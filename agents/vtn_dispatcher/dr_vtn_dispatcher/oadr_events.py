@@ -70,8 +70,10 @@ def _changes(interval: Mapping[str, Any], index: int) -> dict[str, Any]:
             if value >= 0:
                 raise invalid(field, "DISPATCH_SETPOINT_RELATIVE must be negative (kW shed)")
             return {"requestedReductionKw": -float(value)}
-        raise invalid(field, "IMPORT_CAPACITY_LIMIT is not dispatched yet")
-    raise invalid(field, f"needs a {SIMPLE} or {SETPOINT_RELATIVE} payload")
+        if value < 0:
+            raise invalid(field, "IMPORT_CAPACITY_LIMIT is a kW cap of zero or more")
+        return {"capKw": float(value)}
+    raise invalid(field, f"needs a {SIMPLE}, {SETPOINT_RELATIVE} or {IMPORT_CAPACITY_LIMIT} payload")
 
 
 def _seconds(text: str, field: str, open_ended_s: float | None) -> float:
@@ -213,7 +215,9 @@ def to_oadr_event(event: Mapping[str, Any], extras: Mapping[str, Any], programs:
     program_id = event.get("programId")
     if not program_id or not programs(program_id):
         program_id = DEFAULT_PROGRAM_ID
-    if event.get("level") is not None and event.get("signal") != "LOAD_DISPATCH":
+    if event.get("capKw") is not None:
+        payload = {"type": IMPORT_CAPACITY_LIMIT, "values": [float(event["capKw"])]}
+    elif event.get("level") is not None and event.get("signal") != "LOAD_DISPATCH":
         payload = {"type": SIMPLE, "values": [event["level"]]}
     else:
         payload = {"type": SETPOINT_RELATIVE, "values": [-float(event["requestedReductionKw"])]}

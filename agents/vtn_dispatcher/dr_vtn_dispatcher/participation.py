@@ -106,7 +106,7 @@ class Participation:
         rule = self.config.program(event.program_id).allocation
         candidates = [allocation.Candidate(p.ven_id, self.registry.vens[p.ven_id].capacity_kw()) for p in parts
                       if p.ven_id in self.registry]
-        result = allocation.allocate(rule, event.requested_kw, candidates)
+        result = allocation.allocate(rule, event.reduction_kw, candidates)
         for p in parts:
             p.allocated_kw = result.shares.get(p.ven_id, 0.0)
         if result.unallocated_kw > EPS_KW:
@@ -207,7 +207,7 @@ class Participation:
                    and self.participants.get(e.event_id, {}).get(ven_id) is not None
                    and self.participants[e.event_id][ven_id].state == P_SUPERSEDED]
         for other in sorted(waiting, key=lambda e: (-e.priority, e.start, e.event_id)):
-            need = other.requested_kw - self.commitment(other.event_id)
+            need = other.reduction_kw - self.commitment(other.event_id)
             ven = self.registry.get(ven_id)
             capacity = ven.capacity_kw() if ven is not None else None
             kw = need if capacity is None else min(need, capacity)
@@ -224,7 +224,7 @@ class Participation:
 
     def reallocate(self, event: Event, now: float) -> tuple[list[CommandRecord], list[Participant]]:
         """Spread the event's shortfall (rejections, partial acceptances, lost VENs) over VENs with headroom."""
-        shortfall = event.requested_kw - self.commitment(event.event_id)
+        shortfall = event.reduction_kw - self.commitment(event.event_id)
         if shortfall <= 1e-3:
             return [], []
         parts = [p for p in self.participants[event.event_id].values()
