@@ -93,15 +93,20 @@ def operation_topics(prefix: str, *levels: str, create: bool = True) -> dict[str
     return out
 
 
+def _collection_and_object(prefix: str, plural: str, operation: str, obj: Mapping[str, Any]) -> list[str]:
+    """The collection's topic and, but for a creation, the object's own."""
+    out = [_topic(prefix, plural, operation.lower())]
+    if operation != "CREATE" and obj.get("id"):
+        out.append(_topic(prefix, plural, str(obj["id"]), operation.lower()))
+    return out
+
+
 def route(prefix: str, kind: str, operation: str, obj: Mapping[str, Any], vens: Iterable[VenView]) -> list[str]:
     """The topics a notification of `operation` on `obj` (object type `kind`) goes to."""
     op = operation.lower()
     if kind == "PROGRAM":
-        out = [_topic(prefix, "programs", op)]
-        if operation != "CREATE" and obj.get("id"):
-            out.append(_topic(prefix, "programs", str(obj["id"]), op))
-        out += [_topic(prefix, "vens", v.ven_id, "programs", op) for v in vens if v.may_read(obj)]
-        return out
+        return _collection_and_object(prefix, "programs", operation, obj) + \
+            [_topic(prefix, "vens", v.ven_id, "programs", op) for v in vens if v.may_read(obj)]
     if kind == "EVENT":
         out = [_topic(prefix, "events", op)]
         if obj.get("programID"):
@@ -109,10 +114,7 @@ def route(prefix: str, kind: str, operation: str, obj: Mapping[str, Any], vens: 
         out += [_topic(prefix, "vens", v.ven_id, "events", op) for v in vens if v.may_read(obj)]
         return out
     if kind == "VEN":
-        out = [_topic(prefix, "vens", op)]
-        if operation != "CREATE" and obj.get("id"):
-            out.append(_topic(prefix, "vens", str(obj["id"]), op))
-        return out
+        return _collection_and_object(prefix, "vens", operation, obj)
     if kind == "RESOURCE":
         out = [_topic(prefix, "resources", op)]
         if obj.get("venID"):
