@@ -43,7 +43,8 @@ def refused(p: CallbackPolicy, url: str) -> str | None:
     "http://localhost:9000/cb", "http://[::1]/cb", "http://[::ffff:127.0.0.1]/cb", "http://10.1.2.3/cb",
     "http://192.168.1.10/cb", "http://172.16.0.1/cb", "http://100.64.0.1/cb", "http://0.0.0.0:9000/cb",
     "http://224.0.0.1/cb", "file:///etc/passwd", "gopher://93.184.216.34/", "ftp://93.184.216.34/x",
-    "http:///nohost", "https://user:pw@93.184.216.34/cb", "http://93.184.216.34:99999/cb"])
+    "http:///nohost", "https://user:pw@93.184.216.34/cb", "http://93.184.216.34:99999/cb",
+    "http://2130706433/cb", "http://0x7f.1/cb", "http://127.1:9000/cb", "http://0251.0376.0251.0376/"])
 def test_default_policy_refuses_internal_and_odd_urls(url):
     assert refused(DEFAULT, url)
 
@@ -100,6 +101,8 @@ def test_resolve_checks_every_address_a_name_has():
         p.resolve("meta.example", 80)
     with pytest.raises(OSError):
         p.resolve("nowhere.example", 80)
+    with pytest.raises(CallbackRefused):               # the system's resolver reads numeric forms itself
+        DEFAULT.resolve("2130706433", 80)
 
 
 def _vtn(tmp_path, notifier: WebhookNotifier | None, raw: dict) -> VtnService:

@@ -52,6 +52,17 @@ def _address(text: str) -> Address | None:
     return ip
 
 
+def _legacy_ipv4(host: str) -> Address | None:
+    """The address of a host written in the forms inet_aton reads besides dotted quads (`2130706433`,
+    `0x7f.1`, `127.1`), which resolvers turn into addresses without asking DNS."""
+    if not host or any(c not in "0123456789abcdefx." for c in host) or not host[0].isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 def _own_addresses() -> frozenset[Address]:
     found: set[Address] = set()
     try:
@@ -107,7 +118,7 @@ class CallbackPolicy:
     def check_url(self, url: str) -> None:
         """The check at subscription time (no name resolution): CallbackRefused when the URL cannot be called."""
         _scheme, host, port = self.split(url)
-        ip = _address(host)
+        ip = _address(host) or _legacy_ipv4(host)
         if ip is not None:
             self.check_address(host, ip, port)
         elif host == "localhost" or host.endswith(".localhost"):
