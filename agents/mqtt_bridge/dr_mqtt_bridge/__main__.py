@@ -1,0 +1,26 @@
+"""The entry point VOLTTRON starts for dr.mqtt: the agent, or, when the platform's environment lacks a library
+it imports, one log line naming the library and how to install it, and exit status 78 (EX_CONFIG)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+DIST = "volttron-dr-mqtt-bridge"
+_log = logging.getLogger(DIST)
+
+
+def main() -> None:
+    try:
+        from dr_mqtt_bridge.agent import main as run_agent
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        how = ("vctl install-lib volttron_dr_common-<version>-py3-none-any.whl (built by scripts/build_wheels)"
+               if module == "dr_common" else f"vctl remove, then vctl install {DIST} (it brings what it declares)")
+        _log.error("%s cannot start: Python module %s is not installed; install it: %s", DIST, module, how)
+        sys.exit(78)
+    run_agent()
+
+
+if __name__ == "__main__":
+    main()
