@@ -66,6 +66,14 @@ def test_allowed_hosts_and_networks_open_private_addresses_but_never_link_local_
     assert refused(policy(allowedHosts=["127.0.0.1"], vtnHttpPort=8443), "http://127.0.0.1:8443/x")
 
 
+def test_the_vtn_port_on_an_address_of_this_machine_is_refused():
+    own = dataclasses.replace(policy(allowedNetworks=["10.0.0.0/8"]),
+                              own_addresses=lambda: frozenset({ipaddress.ip_address("10.0.0.5")}))
+    assert "VTN's own HTTP port" in refused(own, "http://10.0.0.5:8080/openadr3/3.1.0/events")
+    assert refused(own, "http://10.0.0.6:8080/cb") is None and refused(own, "http://10.0.0.5:9000/cb") is None
+    assert ipaddress.ip_address("127.0.0.1") in DEFAULT.own_addresses()     # the real lookup: interfaces too
+
+
 def test_allow_public_false_is_an_allow_list_and_schemes_narrow():
     p = policy(allowPublic=False, allowedHosts=["ven.example"], allowedNetworks=["203.0.113.0/24"])
     assert refused(p, "https://ven.example/cb") is None

@@ -23,6 +23,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -63,16 +64,27 @@ def _legacy_ipv4(host: str) -> Address | None:
         return None
 
 
-def _own_addresses() -> frozenset[Address]:
-    found: set[Address] = set()
+_OWN: list[Any] = [0.0, frozenset()]     # when read (monotonic), this machine's addresses
+
+
+def _own_addresses(max_age_s: float = 60.0) -> frozenset[Address]:
+    """This machine's addresses (its interfaces' and its host name's), read again after `max_age_s`."""
+    if time.monotonic() - _OWN[0] < max_age_s:
+        return _OWN[1]
+    texts: list[str] = []
     try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            ip = _address(str(info[4][0]))
-            if ip is not None:
-                found.add(ip)
+        import psutil   # volttron-core's dependency: every interface's addresses
+        texts += [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                  if a.family in (socket.AF_INET, socket.AF_INET6)]
+    except (ImportError, OSError):
+        pass
+    try:
+        texts += [str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)]
     except OSError:
         pass
-    return frozenset(found)
+    found = {ip for ip in (_address(t) for t in texts) if ip is not None}
+    _OWN[0], _OWN[1] = time.monotonic(), frozenset(found)
+    return _OWN[1]
 
 
 @dataclass(frozen=True)
