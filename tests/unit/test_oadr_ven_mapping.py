@@ -11,6 +11,7 @@ import pytest
 
 from dr_common.payloads import Command
 from dr_common.timeutil import UTC, parse_time, to_iso
+from dr_oadr_ven import mapping
 from dr_oadr_ven.config import parse_config
 from dr_oadr_ven.mapping import CommandPlanner, command_event_id
 from dr_oadr_ven.oadr31_events import EventRefused, duration_s, to_vtn_event
@@ -92,7 +93,17 @@ def test_interval_with_own_period_and_a_gap_sheds_nothing_in_the_gap():
     assert [c["requestedReductionKw"] for c in p.planner.tick(later, None)] == [2.0]
 
 
-def test_capacity_limit_follows_the_baseline():
+def test_capacity_limit_is_a_cap_dr_ven_follows():
+    p = Planner()
+    ev = event([{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [4.0]}]}])
+    first = p.planner.accept(ev, T0, None)
+    assert [(c["capKw"], c["requestedReductionKw"]) for c in first] == [(4.0, 0.0)]
+    assert Command.from_payload(first[0]).cap_kw == 4.0
+    assert p.planner.tick(T0 + timedelta(seconds=3), 7.0) == []  # dr.ven re-evaluates the cap itself
+
+
+def test_capacity_limit_follows_the_baseline_without_cap_kw(monkeypatch):
+    monkeypatch.setattr(mapping, "CAP_FIELD", False)
     p = Planner(capacityReevalKw=0.2)
     ev = event([{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [4.0]}]}])
     assert p.planner.accept(ev, T0, None) == []  # no baseline yet: nothing to compute from

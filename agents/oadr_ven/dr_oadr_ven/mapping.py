@@ -6,8 +6,10 @@ drawn once per event), so dr.ven's own timer restores the loads at the event's e
 VTN link. Each later interval, each modification by the VTN and each move of an `IMPORT_CAPACITY_LIMIT`
 reduction is a new revision of that command (`modificationNumber` + 1). A cancelled or deleted event is a
 `restore`. Signals: `DISPATCH_SETPOINT_RELATIVE` / `LOAD_DISPATCH` (kW change, negative = shed),
-`IMPORT_CAPACITY_LIMIT` (reduction = baseline - cap, from dr.ven's telemetry; the cap itself goes in
-`capKw` when dr.ven's command schema has that field), `SIMPLE` (level 0-3 -> kW by `simpleLevelsKw`).
+`IMPORT_CAPACITY_LIMIT` (the cap goes in `capKw`, and dr.ven follows its load down to it at every control
+step; `requestedReductionKw` carries baseline - cap from dr.ven's last telemetry, 0 before any; with a command
+schema without `capKw` the reduction is computed here and re-sent as the baseline moves), `SIMPLE` (level 0-3
+-> kW by `simpleLevelsKw`).
 
 An event beyond the configured limits (kW, duration, too many intervals, unknown signal value) gets no
 command; one that starts further ahead than `limits.maxStartAheadS` waits until it is within that window.
@@ -205,11 +207,12 @@ class CommandPlanner:
             interval = event.intervals[index]
             kw = self._static_kw(interval, index)
             if kw is None:
-                if baseline_kw is None:
-                    return []
                 cap = interval.value
-                kw = min(max(0.0, baseline_kw - cap), self._config.limits.max_kw)
-        moved = plan["sentKw"] is not None and cap is not None and \
+                if baseline_kw is None and not CAP_FIELD:
+                    return []
+                kw = 0.0 if baseline_kw is None else min(max(0.0, baseline_kw - cap), self._config.limits.max_kw)
+        # with capKw dr.ven follows its load down to the cap itself; without it, the reduction is re-sent here
+        moved = not CAP_FIELD and plan["sentKw"] is not None and cap is not None and \
             abs(kw - plan["sentKw"]) >= max(self._config.capacity_reeval_kw, 1e-9)
         if plan["sentIndex"] == index and plan["sentKw"] is not None and not moved:
             return []
@@ -223,8 +226,7 @@ class CommandPlanner:
             payload["priority"] = max(0, 1000 - event.priority)
         if cap is not None and CAP_FIELD:
             payload["capKw"] = cap
-        return [Command.from_payload(payload).to_payload() | ({"capKw": cap} if cap is not None and CAP_FIELD
-                                                                else {})]
+        return [Command.from_payload(payload).to_payload()]
 
     def _restore(self, plan: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
         plan["revision"] += 1
