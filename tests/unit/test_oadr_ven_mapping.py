@@ -207,3 +207,12 @@ def test_a_modification_that_changes_nothing_dr_ven_does_sends_nothing():
     assert p.planner.accept(event([dsr(2.0)], mod=later), later, None) == []  # e.g. the VTN marked it active
     assert p.plans["ev-1"]["modification"] == int(later.timestamp() * 1000)
     assert p.planner.tick(later + timedelta(seconds=1), None) == []
+
+
+def test_a_listing_older_than_a_notification_does_not_cancel_its_event():
+    p = Planner()
+    learned = T0 + timedelta(seconds=10)
+    p.planner.accept(event([dsr(2.0)]), learned, None)  # by webhook, while a poll was under way
+    assert p.planner.reconcile(set(), learned + timedelta(seconds=1), listed_at=learned - timedelta(seconds=1)) == []
+    gone = p.planner.reconcile(set(), learned + timedelta(seconds=5), listed_at=learned + timedelta(seconds=2))
+    assert [c["op"] for c in gone] == ["restore"]

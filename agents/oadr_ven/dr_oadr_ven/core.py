@@ -70,14 +70,15 @@ class VenCore:
         """One finding of a link (see `oadr31.py` for the kinds)."""
         kind, now = item[0], self._clock()
         if kind == "events":
-            _, events, refused, complete = item
+            events, refused, complete = item[1:4]
+            listed_at = item[4] if len(item) > 4 else None
             for event in events:
                 self._accept(event, now)
             for event_id, modification, field, reason in refused:
                 self._refuse_raw(event_id, modification, field, reason, now)
             if complete:
-                self._send(self.planner.reconcile({e.event_id for e in events} | {r[0] for r in refused}, now),
-                           now)
+                seen = {e.event_id for e in events} | {r[0] for r in refused}
+                self._send(self.planner.reconcile(seen, now, listed_at), now)
         elif kind == "event":
             self._accept(item[1], now)
         elif kind == "refused":

@@ -93,7 +93,7 @@ class CommandPlanner:
             self._events[event.event_id] = event
             return []
         plan.update(modification=event.modification, state=ACTIVE, refusal=None, sentIndex=None,
-                    signature=signature,
+                    signature=signature, learnedAt=to_iso(now),
                     startTime=to_iso(event.intervals[0].start + timedelta(seconds=plan["offsetS"])),
                     until=to_iso(self._end(event) + timedelta(seconds=plan["offsetS"])))
         self.plans[event.event_id] = plan
@@ -110,12 +110,17 @@ class CommandPlanner:
         plan["state"] = CANCELLED
         return out
 
-    def reconcile(self, seen: set[str], now: datetime) -> list[dict[str, Any]]:
-        """After a complete listing of the VTN's events: the active events it no longer shows were deleted."""
+    def reconcile(self, seen: set[str], now: datetime, listed_at: datetime | None = None) -> list[dict[str, Any]]:
+        """After a complete listing of the VTN's events (read from `listed_at` on): the active events it no
+        longer shows were deleted. An event learned of after the listing began (by a notification that overtook
+        the poll) is not judged by it."""
         out: list[dict[str, Any]] = []
         for event_id, plan in list(self.plans.items()):
-            if plan["state"] == ACTIVE and event_id not in seen and parse_time(plan["until"]) > now:
-                out += self.cancel(event_id, now)
+            if plan["state"] != ACTIVE or event_id in seen or parse_time(plan["until"]) <= now:
+                continue
+            if listed_at is not None and parse_time(plan.get("learnedAt") or plan["startTime"]) >= listed_at:
+                continue
+            out += self.cancel(event_id, now)
         return out
 
     # --- time -------------------------------------------------------------------------------------------

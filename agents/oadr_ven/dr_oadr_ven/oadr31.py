@@ -9,7 +9,7 @@ drops the enrolment (token included) and retries with capped exponential backoff
 Everything the link learns goes to the agent through `put` (the hand-off):
 
   ("enrolled", {venID, resourceID, subscriptionID, programs: {id: name}, notify})
-  ("events", [VtnEvent], [(eventId, modification, field, reason)], complete)   a full listing
+  ("events", [VtnEvent], [(eventId, modification, field, reason)], complete, listedAt)   a full listing
   ("programs", {id: name})   the programs, read again when an event names one not seen before
   ("event", VtnEvent) / ("refused", eventId, modification, field, reason) / ("deleted", eventId)  a notification
   ("report_sent", eventId, reportId, seq) / ("report_failed", eventId, seq, reason)
@@ -23,6 +23,7 @@ import queue
 import secrets
 import threading
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any
 
@@ -220,6 +221,7 @@ class Oadr31Link:
         return {str(p["id"]): str(p.get("programName") or "") for p in client.programs() if "id" in p}
 
     def _poll(self, client: Oadr31Client) -> None:
+        listed_at = datetime.now(timezone.utc)
         raw = client.events(self._config.limits.max_events)
         events, refused = [], []
         for obj in raw:
@@ -232,7 +234,7 @@ class Oadr31Link:
             self._put(("programs", dict(self._programs)))
         complete = len(raw) < self._config.limits.max_events
         self.stats["polls"] += 1
-        self._put(("events", events, refused, complete))
+        self._put(("events", events, refused, complete, listed_at))
 
     def _send_reports(self, client: Oadr31Client) -> None:
         while True:
