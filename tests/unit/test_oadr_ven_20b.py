@@ -69,8 +69,7 @@ class OpenleadrVtn:
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self.server = OpenADRServer(vtn_id="TEST_VTN", http_port=self.port, http_host="127.0.0.1",
-                                    requested_poll_freq=timedelta(seconds=self._poll_s), show_fingerprint=False)
+        self.server = self._server()
         self.server.add_handler("on_create_party_registration", self._on_registration)
         self.server.add_handler("on_register_report", self._on_register_report)
         self._loop.run_until_complete(self.server.run())
@@ -78,6 +77,10 @@ class OpenleadrVtn:
         self._loop.run_forever()
         self._loop.run_until_complete(self.server.stop())
         self._loop.close()
+
+    def _server(self) -> OpenADRServer:
+        return OpenADRServer(vtn_id="TEST_VTN", http_port=self.port, http_host="127.0.0.1",
+                             requested_poll_freq=timedelta(seconds=self._poll_s), show_fingerprint=False)
 
     def _on_registration(self, info: dict[str, Any]) -> tuple[str, str]:
         self.registration_ven_ids.append(info.get("ven_id"))

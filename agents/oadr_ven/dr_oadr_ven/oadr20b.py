@@ -254,7 +254,7 @@ class Oadr20bLink:
                 return
             if client.client_session is not None and not client.client_session.closed:
                 await client.stop()
-            self._rlog.warning("unregistered", "OpenADR 2.0b: not registered with %s; retrying in %.0f s",
+            self._rlog.warning("unregistered", "OpenADR 2.0b: not registered with %s; retrying in %.3g s",
                                self.settings.vtn_url, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.retry_max_s)
