@@ -254,3 +254,24 @@ def test_mqtt_notifier_delivers_the_event_without_polling(tmp_path, monkeypatch)
     finally:
         ven.stop()
         srv.close()
+
+
+def test_client_refreshes_its_token_before_expiry_and_after_a_401(server):
+    from dr_oadr_ven.client31 import Oadr31Client
+
+    now = [0.0]
+    client = Oadr31Client(server.base, VEN1[0], VEN1[1], refresh_margin_s=60, clock=lambda: now[0])
+    try:
+        client.programs()
+        assert client.tokens_fetched == 1 and client.token_url == server.base + "/auth/token"
+        now[0] = 3600 - 61  # the VTN's tokens live 3600 s: still outside the margin
+        client.programs()
+        assert client.tokens_fetched == 1
+        now[0] = 3600 - 59  # within the margin: renewed before it expires
+        client.programs()
+        assert client.tokens_fetched == 2
+        client._token = "revoked-or-unknown"  # the VTN forgot it (e.g. dr.web restarted): a 401, then a new one
+        client.programs()
+        assert client.tokens_fetched == 3
+    finally:
+        client.close()
