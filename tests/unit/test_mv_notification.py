@@ -5,7 +5,8 @@ notification-relative adjustment windows from it.
 Hand-checkable case (as in test_mv_presets): the 10 most recent weekdays read 11..20 kW all day (mean 15.5);
 the event day reads 15.5 kW except 13:15-13:30, which reads 20 kW. Event 14:00-16:00 UTC, created at 13:30:
 ISO-NE's window is 13:15-13:30 (20 kW), an additive adjustment of +4.5 kW, a baseline of 20 kW, 40 kWh. Without
-a recorded notification the window is 13:45-14:00 (15.5 kW): no adjustment, 31 kWh.
+a recorded notification the window is 13:45-14:00 (15.5 kW): no adjustment, 31 kWh. The accuracy backcast
+notifies each pretended event as long before its start as the recorded event was.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from dr_historian.dr_records import convert
+from dr_historian.mv.accuracy import backcast, event_accuracy
+from dr_historian.mv.calendar import HolidayCalendar
 from dr_historian.mv.notification import event_status_topic, notification_time
 from dr_historian.mv.performance import MvOptions, event_performance, used_power_topic
+from dr_historian.mv.presets import PRESETS
+from dr_historian.mv.series import LoadSeries, Window
 from dr_historian.store import Point, Store
 from dr_historian.writer import Writer
 from dr_vtn_dispatcher.model import Event
+from zoneinfo import ZoneInfo
 
 UTC = timezone.utc
 EVENT_DAY = date(2026, 7, 15)
@@ -110,3 +116,36 @@ def test_only_the_events_own_topic_and_times_not_after_its_start_count(store):
     day_ahead = START - timedelta(hours=20)
     record(store, event_status_topic("ev-n"), status_message("ev-n", day_ahead), day_ahead)
     assert notification_time(store, "ev-n", START, END) == day_ahead
+
+
+def ramp_series(days: int = 80) -> LoadSeries:
+    """Day d reads its own level L_d all day, except 13:45-14:00, which reads L_d + r_d (a pre-event ramp of its
+    own size): ISO-NE's window at 13:45-14:00 carries r_d - mean(r) into the baseline; at 12:45-13:00 (an event
+    notified an hour ahead) the adjustment is exactly L_d - mean(L) and the baseline exactly L_d."""
+    points = {}
+    for n in range(days):
+        day = EVENT_DAY - timedelta(days=n)
+        level, ramp = 10.0 + (n * 7) % 5, float((n * 3) % 4)
+        for q in range(96):
+            ts = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(minutes=15 * q)
+            points[ts] = level + ramp if (ts.hour, ts.minute) == (13, 45) else level
+    return LoadSeries.from_interval_means(points, 900)
+
+
+def test_the_backcast_notifies_each_pretended_event_as_early_as_the_event_was():
+    isone = [PRESETS["isone-10weekday"]]
+    calendar = HolidayCalendar(nerc=False)
+    early = backcast(ramp_series(), isone, Window(START, END), ZoneInfo("UTC"), 3600, 20, (), calendar,
+                     notice=timedelta(hours=1))
+    late = backcast(ramp_series(), isone, Window(START, END), ZoneInfo("UTC"), 3600, 20, (), calendar)
+    assert early["backcastDays"] == late["backcastDays"] == 20
+    assert early["methods"]["isone-10weekday"]["relativeRmse"] == pytest.approx(0.0, abs=1e-12)
+    assert late["methods"]["isone-10weekday"]["relativeRmse"] > 0.02
+
+
+def test_event_accuracy_uses_the_recorded_notice(store):
+    record(store, event_status_topic("ev-n"), status_message("ev-n", CREATED), CREATED)
+    options = MvOptions(methods=("isone-10weekday",), interval_minutes=60, timezone="UTC")
+    report = event_accuracy(store, "ev-n", options, days=5, methods=["isone-10weekday"])
+    assert report["notification"] == CREATED.isoformat()
+    assert event_accuracy(store, "ev-silent", options, days=5, methods=["isone-10weekday"])["notification"] is None

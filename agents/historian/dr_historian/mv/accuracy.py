@@ -9,7 +9,9 @@ own event-hours data is what it must predict) and is compared with what was mete
 * bias: mean(baseline - actual) / mean(actual) (positive: the method over-states the baseline, so the reduction);
 * within 10 %: the share of days whose baseline energy is within 10 % of the metered energy.
 
-Methods are ranked by relative RMSE (lowest first; a method with no computable day last).
+Methods are ranked by relative RMSE (lowest first; a method with no computable day last). At a recorded event's
+hours, each pretended event is notified as long before its start as the event was (`notice`), so adjustment
+windows relative to the notification (ISO-NE) sit where they would have.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from zoneinfo import ZoneInfo
 from dr_historian.mv.baselines import VEN_REPORTED
 from dr_historian.mv.calendar import HolidayCalendar
 from dr_historian.mv.engine import KIND_REGRESSION, BaselineSpec, compute_spec
+from dr_historian.mv.notification import notification_time
 from dr_historian.mv.performance import (WINDOW_SNAP_S, MvOptions, MvSource, UnknownEvent, event_day_set,
                                          used_power_topic)
 from dr_historian.mv.presets import PRESETS
@@ -94,8 +97,9 @@ def backcast_days(window: Window, tz: ZoneInfo, days: int, event_days: Iterable[
 def backcast(series: LoadSeries, specs: Sequence[BaselineSpec], window: Window, tz: ZoneInfo, interval_s: int,
              days: int = 60, event_days: Iterable[date] = (), calendar: HolidayCalendar | None = None,
              lookback_days: int | None = None, outage_days: Iterable[date] = (),
-             covariates: dict[str, LoadSeries] | None = None) -> dict[str, Any]:
-    """Accuracy of each spec on the non-event days before `window`'s day, at its hours, ranked by relative RMSE."""
+             covariates: dict[str, LoadSeries] | None = None, notice: timedelta | None = None) -> dict[str, Any]:
+    """Accuracy of each spec on the non-event days before `window`'s day, at its hours, ranked by relative RMSE
+    (`notice`: how long before each pretended event it was notified; None: not known)."""
     event_set = frozenset(event_days)
     outages = frozenset(outage_days)
     calendar = calendar or HolidayCalendar()
@@ -113,7 +117,8 @@ def backcast(series: LoadSeries, specs: Sequence[BaselineSpec], window: Window, 
             try:
                 result = compute_spec(spec, series, pretend, tz, interval_s, event_set, calendar, lookback_days,
                                       grid=grid, outage_days=outages,
-                                      covariate=(covariates or {}).get(spec.covariate_topic))
+                                      covariate=(covariates or {}).get(spec.covariate_topic),
+                                      notification=None if notice is None else pretend.start - notice)
             except MvError:
                 tallies[spec.name].missing += 1
                 continue
@@ -127,9 +132,10 @@ def backcast(series: LoadSeries, specs: Sequence[BaselineSpec], window: Window, 
 
 
 def history_windows(window: Window, tz: ZoneInfo, specs: Sequence[BaselineSpec], days: int,
-                    lookback_days: int) -> list[tuple[datetime, datetime]]:
+                    lookback_days: int, notice: timedelta | None = None) -> list[tuple[datetime, datetime]]:
     """The spans of each day that a backcast reads (every spec's needs around the event hours), newest first."""
-    start = min([window.start] + [s.needs_before(window, tz) for s in specs])
+    notified = None if notice is None else window.start - notice
+    start = min([window.start] + [s.needs_before(window, tz, notified) for s in specs])
     end = max([window.end] + [s.needs_after(window, tz) for s in specs])
     span = Window(start, end)
     out = []
@@ -163,7 +169,7 @@ def format_ranking(report: dict[str, Any]) -> str:
 
 
 def site_accuracy(source: MvSource, topic: str, window: Window, options: MvOptions, days: int = 60,
-                  methods: Sequence[str] | None = None) -> dict[str, Any]:
+                  methods: Sequence[str] | None = None, notice: timedelta | None = None) -> dict[str, Any]:
     """Backcast the methods (default: every preset) for one stored topic at `window`'s hours, from the store."""
     names = [m for m in (methods or PRESETS) if m != VEN_REPORTED]
     specs = [options.spec(m) for m in names]
@@ -171,7 +177,7 @@ def site_accuracy(source: MvSource, topic: str, window: Window, options: MvOptio
         raise MvError("no meter-data method to backcast")
     tz = options.tz
     bucket = bucket_seconds(options.interval_s)
-    windows = history_windows(window, tz, specs, days, options.lookback_days)
+    windows = history_windows(window, tz, specs, days, options.lookback_days, notice)
     # a regression fits on every hour of the days; like days compare whole days (the daily spans would overlap)
     whole_days = any(s.kind == KIND_REGRESSION or s.matches_days for s in specs)
     series = LoadSeries(source.interval_sums(topic, windows[-1][0], windows[0][1], bucket,
@@ -182,7 +188,8 @@ def site_accuracy(source: MvSource, topic: str, window: Window, options: MvOptio
     history_start = window.start - timedelta(days=days + options.lookback_days + 2)
     event_days = event_day_set(source.events_between(history_start, window.end), tz)
     report = backcast(series, specs, window, tz, options.interval_s, days, event_days,
-                      HolidayCalendar(options.holidays), options.lookback_days, options.outage_days, covariates)
+                      HolidayCalendar(options.holidays), options.lookback_days, options.outage_days, covariates,
+                      notice)
     report.update(topic=topic, timezone=options.timezone, intervalMinutes=options.interval_minutes)
     return report
 
@@ -200,9 +207,11 @@ def event_accuracy(source: MvSource, event_id: str, options: MvOptions, days: in
     if topic is None:
         topic = options.meter_topics[0] if options.meter_topics else used_power_topic(sorted(w.ven_id
                                                                                              for w in windows)[0])
-    report = site_accuracy(source, topic, Window(start, end), options, days, methods)
+    notified = notification_time(source, event_id, start, end)
+    report = site_accuracy(source, topic, Window(start, end), options, days, methods,
+                           None if notified is None else start - notified)
     chosen = next((m for m in options.methods if m != VEN_REPORTED), None)
-    report.update(eventId=event_id, chosenMethod=chosen,
+    report.update(eventId=event_id, notification=notified.isoformat() if notified else None, chosenMethod=chosen,
                   chosenAccuracy=report["methods"].get(chosen) if chosen else None)
     return report
 
