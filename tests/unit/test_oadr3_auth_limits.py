@@ -114,7 +114,7 @@ def test_secrets_are_compared_in_constant_time_whatever_their_length(monkeypatch
 
 def test_429_over_http_is_a_problem_with_the_oauth_error():
     config = parse_web_config({"openadr3": {"clients": [{"clientId": "bl", "clientSecret": SECRET, "role": "bl"}],
-                                            "tokenLimits": {"maxClientFailures": 2}}})
+                                            "tokenLimits": {"maxClientFailures": 2, "maxAddressFailures": 3}}})
     client = create_app(config, LiveState(), ServiceGateway({}),
                         lambda: {"identity": topics.WEB_IDENTITY}).test_client()
 
@@ -126,3 +126,7 @@ def test_429_over_http_is_a_problem_with_the_oauth_error():
     assert locked.status_code == 429
     assert locked.json["status"] == 429 and locked.json["error"] == "temporarily_unavailable"
     assert {"type", "title", "detail"} <= set(locked.json) and SECRET not in locked.get_data(as_text=True)
+    guesses = [post({**RIGHT, "client_id": f"guess-{i}"}, "198.51.100.9").status_code for i in range(3)]
+    assert guesses == [401, 401, 401]                       # the address is the request's peer address
+    assert post({**RIGHT, "client_id": "guess-9"}, "198.51.100.9").status_code == 429
+    assert post({**RIGHT, "client_id": "guess-9"}, "198.51.100.10").status_code == 401
