@@ -210,10 +210,15 @@ class WebhookNotifier:
                 while self._running and (not self._heap or self._heap[0].due > self.clock()):
                     wait = None if not self._heap else max(0.0, self._heap[0].due - self.clock())
                     self._cv.wait(timeout=wait if wait is not None else 1.0)
-                if not self._running:
-                    return
-                item = heapq.heappop(self._heap)
-                self._busy += 1
+                running = self._running
+                if running:
+                    item = heapq.heappop(self._heap)
+                    self._busy += 1
+            if not running:
+                close = getattr(self.post, "close", None)
+                if callable(close):
+                    close()                 # this thread's kept connections
+                return
             ok, reason = self._send(item)
             done = self._settle(item, ok, reason)
             if done:
