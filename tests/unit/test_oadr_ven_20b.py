@@ -239,6 +239,27 @@ def test_registration_and_telemetry_usage_reports(vtn, link):
     assert status["up"] and 0 <= status["lastContactAgeS"] < 5
 
 
+def test_no_report_is_sent_before_there_is_telemetry(vtn, caplog):
+    agent = AgentSide()
+    current: list[Telemetry20b] = []
+    lnk = Oadr20bLink(Oadr20bSettings(ven_name="building-10", vtn_url=vtn.url), agent.on_event, agent.decide,
+                      lambda: current[0] if current else None)
+    lnk.start(agent.inbox.put)
+    try:
+        assert lnk.wait_registered(WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while lnk.status()["counts"]["reportsSkipped"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        counts = lnk.status()["counts"]
+        assert counts["reportsSkipped"] >= 2 and counts["reportsSent"] == 0 and vtn.reports.empty()
+        current.append(Telemetry20b(power_kw=3.25, baseline_kw=4.0))
+        assert get(vtn.reports, "the first report with telemetry")[2] in (3.25, 4.0)
+        assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name == "openleadr"]
+    finally:
+        assert lnk.stop(10)
+        agent.stop()
+
+
 def test_a_restart_registers_as_the_venid_the_vtn_assigned(vtn):
     agent = AgentSide()
     enrolments: queue.Queue[dict[str, Any]] = queue.Queue()

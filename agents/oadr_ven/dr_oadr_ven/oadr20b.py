@@ -81,6 +81,22 @@ class Oadr20bSettings(ConfigModel):
                            market_contexts=self.market_contexts)
 
 
+class _ReportQueue(asyncio.Queue):
+    """openleadr's queue of outgoing reports (`OpenADRClient.pending_reports`, openleadr 0.5.36) without the
+    empty ones: a report sampled while there is no telemetry has no interval, and a VTN may refuse it (openleadr's
+    own VTN answers 500)."""
+
+    def __init__(self, on_skip: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_skip = on_skip
+
+    async def put(self, item: Any) -> None:
+        if not getattr(item, "intervals", None):
+            self._on_skip()
+            return
+        await super().put(item)
+
+
 class Oadr20bLink:
     """One VEN's link to one OpenADR 2.0b VTN (see the module docstring)."""
 
@@ -110,7 +126,7 @@ class Oadr20bLink:
         self._active: OrderedDict[str, int] = OrderedDict()   # event id -> modification handed over (opted in)
         self._answers: OrderedDict[str, tuple[int, str]] = OrderedDict()   # event id -> (modification, last opt)
         self._counts = {"events": 0, "handed": 0, "optIn": 0, "optOut": 0, "refused": 0, "reportsSent": 0,
-                        "createdEventsSent": 0, "reportValues": 0, "registrationAttempts": 0}
+                        "createdEventsSent": 0, "reportValues": 0, "reportsSkipped": 0, "registrationAttempts": 0}
         self._handoff_stats = {"count": 0, "lastMs": None, "maxMs": None}
         self.rejects = RejectCounter()
         self._rlog = RateLimitedLog(_log)
@@ -221,6 +237,7 @@ class Oadr20bLink:
         client.add_handler("on_update_event", self._handle_event)
         client.add_hook("before_send_xml", self._count_sent)
         client.add_hook("after_receive_xml", self._contact)
+        client.pending_reports = _ReportQueue(self._report_skipped)
         sampling = objects.SamplingRate(min_period=timedelta(seconds=s.report_min_period_s),
                                         max_period=timedelta(seconds=s.report_max_period_s), on_change=False)
         kw = replace(enums.MEASUREMENTS.REAL_POWER, scale="k")
@@ -391,6 +408,10 @@ class Oadr20bLink:
             self._handoff(deliver)
         except Exception as exc:   # noqa: BLE001 - a closed hand-off (agent stopping)
             self._rlog.error("handoff", "OpenADR 2.0b: hand-off of the enrolment failed: %s", exc)
+
+    def _report_skipped(self) -> None:
+        with self._lock:
+            self._counts["reportsSkipped"] += 1
 
     def _contact(self, message: str) -> None:
         self._last_contact = time.monotonic()
