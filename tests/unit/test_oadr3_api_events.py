@@ -76,7 +76,8 @@ def test_a_report_is_published_as_the_vens_telemetry_and_descriptors_are_served(
     assert server.check(ven.get_event_by_id(event.json()["id"])).json()["reportDescriptors"] == DESCRIPTORS
     report = {"eventID": event.json()["id"], "clientName": "ven-1-client", "resources": [
         {"resourceName": "AGGREGATED_REPORT", "intervalPeriod": {"start": "2030-01-01T00:00:00Z", "duration": "PT15M"},
-         "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [0.5]}, {"type": "BASELINE", "values": [3]}]}]}]}
+         "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [0.5]},
+                                              {"type": "BASELINE", "values": [3]}]}]}]}
     assert server.check(ven.create_report(report)).status_code == 201
     [(ven_id, payload)] = sender.telemetry
     assert ven_id == "ven-1" and payload["usedPowerKw"] == 2.0 and payload["shedPowerKw"] == 1.0

@@ -56,8 +56,10 @@ def test_interval_steps_follow_each_other_and_inherit_the_event_period():
 
 
 @pytest.mark.parametrize("change, field", [
-    (lambda b: b["intervals"][1].update(intervalPeriod={"start": iso(1_000_900.0)}), "intervals.1.intervalPeriod.start"),
-    (lambda b: b["intervals"][1].update(intervalPeriod={"start": iso(1_000_300.0)}), "intervals.1.intervalPeriod.start"),
+    (lambda b: b["intervals"][1].update(intervalPeriod={"start": iso(1_000_900.0)}),   # a gap
+     "intervals.1.intervalPeriod.start"),
+    (lambda b: b["intervals"][1].update(intervalPeriod={"start": iso(1_000_300.0)}),   # an overlap
+     "intervals.1.intervalPeriod.start"),
     (lambda b: b["intervals"][0].update(intervalPeriod={"duration": "P9999Y"}), "intervals.0.intervalPeriod.duration"),
     (lambda b: b["intervals"][1].update(payloads=[{"type": SHED, "values": [3]}]), "intervals.1.payloads"),
     (lambda b: b["intervals"][1].update(payloads=[{"type": "PRICE", "values": [3]}]), "intervals.1.payloads"),

@@ -123,7 +123,9 @@ SCHEMAS: dict[str, Any] = {
                  "created": {"type": "boolean", "description": "in the answer to a registration: a new VEN"},
                  "servingEventId": n(S)}, ("venId", "status", "online")),
     "EventRequest": {**request_schema(EVENT_FIELDS, "Create a DR event. Give endTime or durationS, and "
-                                                    "requestedReductionKw (LOAD_DISPATCH) or a SIMPLE level 0-3. "
+                                                    "requestedReductionKw (LOAD_DISPATCH), a SIMPLE level 0-3 or "
+                                                    "capKw (IMPORT_CAPACITY_LIMIT: each targeted VEN imports at "
+                                                    "most that). "
                                                     "Target venIds, groups, or every VEN with allVens: true (an event "
                                                     "that targets nobody is a 400)."),
                      "anyOf": [{"required": ["endTime"]}, {"required": ["durationS"]}]},
