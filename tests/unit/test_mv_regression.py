@@ -1,9 +1,10 @@
 """The engine's regression kind: a maintained library's model plugged in with register_model gets the load of
-the look-back (event days named), the covariate topic and the intervals to predict; the OpenDSM adapter is a
-preset only where opendsm is installed."""
+the look-back (event days named), the covariate topic and the intervals to predict; the OpenDSM adapter is the
+preset opendsm-caltrack-dr, fitted for real here (opendsm is pinned), and an error naming opendsm without it."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
@@ -88,11 +89,15 @@ def test_the_store_path_reads_whole_days_and_the_covariate_topic(tmp_path, monke
     store.dispose()
 
 
-def test_opendsm_preset_exists_exactly_where_opendsm_is_installed():
-    assert (regression.OPENDSM_CALTRACK_DR in PRESETS) == regression.opendsm_available()
+def test_opendsm_preset_is_offered_and_without_opendsm_answers_an_error_naming_it(monkeypatch):
+    assert regression.OPENDSM_CALTRACK_DR in PRESETS
     inp = RegressionInput(regression.OPENDSM_SPEC, hourly({}), None, EVENT, EVENT, TZ, [EVENT], frozenset())
     with pytest.raises(MvError, match="covariateTopic"):
         regression.opendsm_caltrack_dr(inp)
+    monkeypatch.setitem(sys.modules, "opendsm", None)  # as where it is not installed: importing it fails
+    with pytest.raises(MvError, match="needs opendsm, which cannot be imported"):
+        compute_spec(replace(regression.OPENDSM_SPEC, covariate_topic="t"), hourly({}), EVENT, TZ, 3600,
+                     covariate=hourly({}))
 
 
 # --- OpenDSM's model for real (opendsm is pinned in platform-config/pins.txt) ----------------------------------

@@ -132,8 +132,8 @@ PRESETS: dict[str, BaselineSpec] = {spec.name: spec for spec in (
         weekend=DayRule(POOL_HIGH, 3, 5, label="top-3-of-5 weekend/holiday")),
 )}
 
-if regression.opendsm_available():  # a regression preset only where its library is installed
-    PRESETS[regression.OPENDSM_CALTRACK_DR] = regression.OPENDSM_SPEC
+# offered everywhere so that a site's mv_presets naming it stay valid; without opendsm it answers an error
+PRESETS[regression.OPENDSM_CALTRACK_DR] = regression.OPENDSM_SPEC
 
 _RULE_KEYS = {"weekday", "weekend", "sunday_holiday"}
 _CHOICES = {"pool": POOLS, "anchor": ANCHORS, "day_types": DAY_TYPES}

@@ -5,8 +5,9 @@ model of eemeter 4, Apache-2.0), fitted on the hourly load of the look-back befo
 outage days left out) against an outdoor temperature topic (degrees Fahrenheit, CalTRACK's unit), and predicting
 the event hours from their temperatures. The library does the regression; this module only shapes the data.
 
-OpenDSM is pinned in platform-config/pins.txt; the preset exists only where `opendsm` is importable, and a site
-names its temperature topic (`mv_presets: {"opendsm-caltrack-dr": {"covariateTopic": "site/weather/OutdoorTempF"}}`).
+OpenDSM is pinned in platform-config/pins.txt (and is the historian's optional `caltrack` dependency); the preset
+is offered everywhere, answering an error that names opendsm where it is not installed, and a site names its
+temperature topic (`mv_presets: {"opendsm-caltrack-dr": {"covariateTopic": "site/weather/OutdoorTempF"}}`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def opendsm_caltrack_dr(inp: RegressionInput) -> list[float | None]:
         from opendsm import drmeter
         from threadpoolctl import threadpool_limits
     except ImportError as exc:
-        raise MvError(f"opendsm cannot be imported: {exc}") from None
+        raise MvError(f"{OPENDSM_CALTRACK_DR} needs opendsm, which cannot be imported here ({exc}); it is pinned in "
+                      "platform-config/pins.txt") from None
     hours, load, temps = _fit_rows(inp, covariate)
     report_hours = _hours(inp.grid[0].start, inp.grid[-1].end)
     report_temps = [covariate.mean(h, h + HOUR) for h in report_hours]
@@ -110,7 +112,7 @@ OPENDSM_SPEC = BaselineSpec(
     OPENDSM_CALTRACK_DR, kind=KIND_REGRESSION, model=OPENDSM_CALTRACK_DR,
     source="OpenDSM (formerly eemeter) 1.2.7 drmeter CaltrackDRModel: CalTRACK hourly regression on outdoor "
            "temperature (occupancy by hour of week, temperature bins), fitted on the look-back before the event day",
-    unverified="needs covariateTopic (outdoor temperature, deg F) and at least 14 days of load and temperature")
+    unverified="needs opendsm, covariateTopic (outdoor temperature, deg F) and at least 14 days of load and "
+               "temperature")
 
-if opendsm_available():
-    register_model(OPENDSM_CALTRACK_DR, opendsm_caltrack_dr)
+register_model(OPENDSM_CALTRACK_DR, opendsm_caltrack_dr)
