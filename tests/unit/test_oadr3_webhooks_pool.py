@@ -96,6 +96,16 @@ def test_a_connection_closed_while_idle_is_retried_once_on_a_fresh_one(receiver)
     assert len(receiver.bodies) == 2 and receiver.connections == 2
 
 
+def test_a_kept_connection_is_not_reused_once_the_policy_changes(receiver):
+    current = [LOOPBACK]
+    post = PooledPoster(lambda: current[0])
+    assert post(receiver.url + "/a", b"{}", None, 5.0) == 204
+    current[0] = CallbackPolicy()                     # loopback no longer allowed
+    with pytest.raises(CallbackRefused):
+        post(receiver.url + "/a", b"{}", None, 5.0)
+    assert len(receiver.bodies) == 1
+
+
 def test_redirects_are_not_followed(receiver):
     receiver.status, receiver.location = 307, "http://169.254.169.254/latest/meta-data/"
     assert PooledPoster(lambda: LOOPBACK)(receiver.url + "/r", b"{}", None, 5.0) == 307

@@ -172,12 +172,16 @@ class CallbackPolicy:
         return addresses
 
 
+_DEFAULT_POLICY = CallbackPolicy()
+
+
 class _PinnedConnection(http.client.HTTPConnection):
     """An HTTP connection to an address the policy checked (the Host header keeps the URL's name)."""
 
     def __init__(self, host: str, port: int, address: Address, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self.address = address
+        self.checked_by: CallbackPolicy | None = None
 
     def connect(self) -> None:
         self.sock = socket.create_connection((str(self.address), self.port), self.timeout)
@@ -214,15 +218,16 @@ class PooledPoster:
             pool = self._local.pool = OrderedDict()
         return pool
 
-    def _connect(self, scheme: str, host: str, port: int, timeout: float) -> _PinnedConnection:
-        policy = self.policy() or CallbackPolicy()
+    def _connect(self, policy: CallbackPolicy, scheme: str, host: str, port: int,
+                 timeout: float) -> _PinnedConnection:
         address = policy.resolve(host, port)[0]
-        if scheme == "https":
-            return _PinnedTlsConnection(host, port, address, timeout, self.tls)
-        return _PinnedConnection(host, port, address, timeout)
+        conn = _PinnedTlsConnection(host, port, address, timeout, self.tls) if scheme == "https" else \
+            _PinnedConnection(host, port, address, timeout)
+        conn.checked_by = policy
+        return conn
 
     def __call__(self, url: str, body: bytes, token: str | None, timeout: float) -> int:
-        policy = self.policy() or CallbackPolicy()
+        policy = self.policy() or _DEFAULT_POLICY
         scheme, host, port = policy.split(url)
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -232,9 +237,12 @@ class PooledPoster:
         pool = self._pool()
         key = (scheme, host, port)
         conn = pool.pop(key, None)
+        if conn is not None and conn.checked_by is not policy:     # the policy changed since it was checked
+            conn.close()
+            conn = None
         reused = conn is not None
         if conn is None:
-            conn = self._connect(scheme, host, port, timeout)
+            conn = self._connect(policy, scheme, host, port, timeout)
         while True:
             try:
                 conn.timeout = timeout
@@ -254,7 +262,7 @@ class PooledPoster:
                 if not reused:
                     raise
                 reused = False            # the server closed it while idle: once more on a fresh connection
-                conn = self._connect(scheme, host, port, timeout)
+                conn = self._connect(policy, scheme, host, port, timeout)
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if isinstance(exc, OSError):
