@@ -176,3 +176,16 @@ def test_mqtt_binding_of_the_notifiers_answer():
                 {"MQTT": {"URIS": ["http://h"], "serialization": "JSON", "authentication": {"method": "ANONYMOUS"}}}):
         with pytest.raises(NotifierUnusable):
             binding(bad)
+
+
+def test_report_failures_while_the_vtn_is_down_do_not_count(tmp_path):
+    clock = Clock()
+    core, _, link = make(tmp_path / "s.json", clock)
+    core.on_item(("events", [two_step_event()], [], True))
+    telemetry(core, T0 + timedelta(seconds=1))
+    clock.now = T0 + timedelta(seconds=63)
+    core.on_item(("link", {"up": False, "error": "unreachable"}))
+    for _ in range(8):
+        core.tick()
+        core.on_item(("report_failed", "ev-9", link.sent[-1][3], "unreachable"))
+    assert core.pending["ev-9"]["failures"] == 0 and core.counts["reportsGivenUp"] == 0

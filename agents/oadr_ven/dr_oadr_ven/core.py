@@ -236,8 +236,10 @@ class VenCore:
         if entry is None:
             return
         entry["inFlight"] = False
+        if not self.link_up:  # an outage is not the report's fault: it is sent again once the VTN is back
+            return
         entry["failures"] = entry.get("failures", 0) + 1
-        if entry["failures"] >= REPORT_GIVE_UP and self.link_up:
+        if entry["failures"] >= REPORT_GIVE_UP:
             del self.pending[event_id]
             self.counts["reportsGivenUp"] += 1
             self._log.error("report", "report of event %s given up after %d failures: %s", event_id[:128],
