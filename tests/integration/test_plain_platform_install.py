@@ -6,7 +6,8 @@ the wheels with scripts/build_wheels, gives a throwaway home a virtual environme
 one the README's own commands built once, kept under $VDR_STATE/cache), runs the README's controller commands as
 written (through the service user when run as root), checks that `vctl install` fails at once without the shared
 library, sees dr.vtn and dr.ven running with their first process and answering their health RPC 30 s after their
-install, and stops the platform with no process left.
+install (meanwhile `vctl install-lib` of a checkout folder installs the library alone), and stops the platform
+with no process left.
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ def plain():
     plain = PlainHome()
     created = plain.run(f'mktemp -d "{plain.state}/tmp/plain-install.XXXXXX"', home=plain.state).stdout.strip()
     plain.root = Path(created)
+    plain.run(f'mkdir "{plain.home}"', home=plain.state)
     yield plain
     left = plain.pids()
     for pid in left:
@@ -328,6 +330,17 @@ def test_readme_install_on_a_plain_platform(plain, tmp_path, figure):
         assert first.get("dr.vtn", "").startswith("running"), shown + plain.log_tail()
         assert first.get(VEN_IDENTITY, "").startswith("running"), shown + plain.log_tail()
 
+        # meanwhile, `vctl install-lib` of a checkout folder builds and installs the library alone (no dr_ops)
+        checkout = subprocess.run(["tar", "-C", str(REPO), "-cf", "-", "--exclude=__pycache__", "--exclude=*.egg-info",
+                                   "pyproject.toml", "setup.cfg", "README.md", "src"], capture_output=True,
+                                  check=True).stdout
+        plain.run("mkdir -p ~/checkout && tar -C ~/checkout -xf -", stdin=checkout)
+        t_folder = time.monotonic()
+        plain.run(f"{prelude}\nvctl install-lib ~/checkout", timeout=600)
+        folder_s = time.monotonic() - t_folder
+        files = plain.run(f"{prelude}\npip show -f volttron-dr-common").stdout
+        assert "dr_common/topics.py" in files and "dr_ops" not in files and "dr_tools" not in files, files
+
         time.sleep(max(0.0, t_installed + RUN_FOR_S - time.monotonic()))
         later = plain.agents(prelude)
         # still the first process of each (no crash and restart in between)
@@ -352,4 +365,5 @@ def test_readme_install_on_a_plain_platform(plain, tmp_path, figure):
            f"{t_stopped - t0:.0f} s in all: wheels {t_wheels - t0:.1f} s, venv copy {t_venv - t_wheels:.1f} s, "
            f"VOLTTRON_HOME project + start {t_started - t_venv:.1f} s, refused install without the library "
            f"{t_refused - t_started:.1f} s, install-lib + 2 installs {t_installed - t_refused:.1f} s, "
-           f"{RUN_FOR_S} s run + health {t_checked - t_installed:.1f} s, shutdown {t_stopped - t_checked:.1f} s")
+           f"{RUN_FOR_S} s run (with install-lib of a checkout folder, {folder_s:.1f} s) + health "
+           f"{t_checked - t_installed:.1f} s, shutdown {t_stopped - t_checked:.1f} s")
