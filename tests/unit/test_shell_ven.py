@@ -20,7 +20,8 @@ VEN_ID = CONFIG["venId"]
 
 
 @pytest.fixture
-def shell():
+def shell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # the agent's state file (statePath, default data/ven_state.json) lands here
     driver = {DriverRpc.GET_MULTIPLE_POINTS: lambda points, *a, **k: ({}, {p: "no reading" for p in points}),
               DriverRpc.SCRAPE_ALL: lambda path, *a, **k: {},
               DriverRpc.SET_POINT: lambda *a, **k: None, DriverRpc.REVERT_POINT: lambda *a, **k: None}
