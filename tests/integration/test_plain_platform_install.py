@@ -6,8 +6,8 @@ the wheels with scripts/build_wheels, gives a throwaway home a virtual environme
 one the README's own commands built once, kept under $VDR_STATE/cache), runs the README's controller commands as
 written (through the service user when run as root), checks that `vctl install` fails at once without the shared
 library, sees dr.vtn and dr.ven running with their first process and answering their health RPC 30 s after their
-install (meanwhile `vctl install-lib` of a checkout folder installs the library alone), and stops the platform
-with no process left.
+install (meanwhile `vctl install-lib` of a checkout folder installs the library alone), sees an agent whose library
+was removed exit with status 78 and one log line, and stops the platform with no process left.
 """
 
 from __future__ import annotations
@@ -353,6 +353,17 @@ def test_readme_install_on_a_plain_platform(plain, tmp_path, figure):
         assert health["dr.vtn"]["ok"] is True and health["dr.vtn"]["identity"] == "dr.vtn", health
         assert health[VEN_IDENTITY]["ok"] is True and health[VEN_IDENTITY]["configured"] is True, health
         t_checked = time.monotonic()
+
+        # an agent whose environment loses the library later says so in one line and exits with status 78
+        plain.run(f"{prelude}\npip uninstall -q -y volttron-dr-common\nvctl restart --tag dr >/dev/null", timeout=300)
+        deadline = time.monotonic() + 60
+        while plain.agents(prelude).get(VEN_IDENTITY) != "78" and time.monotonic() < deadline:
+            time.sleep(1)
+        assert plain.agents(prelude).get(VEN_IDENTITY) == "78", plain.agents(prelude)
+        log = (plain.home / "volttron.log").read_text(errors="replace")
+        assert "volttron-dr-ven-load-control cannot start: Python module dr_common is not installed" in log
+        assert "No module named 'dr_common'" not in log  # no traceback
+        t_missing = time.monotonic()
     finally:
         plain.run(f"{prelude}\nvctl shutdown --platform", check=False, timeout=120)
         deadline = time.monotonic() + 30
@@ -366,4 +377,5 @@ def test_readme_install_on_a_plain_platform(plain, tmp_path, figure):
            f"VOLTTRON_HOME project + start {t_started - t_venv:.1f} s, refused install without the library "
            f"{t_refused - t_started:.1f} s, install-lib + 2 installs {t_installed - t_refused:.1f} s, "
            f"{RUN_FOR_S} s run (with install-lib of a checkout folder, {folder_s:.1f} s) + health "
-           f"{t_checked - t_installed:.1f} s, shutdown {t_stopped - t_checked:.1f} s")
+           f"{t_checked - t_installed:.1f} s, library removed and agents restarted until status 78 "
+           f"{t_missing - t_checked:.1f} s, shutdown {t_stopped - t_missing:.1f} s")
