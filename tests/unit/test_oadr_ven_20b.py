@@ -394,6 +394,17 @@ def test_unreachable_vtn_is_retried_with_backoff_and_stop_joins():
     agent.stop()
 
 
+def test_stop_right_after_start_ends_the_thread():
+    agent = AgentSide()
+    settings = Oadr20bSettings(ven_name="building-11", vtn_url=f"http://127.0.0.1:{free_port()}/x")
+    lnk = Oadr20bLink(settings, agent.on_event, agent.decide, lambda: None)
+    lnk.start(agent.inbox.put)
+    started = time.monotonic()
+    assert lnk.stop(10) and time.monotonic() - started < 5
+    assert not lnk.report_opt("any", "optOut")
+    agent.stop()
+
+
 def _raw(signals: list[dict[str, Any]], status: str = "far", **descriptor: Any) -> dict[str, Any]:
     start = datetime.now(timezone.utc) + timedelta(minutes=1)
     return {"event_descriptor": {"event_id": "e1", "modification_number": 0, "market_context": "oadr://a",

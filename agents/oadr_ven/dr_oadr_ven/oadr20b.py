@@ -140,6 +140,7 @@ class Oadr20bLink:
             return
         self._handoff = handoff
         logging.getLogger("openleadr").setLevel(logging.WARNING)   # its per-sample INFO lines
+        self._loop = asyncio.new_event_loop()     # known before the thread runs, so stop() can always end it
         self._thread = threading.Thread(target=self._thread_main, name=f"oadr20b-{self.settings.ven_name}",
                                         daemon=True)
         self._thread.start()
@@ -178,7 +179,10 @@ class Oadr20bLink:
             if answer is None or answer[1] == opt:
                 return False
             self._answers[event_id] = (answer[0], opt)
-        asyncio.run_coroutine_threadsafe(self._send_opt(event_id, answer[0], opt), loop)
+        try:
+            asyncio.run_coroutine_threadsafe(self._send_opt(event_id, answer[0], opt), loop)
+        except RuntimeError:   # the loop closed meanwhile (stopping)
+            return False
         return True
 
     def status(self) -> dict[str, Any]:
@@ -188,6 +192,7 @@ class Oadr20bLink:
             counts = dict(self._counts)
             handoff = dict(self._handoff_stats)
             active = len(self._active)
+            rejects = self.rejects.snapshot()
         last = self._last_contact
         age = None if last is None else round(time.monotonic() - last, 3)
         poll = getattr(client, "poll_frequency", None)
@@ -196,14 +201,15 @@ class Oadr20bLink:
                 "registered": self._registered.is_set(), "lastContactAgeS": age,
                 "up": bool(self._registered.is_set() and age is not None and stale_s and age <= stale_s),
                 "venId": getattr(client, "ven_id", None), "registrationId": getattr(client, "registration_id", None),
-                "activeEvents": active, "counts": counts, "rejects": self.rejects.snapshot(), "handoff": handoff}
+                "activeEvents": active, "counts": counts, "rejects": rejects, "handoff": handoff}
 
     # ---- link thread ---------------------------------------------------------------------------------------
 
     def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self._loop
+        if loop is None:
+            return
         asyncio.set_event_loop(loop)
-        self._loop = loop
         task = loop.create_task(self._connect())
         try:
             loop.run_forever()
@@ -310,8 +316,8 @@ class Oadr20bLink:
         return answer
 
     def _refuse(self, event: Any, exc: EventRefused) -> str:
-        self.rejects.count(exc.reason)
         with self._lock:
+            self.rejects.count(exc.reason)
             self._counts["refused"] += 1
             self._counts[OPT_OUT] += 1
         event_id, modification = _event_key(event)
