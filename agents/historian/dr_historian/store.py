@@ -3,6 +3,8 @@
 The schema is in `schema.py` (created automatically), the read side in `reads.py`. A write is one transaction:
 new topics, metadata changes, readings (an existing (topic, ts) is replaced, so a replay after an ambiguous
 commit stores each reading once) and the DR event index. Topic ids are cached in a bounded `TopicCache`.
+Readings go to SQLite by an executemany upsert, to PostgreSQL by binary COPY (`pg_ingest.py`), with the upsert
+only for a batch holding a reading that is stored already.
 """
 
 from __future__ import annotations
@@ -157,8 +159,8 @@ class Store:
                     for start in range(0, len(tuples), _INSERT_CHUNK):
                         conn.exec_driver_sql(self._sqlite_upsert_sql, tuples[start:start + _INSERT_CHUNK])
                 elif not self._copy(conn, tuples):  # a reading of the batch is stored already: upsert them all
-                    rows = [{"topic_id": topic_id, "ts": from_micros(micros), "value_num": num, "value_json": text}
-                            for topic_id, micros, num, text in tuples]
+                    rows = [{"topic_id": topic_id, "ts": from_micros(micros), "value_num": num, "value_json": js}
+                            for topic_id, micros, num, js in tuples]
                     for start in range(0, len(rows), _INSERT_CHUNK):
                         self._upsert(conn, data_table, rows[start:start + _INSERT_CHUNK], ["topic_id", "ts"],
                                      ["value_num", "value_json"])
