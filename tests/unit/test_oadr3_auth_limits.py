@@ -126,6 +126,7 @@ def test_429_over_http_is_a_problem_with_the_oauth_error():
     assert locked.status_code == 429
     assert locked.json["status"] == 429 and locked.json["error"] == "temporarily_unavailable"
     assert {"type", "title", "detail"} <= set(locked.json) and SECRET not in locked.get_data(as_text=True)
+    assert locked.json["title"] == "Too Many Requests" and int(locked.headers["Retry-After"]) >= 1
     guesses = [post({**RIGHT, "client_id": f"guess-{i}"}, "198.51.100.9").status_code for i in range(3)]
     assert guesses == [401, 401, 401]                       # the address is the request's peer address
     assert post({**RIGHT, "client_id": "guess-9"}, "198.51.100.9").status_code == 429

@@ -38,7 +38,7 @@ READ_SCOPES = {"programs": {"read_all", "read_targets"}, "events": {"read_all", 
 WRITE_SCOPE = {"programs": "write_programs", "events": "write_events", "vens": "write_vens",
                "resources": "write_vens", "subscriptions": "write_subscriptions", "reports": "write_reports"}
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-          500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+          429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 STATUS_OF_CODE = {"invalid": 400, "forbidden": 403, "not_found": 404, "conflict": 409, "internal": 500}
 INT_QUERY = ("skip", "limit")
 _DIGITS = re.compile(r"[0-9]{1,10}")
@@ -60,11 +60,13 @@ class Oadr3Context:
 class Problem(Exception):
     """An error answer in the spec's `problem` form."""
 
-    def __init__(self, status: int, detail: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, detail: str, extra: dict[str, Any] | None = None,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.extra = extra or {}
+        self.retry_after_s = retry_after_s
 
     def response(self) -> Response:
         """The JSON response."""
@@ -74,6 +76,8 @@ class Problem(Exception):
         answer.status_code = self.status
         if self.status == 401:
             answer.headers["WWW-Authenticate"] = 'Bearer realm="openadr3"'
+        if self.retry_after_s is not None:
+            answer.headers["Retry-After"] = str(max(1, int(self.retry_after_s)))
         return answer
 
 
@@ -195,8 +199,8 @@ def create_blueprint() -> Blueprint:
             answer = jsonify(_ctx().issuer.issue(request.form))
         except AuthFailure as exc:
             _ctx().rejects.count(exc.error)
-            raise Problem(exc.status, exc.description, {"error": exc.error,
-                                                        "error_description": exc.description}) from None
+            raise Problem(exc.status, exc.description, {"error": exc.error, "error_description": exc.description},
+                          retry_after_s=exc.retry_after_s) from None
         answer.headers["Cache-Control"] = "no-store"
         return answer
 
