@@ -324,3 +324,14 @@ def test_the_seed_api_takes_a_cap_too_and_refuses_a_cap_with_a_reduction(vtn):
     both = api_call(vtn.service.create_event, {"startTime": start, "durationS": 600, "capKw": 3,
                                                "requestedReductionKw": 1, "allVens": True})
     assert both["code"] == "invalid" and both["field"] == "capKw"
+
+
+def test_an_oadr_ven_whose_object_is_gone_is_deregistered_at_start(vtn):
+    made = make_oadr_ven(vtn)
+    ven = vtn.service.registry.get("ven-a")
+    api_call(vtn.service.oadr_delete, "vens", made["id"], VEN_A)
+    vtn.store.save(vens=[ven])                  # a flush of its last-seen time that was in flight at the delete
+    vtn.service.register_ven({"venId": "ven-s", "transport": "bus"})
+    vtn.restart()
+    assert [v["venId"] for v in vtn.service.list_vens()] == ["ven-s"]
+    assert api_call(vtn.service.get_ven, "ven-a")["code"] == "not_found"

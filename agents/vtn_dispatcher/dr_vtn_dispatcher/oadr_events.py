@@ -29,7 +29,7 @@ from dr_vtn_dispatcher.errors import invalid
 from dr_vtn_dispatcher.events import EventManager
 from dr_vtn_dispatcher.model import epoch
 from dr_vtn_dispatcher.oadr_models import duration_seconds, seconds_duration
-from dr_vtn_dispatcher.oadr_objects import DEFAULT_PROGRAM_ID, EVENT, ObjectBook
+from dr_vtn_dispatcher.oadr_objects import DEFAULT_PROGRAM_ID, EVENT, VEN, ObjectBook
 
 SIMPLE = "SIMPLE"
 SETPOINT_RELATIVE = "DISPATCH_SETPOINT_RELATIVE"
@@ -192,7 +192,9 @@ def step_changes(steps: list[IntervalStep]) -> list[tuple[float, dict[str, Any]]
 
 
 def resume_steps(book: ObjectBook, manager: EventManager) -> int:
-    """After a start: hand every live event's kept steps back to dr.vtn; returns how many events have steps."""
+    """After a start: hand every live event's kept steps back to dr.vtn, and deregister OpenADR VENs whose VEN
+    object is gone (`Registry.keep_oadr`); returns how many events have steps."""
+    manager.registry.keep_oadr({str(ven.body.get("venName")) for ven in book.all(VEN)})
     count = 0
     for extras in book.all(EVENT):
         kept = extras.body.get("_steps")

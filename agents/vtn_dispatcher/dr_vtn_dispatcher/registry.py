@@ -146,6 +146,15 @@ class Registry:
         del self.vens[ven_name]
         return True
 
+    def keep_oadr(self, ven_names: set[str]) -> list[str]:
+        """At start: deregister the VENs of transport `oadr` whose VEN object is gone (a write of their state
+        that was in flight when the object was deleted can bring the row back). Returns their venIds."""
+        gone = [ven_id for ven_id, ven in self.vens.items()
+                if ven.transport == TRANSPORT_OADR and ven_id not in ven_names]
+        for ven_id in gone:
+            self.deregister_oadr(ven_id)
+        return gone
+
     def seen_oadr(self, ven_name: str | None) -> None:
         """An OpenADR VEN client read or wrote through the API: its VEN (when registered) was just heard from."""
         ven = self.vens.get(ven_name) if ven_name else None
