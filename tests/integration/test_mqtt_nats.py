@@ -163,6 +163,28 @@ def test_persistent_session_keeps_commands_for_an_absent_ven_bridge(tmp_path, na
             c.stop()
 
 
+def test_a_ven_id_with_a_dot_is_refused_by_config_not_by_a_reconnect_loop(tmp_path, nats):
+    """nats-server closes the connection of a client publishing to a topic with '.'; paho resends the message
+    after each reconnect, so without broker.refused_topic_chars one such command would hold up the link."""
+    watcher = QosRecorder(nats.port, "dot-watcher", ["ven/cmd/+"])
+    bus = RecordingBus()
+    core = _core(tmp_path, "nats-vtn-dot", bus, nats.port, broker={"refused_topic_chars": ". "})
+    try:
+        wait(lambda: core.connected, 15, "bridge connected")
+        result = core.on_bus_message("dr/batch/cmd", {"commands": [
+            {"venId": v, "op": "ping", "correlationId": f"d:{v}"} for v in ("ok-1", "site.a", "ok-2")]})
+        assert result == {"sent": 2, "queued": 0, "refused": 0, "rejected": 1}
+        got = wait(lambda: (m := watcher.snapshot()) and len(m) >= 2 and m, 10, "the two commands NATS accepts")
+        assert [t for t, _, _ in got] == ["ven/cmd/ok-1", "ven/cmd/ok-2"]
+        gevent.sleep(1.0)
+        status = core.status()
+        assert status["connects"] == 1 and status["disconnects"] == 0
+        assert status["rejects"] == {"topic_refused": 1} and status["unacknowledged"] == 0
+    finally:
+        watcher.stop()
+        core.stop()
+
+
 VENS = [f"nout-{i}" for i in range(4)]
 ROUNDS = 60
 ROUND_INTERVAL_S = 0.2

@@ -99,6 +99,7 @@ class BrokerConfig(ConfigModel):
     reconnect_max_s: float = Field(30.0, ge=0.05, le=3600)
     connect_timeout_s: float = Field(10.0, ge=0.1, le=600)
     max_inflight: int = Field(0, ge=0, le=65535)
+    refused_topic_chars: str = Field("", max_length=16, pattern=r"^[^#+/\x00]*$")
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -268,6 +269,10 @@ def parse_config(raw: Mapping[str, Any] | None, check_files: bool = True) -> Bri
             if problem:
                 raise ConfigError(f"broker.tls.{name}", problem)
 
+    refused = broker.refused_topic_chars
+    if mode == MODE_VEN and refused and any(c in ven_id for c in refused):  # type: ignore[operator]
+        raise ConfigError("ven_id", f"has a character of broker.refused_topic_chars {refused!r}: "
+                                    "the broker refuses it in topics")
     default_out, default_in = default_routes(mode)
     bind = ven_id if mode == MODE_VEN else None
     out_models = model.outbound if model.outbound is not None else [
@@ -285,6 +290,7 @@ def parse_config(raw: Mapping[str, Any] | None, check_files: bool = True) -> Bri
         status_topic = _template("status_topic", status_raw).bind(bind)
         if status_topic.has_ven_id:
             raise ConfigError("status_topic", "a {venId} placeholder needs mode 'ven' (the bridge's own venId)")
+    _check_refused_chars(refused, outbound, inbound, status_topic)
 
     return BridgeConfig(
         mode=mode,
@@ -307,6 +313,19 @@ def parse_config(raw: Mapping[str, Any] | None, check_files: bool = True) -> Bri
         log_mqtt_packets=model.log_mqtt_packets,
         warnings=security_warnings(broker),
     )
+
+
+def _check_refused_chars(refused: str, outbound: tuple[OutboundRoute, ...], inbound: tuple[InboundRoute, ...],
+                         status_topic: TopicTemplate | None) -> None:
+    """No configured topic may hold a character the broker refuses (`broker.refused_topic_chars`)."""
+    if not refused:
+        return
+    named = [(f"outbound.{i}.mqtt", t) for i, r in enumerate(outbound) for t in r.mqtt]
+    named += [(f"inbound.{i}.mqtt", r.mqtt) for i, r in enumerate(inbound)]
+    named += [("status_topic", status_topic)] if status_topic is not None else []
+    for key, template in named:
+        if any(c in template.text for c in refused):
+            raise ConfigError(key, f"has a character of broker.refused_topic_chars {refused!r}")
 
 
 def security_warnings(broker: BrokerConfig) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ REASON_BAD_COMMAND = "bad_command"
 REASON_UNENCODABLE = "unencodable"
 REASON_OUTBOX_FULL = "outbox_full"
 REASON_NO_ROUTE = "no_route"
+REASON_TOPIC_REFUSED = "topic_refused"  # a character the broker refuses in topics (broker.refused_topic_chars)
 
 MAX_INFLIGHT_ROWS = 20_000  # outbox rows handed to paho and not yet acknowledged (bounds paho's memory)
 FANOUT_PRIORITY_S = 2.0     # the longest inbound messages wait for a fan-out in progress
@@ -110,6 +112,8 @@ class OutboundPath:
         self.inflight_rows: dict[int, int] = {}
         self._order_lock = gevent.lock.Semaphore()
         self.drain_wakeup = gevent.event.Event()
+        refused = config.broker.refused_topic_chars
+        self._refused_in = re.compile(f"[{re.escape(refused)}]").search if refused else None
 
     def bus_prefixes(self) -> list[str]:
         """The bus prefixes to subscribe to (deliveries are checked against the templates)."""
@@ -185,6 +189,8 @@ class OutboundPath:
     def submit(self, msgs: list[Msg]) -> dict[str, int]:
         """Send in order: straight to paho when connected and nothing is waiting, else to the outbox."""
         result = _result()
+        if self._refused_in is not None:
+            msgs = self._without_refused_topics(msgs, result)
         if not msgs:
             return result
         link, outbox = self.link, self.outbox
@@ -199,6 +205,19 @@ class OutboundPath:
         self.stats.count("out_direct", sent)
         self.stats.count("out_queued", result["queued"])
         return result
+
+    def _without_refused_topics(self, msgs: list[Msg], result: dict[str, int]) -> list[Msg]:
+        """Drops what the broker would answer by closing the connection (a resend after reconnect would close it
+        again, and hold up everything queued behind it)."""
+        search = self._refused_in
+        keep = [m for m in msgs if not search(m[0])]  # type: ignore[misc]
+        if len(keep) < len(msgs):
+            bad = next(m[0] for m in msgs if search(m[0]))  # type: ignore[misc]
+            self._rejects.refuse(REASON_TOPIC_REFUSED, bad, "the topic has a character of "
+                                 f"broker.refused_topic_chars {self.config.broker.refused_topic_chars!r}",
+                                 len(msgs) - len(keep))
+            result["rejected"] += len(msgs) - len(keep)
+        return keep
 
     def _publish_direct(self, link: link_mod.MqttLink, msgs: list[Msg]) -> int:
         qos, chunk = self.config.qos, self.config.publish_chunk
