@@ -335,3 +335,15 @@ def test_an_oadr_ven_whose_object_is_gone_is_deregistered_at_start(vtn):
     vtn.restart()
     assert [v["venId"] for v in vtn.service.list_vens()] == ["ven-s"]
     assert api_call(vtn.service.get_ven, "ven-a")["code"] == "not_found"
+
+
+def test_an_update_mid_event_asks_the_current_interval_in_one_modification(vtn):
+    vtn.service.register_ven({"venId": "ven-a", "transport": "bus", "maxShedKw": 10})
+    start = float(int(vtn.clock.now()) + 60)
+    made = api_call(vtn.service.oadr_create, "events", stepped(start, 1, 2, 3), BL)
+    vtn.clock.advance_to(start + 700)                               # in the second interval: 2 kW, m1
+    api_call(vtn.service.oadr_update, "events", made["id"], stepped(start, 1, 5, 6), BL)
+    event = vtn.service.get_event(made["id"])
+    assert (event["requestedReductionKw"], event["modificationNumber"]) == (5.0, 2)
+    vtn.clock.advance_to(start + 1201)
+    assert vtn.service.get_event(made["id"])["requestedReductionKw"] == 6

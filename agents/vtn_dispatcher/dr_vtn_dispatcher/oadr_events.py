@@ -134,8 +134,8 @@ def interval_steps(body: Mapping[str, Any], now: float, max_duration_s: float) -
 
 def to_vtn_plan(body: Mapping[str, Any], event_id: str, now: float, max_duration_s: float,
                 is_ven: Callable[[str], bool]) -> tuple[dict[str, Any], list[IntervalStep]]:
-    """The dr.vtn event request of a validated OpenADR eventRequest (its first interval's payload over the
-    whole span) and its steps (each interval's payload from that interval's start)."""
+    """The dr.vtn event request of a validated OpenADR eventRequest (over the whole span, asking what the
+    interval under way at `now` asks, else the first) and its steps (each interval's payload from its start)."""
     steps = interval_steps(body, now, max_duration_s)
     period = dict(body.get("intervalPeriod") or {})
     first = dict(body["intervals"][0].get("intervalPeriod") or {})
@@ -149,7 +149,8 @@ def to_vtn_plan(body: Mapping[str, Any], event_id: str, now: float, max_duration
         out["priority"] = PRIORITY_MAX - body["priority"]
     if body.get("eventName"):
         out["name"] = body["eventName"]
-    out.update(steps[0][2])
+    due = [changes for at, _, changes in steps if at <= now + 1e-6]
+    out.update(due[-1] if due else steps[0][2])     # what the event asks now (an update may come mid-event)
     targets = list(dict.fromkeys(body.get("targets") or []))
     vens = [t for t in targets if is_ven(t)]
     groups = [t for t in targets if not is_ven(t)]
