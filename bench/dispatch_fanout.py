@@ -2,8 +2,9 @@
 """Dispatch fan-out: activation -> command received at each of N VENs, through dr.mqtt and by bare paho.
 
 Setup (all on this machine): a private Mosquitto on a free port (the same Debian binary as 127.0.0.1:1883,
-no other traffic), N simulated VENs (dr_tools.fleet: epoll-driven paho clients in --procs worker processes,
-each acking every command), a throwaway VOLTTRON site with dr.mqtt installed (vtn mode), and a bus client.
+no other traffic), or with --broker nats a private nats-server (its MQTT listener, JetStream in a temporary
+folder: a broker that clusters), N simulated VENs (dr_tools.fleet: epoll-driven paho clients in --procs worker
+processes, each acking every command), a throwaway VOLTTRON site with dr.mqtt installed (vtn mode), and a bus client.
 
 For each N and round, two paths, in alternating order:
   bridge: t0 = the dispatch round is published on dr/batch/cmd (what dr.vtn does at activation: one bus
@@ -29,6 +30,7 @@ it later than a VEN of its own would. The time the simulator's loop read it is p
 Targets: 1,000 VENs p99 < 100 ms and within 1.5x of bare paho; 10,000 VENs p99 < 1 s.
 
 Run with the platform's Python:  /var/lib/volttron-dr/venv/bin/python bench/dispatch_fanout.py [--sizes 100,1000,10000]
+                                 [--broker mosquitto|nats]
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.support.nats: the private nats-server of the tests
 
 from dr_tools.fleet.brokers import Mosquitto  # noqa: E402
 from dr_tools.fleet.sim import FleetOptions, ven_ids  # noqa: E402
@@ -106,6 +111,17 @@ def command(ven_id: str, corr: str, until: str, issued: str) -> dict:
             "requestedReductionKw": 1.5, "until": until, "issuedAt": issued}
 
 
+def start_broker(kind: str, folder: Path, n_max: int):
+    """The private broker, started; `.port` is its MQTT port, `.proc` its process, `.stop()` stops it."""
+    if kind == "mosquitto":
+        return Mosquitto(folder, persistence=False).start()
+    from tests.support.nats import NatsServer
+
+    # every QoS 1 message to a subscriber waits for its PUBACK within NATS's max_ack_pending (default 1,024 per
+    # subscription): dr.mqtt's one ven/ack/+ subscription takes a whole round's acks
+    return NatsServer(folder, name="bench-nats", max_ack_pending=min(65535, max(1024, 2 * n_max))).start()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100,1000,10000", help="comma-separated N (default 100,1000,10000)")
@@ -117,6 +133,9 @@ def main() -> int:
                     help="also measure the bridge path with the round split into bus messages of this many commands")
     ap.add_argument("--ack-delay-ms", type=float, default=0.0,
                     help="each simulated VEN acks this long after receiving a command (default 0: at once)")
+    ap.add_argument("--broker", choices=("mosquitto", "nats"), default="mosquitto",
+                    help="the private broker both paths use: mosquitto (default) or nats (nats-server's MQTT "
+                         "listener with JetStream)")
     ap.add_argument("--keep", action="store_true", help="keep the site folder afterwards")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args()
@@ -125,8 +144,8 @@ def main() -> int:
     n_max = max(sizes)
 
     work = Path(tempfile.mkdtemp(prefix="dispatch-fanout-"))
-    broker = Mosquitto(work / "broker", persistence=False).start()
-    print(f"private mosquitto on 127.0.0.1:{broker.port}; starting {n_max:,} simulated VENs in {args.procs} "
+    broker = start_broker(args.broker, work / "broker", n_max)
+    print(f"private {args.broker} on 127.0.0.1:{broker.port}; starting {n_max:,} simulated VENs in {args.procs} "
           f"process(es)", flush=True)
     fleet = FleetProcesses(FleetOptions(port=broker.port, count=n_max, prefix=PREFIX, telemetry_interval_s=0,
                                         record=True, connect_window=200, keepalive_s=600,
@@ -190,7 +209,7 @@ def main() -> int:
                                config={"retryInitialS": 60.0, "retryMaxS": 120.0, "flushIntervalS": 1.0})
         client = BusClient(plat, "bench.fanout").connect()
         cpu = CpuMeter()
-        cpu.add("mosquitto", [broker.proc.pid])
+        cpu.add(args.broker, [broker.proc.pid])
         cpu.add("VEN fleet", [p.pid for p in fleet._procs])
         cpu.add("bare publisher", [bare._proc.pid])
         cpu.add("bench", [os.getpid()])
@@ -379,7 +398,7 @@ def main() -> int:
     print()
     print(f"activation ({src}) -> command at each VEN's socket; ms over all VENs of {args.rounds} rounds;")
     acking = f"{args.ack_delay_ms:g} ms after a command" if args.ack_delay_ms else "at once"
-    print(f"VEN fleet in {args.procs} process(es), each VEN acking {acking}; private mosquitto; QoS 1")
+    print(f"VEN fleet in {args.procs} process(es), each VEN acking {acking}; private {args.broker}; QoS 1")
     print(f"{'N':>7} {'path':<8}{'p50':>8} {'p99':>8} {'max':>8} | {'ack RTT p50':>11} {'p99':>8} {'max':>8} | "
           f"{'makespan':>8} | {'read by sim p50':>15} {'p99':>8}")
     for n, res in results["sizes"].items():
