@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 
+import gevent
 import pytest
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from dr_vtn_dispatcher import oadr_notify
 from dr_vtn_dispatcher.config import parse_config
 from dr_vtn_dispatcher.oadr_callbacks import CallbackPolicy, CallbackRefused, PooledPoster
 from dr_vtn_dispatcher.oadr_notify import OWED, StoreKeep, WebhookNotifier
 from dr_vtn_dispatcher.store import Store, sqlite_url
-from tests.unit.test_oadr3_notify import serve_in_thread
 
 LOOPBACK = CallbackPolicy.from_config(
     parse_config({"openadr3": {"callbackPolicy": {"allowedHosts": ["127.0.0.1"]}}}).openadr3.callback_policy)
@@ -25,7 +26,11 @@ LOOPBACK = CallbackPolicy.from_config(
 
 class KeepAliveReceiver:
     """HTTP/1.1 with keep-alive; counts connections and requests. `close_after_each` closes the connection
-    after answering without saying so (as a server's idle timeout does); `status` / `location` shape answers."""
+    after answering without saying so (as a server's idle timeout does); `status` / `location` shape answers.
+
+    gevent's WSGI server in a thread of its own (its own hub): every connection is a greenlet of that thread, so
+    it works the same whether or not an earlier test loaded VOLTTRON, which patches the socket module (a
+    thread-per-connection server then hands gevent sockets across threads and breaks)."""
 
     def __init__(self) -> None:
         self.connections = 0
@@ -36,40 +41,42 @@ class KeepAliveReceiver:
         outer = self
         lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
+        class Handler(WSGIHandler):
+            def handle(self) -> None:
                 with lock:
                     outer.connections += 1
+                super().handle()
 
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with lock:
-                    outer.bodies.append(body)
-                self.send_response(outer.status)
-                if outer.location:
-                    self.send_header("Location", outer.location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+            def handle_one_response(self) -> None:
+                super().handle_one_response()
                 if outer.close_after_each:
                     self.close_connection = True
 
-            def log_message(self, *args) -> None:
-                pass
+        def app(environ, start_response):
+            body = environ["wsgi.input"].read()
+            with lock:
+                outer.bodies.append(body)
+            headers = [("Content-Length", "0")] + ([("Location", outer.location)] if outer.location else [])
+            start_response(f"{outer.status} {HTTPStatus(outer.status).phrase}", headers)
+            return [b""]
 
-        def build() -> ThreadingHTTPServer:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-            server.daemon_threads = True
-            return server
+        ready = threading.Event()
 
-        serve_in_thread(self, build)
+        def serve() -> None:
+            self._hub = gevent.get_hub()
+            self.http = WSGIServer(("127.0.0.1", 0), app, handler_class=Handler, log=None, error_log=None)
+            self.http.start()
+            self.url = f"http://127.0.0.1:{self.http.server_port}"
+            ready.set()
+            self.http.serve_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "the receiver did not start"
 
     def close(self) -> None:
-        self.http.shutdown()
+        self._hub.loop.run_callback_threadsafe(self.http.stop)
         self.thread.join(5)
-        self.http.server_close()
 
 
 @pytest.fixture
