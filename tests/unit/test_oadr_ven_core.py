@@ -189,3 +189,17 @@ def test_report_failures_while_the_vtn_is_down_do_not_count(tmp_path):
         core.tick()
         core.on_item(("report_failed", "ev-9", link.sent[-1][3], "unreachable"))
     assert core.pending["ev-9"]["failures"] == 0 and core.counts["reportsGivenUp"] == 0
+
+
+def test_operating_state_says_opt_out_and_the_site_owners_overrides(tmp_path):
+    clock = Clock()
+    core, _, link = make(tmp_path / "s.json", clock)
+    core.on_item(("events", [two_step_event()], [], True))
+    loads = {"ev_charger": {"override": True}, "hvac": {"override": False}}
+    telemetry(core, T0 + timedelta(seconds=5), loads=loads)
+    telemetry(core, T0 + timedelta(seconds=65), optOut=True)
+    clock.now = T0 + timedelta(seconds=123)
+    core.tick()
+    intervals = link.sent[-1][1]["resources"][0]["intervals"]
+    states = [next(p["values"] for p in i["payloads"] if p["type"] == "OPERATING_STATE") for i in intervals]
+    assert states == [["RUNNING_CURTAILED", "OVERRIDE", "ev_charger"], ["RUNNING_OPTED_OUT"]]
