@@ -72,3 +72,34 @@ def test_without_the_setting_a_dotted_ven_id_goes_out(tmp_path):
         assert core.status()["rejectsTotal"] == 0
     finally:
         core.discard()
+
+
+# --- several VTN-side bridge instances sharing the fleet's inbound traffic ------------------------------
+def test_share_group_subscribes_every_inbound_route_as_a_shared_subscription(tmp_path):
+    core = BridgeCore(parse_config({"share_group": "dr-vtn", "store": {"path": str(tmp_path / "o.sqlite")}}),
+                      _Bus())
+    core.prepare()
+    try:
+        assert core.out.link._subscriptions == [("$share/dr-vtn/ven/ack/+", 1), ("$share/dr-vtn/ven/telemetry/+", 1),
+                                                ("$share/dr-vtn/oadr/meter/+", 1), ("$share/dr-vtn/ven/status/+", 1)]
+    finally:
+        core.discard()
+    plain = BridgeCore(parse_config({"store": {"path": str(tmp_path / "p.sqlite")}}), _Bus())
+    plain.prepare()
+    try:
+        assert plain.out.link._subscriptions[0] == ("ven/ack/+", 1)
+    finally:
+        plain.discard()
+
+
+@pytest.mark.parametrize("raw", [
+    {"mode": "ven", "ven_id": "v1", "share_group": "g"},
+    {"share_group": "a/b"},
+    {"share_group": "a+"},
+    {"share_group": ""},
+    {"share_group": "g" * 65},
+])
+def test_a_bad_share_group_is_a_config_error(raw):
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert err.value.key == "share_group", err.value

@@ -174,6 +174,7 @@ class _BridgeModel(ConfigModel):
     status_retain: bool = True
     publish_chunk: int = Field(500, ge=1, le=100_000)
     log_mqtt_packets: bool = False
+    share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_:-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class BridgeConfig:
     status_retain: bool = True
     publish_chunk: int = 500
     log_mqtt_packets: bool = False
+    share_group: str | None = None
     warnings: tuple[str, ...] = ()
 
 
@@ -257,6 +259,8 @@ def parse_config(raw: Mapping[str, Any] | None, check_files: bool = True) -> Bri
                                         "_ . : -, starting with a letter or digit)") from None
     elif ven_id is not None:
         raise ConfigError("ven_id", "only used in mode 'ven'")
+    if mode == MODE_VEN and model.share_group is not None:
+        raise ConfigError("share_group", "only used in mode 'vtn' (several bridge instances sharing the fleet)")
 
     broker = model.broker
     updates: dict[str, Any] = {"port": broker.effective_port}
@@ -311,6 +315,7 @@ def parse_config(raw: Mapping[str, Any] | None, check_files: bool = True) -> Bri
         status_retain=model.status_retain,
         publish_chunk=model.publish_chunk,
         log_mqtt_packets=model.log_mqtt_packets,
+        share_group=model.share_group,
         warnings=security_warnings(broker),
     )
 

@@ -105,7 +105,8 @@ class BridgeCore:
                 birth = link_mod.Birth(topic=cfg.status_topic.text, online=link_mod.status_payload(cfg.ven_id, True),
                                        offline=link_mod.status_payload(cfg.ven_id, False), qos=max(cfg.qos, 1),
                                        retain=cfg.status_retain)
-            subs = [(route.mqtt.mqtt_filter(), cfg.qos) for route in cfg.inbound]
+            share = f"$share/{cfg.share_group}/" if cfg.share_group else ""  # deliveries name the plain topic
+            subs = [(share + route.mqtt.mqtt_filter(), cfg.qos) for route in cfg.inbound]
             link = self._link_factory(cfg.broker, inbox, subs, birth, log_packets=cfg.log_mqtt_packets)
         except BaseException:
             outbox.close()
