@@ -122,6 +122,24 @@ def start_broker(kind: str, folder: Path, n_max: int):
     return NatsServer(folder, name="bench-nats", max_ack_pending=min(65535, max(1024, 2 * n_max))).start()
 
 
+def run_on_each_broker(json_file: str | None) -> int:
+    """This bench once per broker, in turn (each run prints its table; --json FILE becomes FILE.<broker>)."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    at = next(i for i, a in enumerate(argv) if a == "--broker" or a.startswith("--broker="))
+    argv = argv[:at] + argv[at + (1 if "=" in argv[at] else 2):]
+    if json_file:
+        at = next(i for i, a in enumerate(argv) if a == "--json" or a.startswith("--json="))
+        argv = argv[:at] + argv[at + (1 if "=" in argv[at] else 2):]
+    failed = 0
+    for kind in ("mosquitto", "nats"):
+        print(f"=== broker: {kind} ===", flush=True)
+        extra = ["--json", f"{json_file}.{kind}"] if json_file else []
+        failed |= subprocess.run([sys.executable, __file__, *argv, "--broker", kind, *extra]).returncode
+    return 1 if failed else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100,1000,10000", help="comma-separated N (default 100,1000,10000)")
@@ -133,12 +151,14 @@ def main() -> int:
                     help="also measure the bridge path with the round split into bus messages of this many commands")
     ap.add_argument("--ack-delay-ms", type=float, default=0.0,
                     help="each simulated VEN acks this long after receiving a command (default 0: at once)")
-    ap.add_argument("--broker", choices=("mosquitto", "nats"), default="mosquitto",
+    ap.add_argument("--broker", choices=("mosquitto", "nats", "both"), default="mosquitto",
                     help="the private broker both paths use: mosquitto (default) or nats (nats-server's MQTT "
-                         "listener with JetStream)")
+                         "listener with JetStream); both: the whole run on each, one after the other")
     ap.add_argument("--keep", action="store_true", help="keep the site folder afterwards")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args()
+    if args.broker == "both":
+        return run_on_each_broker(args.json)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     paths = ["bridge", "bare"] + (["chunked"] if args.chunk and not args.with_vtn else [])
     n_max = max(sizes)
