@@ -274,7 +274,7 @@ def parse_config(raw: Mapping[str, Any] | None, check_files: bool = True) -> Bri
                 raise ConfigError(f"broker.tls.{name}", problem)
 
     refused = broker.refused_topic_chars
-    if mode == MODE_VEN and refused and any(c in ven_id for c in refused):  # type: ignore[operator]
+    if mode == MODE_VEN and refused and any(c in (ven_id or "") for c in refused):
         raise ConfigError("ven_id", f"has a character of broker.refused_topic_chars {refused!r}: "
                                     "the broker refuses it in topics")
     default_out, default_in = default_routes(mode)

@@ -190,7 +190,7 @@ class OutboundPath:
         """Send in order: straight to paho when connected and nothing is waiting, else to the outbox."""
         result = _result()
         if self._refused_in is not None:
-            msgs = self._without_refused_topics(msgs, result)
+            msgs = self._without_refused_topics(msgs, self._refused_in, result)
         if not msgs:
             return result
         link, outbox = self.link, self.outbox
@@ -206,13 +206,13 @@ class OutboundPath:
         self.stats.count("out_queued", result["queued"])
         return result
 
-    def _without_refused_topics(self, msgs: list[Msg], result: dict[str, int]) -> list[Msg]:
+    def _without_refused_topics(self, msgs: list[Msg], search: Callable[[str], object],
+                                result: dict[str, int]) -> list[Msg]:
         """Drops what the broker would answer by closing the connection (a resend after reconnect would close it
         again, and hold up everything queued behind it)."""
-        search = self._refused_in
-        keep = [m for m in msgs if not search(m[0])]  # type: ignore[misc]
+        keep = [m for m in msgs if not search(m[0])]
         if len(keep) < len(msgs):
-            bad = next(m[0] for m in msgs if search(m[0]))  # type: ignore[misc]
+            bad = next(m[0] for m in msgs if search(m[0]))
             self._rejects.refuse(REASON_TOPIC_REFUSED, bad, "the topic has a character of "
                                  f"broker.refused_topic_chars {self.config.broker.refused_topic_chars!r}",
                                  len(msgs) - len(keep))
