@@ -183,15 +183,19 @@ def run_layout(name: str, layout: list[tuple[str, int, int, str]], args, port: i
         if p.returncode != 0:
             raise RuntimeError(f"dr.vtn child failed:\n{err[-3000:]}")
         outs.append(json.loads(out.strip().splitlines()[-1]))
-    receipts = [r for fleet in fleets for r in fleet.drain_receipts()]
+    first: dict[str, float] = {}  # a resend (dr.vtn's retry of a command not yet acked) is not a new command
+    resends = 0
+    for corr, arrived, _read in (r for fleet in fleets for r in fleet.drain_receipts()):
+        resends += corr in first
+        first[corr] = min(arrived, first.get(corr, arrived))
     per_round: list[list[float]] = [[] for _ in range(args.rounds)]
     starts = {rnd["eventId"]: (i, rnd["start"]) for o in outs for i, rnd in enumerate(o["rounds"])}
-    for corr, arrived, _read in receipts:
+    for corr, arrived in first.items():
         event_id = corr.split(":")[0]
         if ":event:" in corr and event_id in starts:
             i, start = starts[event_id]
             per_round[i].append((arrived - (mono0 + (start - t0))) * 1000)
-    return {"outs": outs, "perRound": per_round, "expected": sum(o["vens"] for o in outs)}
+    return {"outs": outs, "perRound": per_round, "expected": sum(o["vens"] for o in outs), "resends": resends}
 
 
 def summarize(label: str, result: dict[str, Any], rounds_skip: int) -> None:
@@ -204,7 +208,7 @@ def summarize(label: str, result: dict[str, Any], rounds_skip: int) -> None:
     acked_txt = "/".join("-" if a is None else f"{a:.0f}" for a in acked)
     print(f"  {label:<34} p50 {percentile(lat, 50):7.1f}  p99 {percentile(lat, 99):7.1f}  max {max(lat):7.1f} ms;"
           f" {statistics_median(rate):8,.0f} commands/s (makespan median {statistics_median(makespans):.0f} ms);"
-          f" received per round {counts} of {result['expected']}")
+          f" received per round {counts} of {result['expected']}, resends {result['resends']}")
     print(f"  {'':<34} dr.vtn timer -> batch handed to the bridge, median {statistics_median(inside):.1f} ms;"
           f" all acked at (ms after start, per dr.vtn and round) {acked_txt}")
 
