@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 
 
+def compact_key(key: Hashable) -> bytes:
+    """A 16-byte digest (BLAKE2b-128) of a key's repr: what the window remembers instead of the key itself. A key
+    of an ack (kind, venId, correlationId, timestamp) held as its tuple of strings takes about 400 bytes, its
+    digest about 150, and two keys collide with a probability of 2^-128."""
+    return hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class Deduplicator:
-    """Remembers keys for `window_s` seconds, at most `max_entries` of them (oldest forgotten first).
+    """Remembers keys for `window_s` seconds, at most `max_entries` of them (oldest forgotten first), each as its
+    `compact_key`.
 
     `window_s == 0` or `max_entries == 0` turns it off."""
 
@@ -24,6 +33,7 @@ class Deduplicator:
         if key is None or self.window_s <= 0 or self.max_entries <= 0:
             return False
         self._expire(now)
+        key = compact_key(key)
         if key in self._seen:
             return True
         self._seen[key] = now
