@@ -11,6 +11,7 @@ _log = logging.getLogger(DIST)
 
 
 def main() -> None:
+    """Run the agent; without a library it imports, log which and how to install it, and exit 78."""
     try:
         from dr_web.agent import main as run_agent
     except ModuleNotFoundError as exc:
