@@ -274,7 +274,7 @@ def main() -> int:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc runs")
     parser.add_argument("--api-register", action="store_true",
-                        help="register each VEN through register_ven (SQLite ~0.4 ms, PostgreSQL ~8 ms per VEN)")
+                        help="register each VEN through register_ven, one transaction each (slower on PostgreSQL)")
     parser.add_argument("--child", choices=("ours", "raw", "seed"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
