@@ -41,6 +41,7 @@ def shell(tmp_path, monkeypatch):
                          "record_dr": True, "retry_period": 0.5}})
     yield sh
     sh.stop()
+    sh.agent.stop_process_thread()  # before the working folder changes back: the thread opens its cache there
 
 
 def test_dr_telemetry_on_the_bus_is_stored_and_queried(shell):
