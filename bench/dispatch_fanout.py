@@ -44,8 +44,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.support.nats: the private nats-server of the tests
 
 from dr_tools.fleet.brokers import Mosquitto  # noqa: E402
 from dr_tools.fleet.sim import FleetOptions, ven_ids  # noqa: E402
@@ -115,7 +113,7 @@ def start_broker(kind: str, folder: Path, n_max: int):
     """The private broker, started; `.port` is its MQTT port, `.proc` its process, `.stop()` stops it."""
     if kind == "mosquitto":
         return Mosquitto(folder, persistence=False).start()
-    from tests.support.nats import NatsServer
+    from dr_tools.fleet.nats import NatsServer
 
     # every QoS 1 message to a subscriber waits for its PUBACK within NATS's max_ack_pending (default 1,024 per
     # subscription): dr.mqtt's one ven/ack/+ subscription takes a whole round's acks

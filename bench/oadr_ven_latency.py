@@ -37,8 +37,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
@@ -52,7 +50,7 @@ from dr_oadr_ven.state import StateFile  # noqa: E402
 from dr_tools import webharness  # noqa: E402
 from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier  # noqa: E402
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier  # noqa: E402
-from tests.unit.test_oadr3_api import BL, VEN1, Server  # noqa: E402
+from dr_tools.oadr3_server import BL, VEN1, Oadr3Server as Server  # noqa: E402
 
 PREFIX = f"bench-oadr-ven-{uuid.uuid4().hex[:8]}/OpenADR/3.1.0"
 

@@ -5,7 +5,6 @@ openapi-core, so a drift from the spec fails the test."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -14,7 +13,6 @@ import httpx
 import pytest
 import yaml
 from werkzeug.datastructures import Headers, ImmutableMultiDict
-from werkzeug.serving import make_server
 
 openadr3 = pytest.importorskip("openadr3")
 from openadr3.api import OpenADRClient  # noqa: E402
@@ -22,16 +20,10 @@ from openadr3.auth import fetch_token  # noqa: E402
 from openapi_core import Config, OpenAPI  # noqa: E402
 from openapi_core.datatypes import RequestParameters  # noqa: E402
 
-from dr_tools.webharness import WebHarness  # noqa: E402
-from dr_web.oadr3 import BASE_PATH  # noqa: E402
-from dr_web.oadr3.auth import Oadr3Config, TokenIssuer  # noqa: E402
-from dr_web.oadr3.blueprint import install  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[2] / "web" / "dr_web" / "oadr3" / "openadr3.yaml"
 REFERENCE = Path("/work/shared/reference/openadr3-3.1.0/openadr3.yaml")
-BL = ("demo-bl", "bl-secret-for-tests-1")
-VEN1 = ("ven-client-1", "ven1-secret-for-tests")
-VEN2 = ("ven-client-2", "ven2-secret-for-tests")
+from dr_tools.oadr3_server import BL, VEN1, VEN2, Oadr3Server  # noqa: E402  (re-exported to the other tests)
 
 
 class _Req:
@@ -56,29 +48,11 @@ class _Resp:
         self.data = response.content
 
 
-class Server:
-    """dr.web's app with the OpenADR blueprint, served on a free port in a thread (one request at a time,
-    as the in-process dr.vtn service expects)."""
+class Server(Oadr3Server):
+    """The in-process OpenADR VTN (dr_tools.oadr3_server) with every response checked against the spec."""
 
     def __init__(self, folder: Path) -> None:
-        self.web = WebHarness(folder)
-        config = Oadr3Config.model_validate({"clients": [
-            {"clientId": BL[0], "clientSecret": BL[1], "role": "bl"},
-            {"clientId": VEN1[0], "clientSecret": VEN1[1], "role": "ven", "venName": "ven-1"},
-            {"clientId": VEN2[0], "clientSecret": VEN2[1], "role": "ven", "venName": "ven-2"}]})
-        self.issuer = TokenIssuer(config)
-        install(self.web.app, self.issuer, self.web.gateway, "dr.vtn", 5.0)
-        ready = threading.Event()
-
-        def serve() -> None:  # made and served in one thread (gevent sockets, once VOLTTRON is loaded, stay put)
-            self.http = make_server("127.0.0.1", 0, self.web.app, threaded=False)
-            ready.set()
-            self.http.serve_forever(poll_interval=0.05)
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        ready.wait(10)
-        self.base = f"http://127.0.0.1:{self.http.server_port}{BASE_PATH}"
+        super().__init__(folder)
         spec = yaml.safe_load(SPEC.read_text())
         spec["servers"] = [{"url": self.base}]
         # the spec's `ven` and `resource` are allOf(objectMetadata, Bl...Request), whose objectType enums exclude
@@ -101,12 +75,6 @@ class Server:
     def client(self, creds: tuple[str, str]) -> OpenADRClient:
         token = fetch_token(self.base, creds[0], creds[1])
         return OpenADRClient(self.base, token=token)
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.thread.join(5)
-        self.web.close()
-
 
 @pytest.fixture
 def server(tmp_path):
