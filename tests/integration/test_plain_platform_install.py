@@ -41,6 +41,7 @@ AGENTS = {
     "agents/ven_load_control": "dr_ven_load_control",
     "agents/mqtt_bridge": "dr_mqtt_bridge",
     "agents/historian": "dr_historian",
+    "agents/oadr_ven": "dr_oadr_ven",
     "web": "dr_web",
 }
 SECTION = "## Install on your own VOLTTRON platform"
