@@ -35,8 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vtn_memory import PgDatabase, pg_reachable  # noqa: E402  (the throwaway database of the memory bench)
+from vtn_memory import PgDatabase, pg_reachable  # the memory bench (in this script's folder): a throwaway database
 
 T_REF = 1_800_000_000.0
 PARTS = ("a", "b")
