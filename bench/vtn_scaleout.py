@@ -109,10 +109,10 @@ def child_vtn(args: argparse.Namespace) -> dict[str, Any]:
 
     inbound = [{"mqtt": f"{p}/ven/ack/{{venId}}", "kind": "ack", "bus": "dr/batch/ack", "batch": True}
                for p in args.acks.split(",")]
+    outbox = str(Path(args.folder) / f"{args.name}.db")
     core = BridgeCore(bridge_config({"broker": {"port": args.port, "client_id": f"so-bridge-{args.name}",
                                                 "clean_session": True},
-                                     "inbound": inbound, "store": {"path": str(Path(args.folder) / f"{args.name}.db")}}),
-                      AckPort())
+                                     "inbound": inbound, "store": {"path": outbox}}), AckPort())
     sender.core = core
     core.start()
     svc.start()
