@@ -113,8 +113,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except Exception as exc:  # the predicate may race the thing it waits for
-            last_exc = exc
+        except (Exception, gevent.Timeout) as exc:  # it may race what it waits for; an RPC may time out
+            last_exc = exc                          # (gevent.Timeout is a BaseException)
             value = None
         if value:
             return value
