@@ -18,6 +18,11 @@ rounds on ven/ack/<venId>, which only dr.mqtt subscribes to: neither path carrie
 With --with-vtn the bridge path starts at dr.vtn instead: N VENs registered with dr.vtn, an event that
 starts 2 s ahead and asks 0.5 kW of each VEN (within every simulated VEN's capacity, so dr.vtn moves no
 shortfall to other VENs while the round is measured); t0 = its start instant (activation), the rest as above.
+With --via oadr|both (implies --with-vtn) the event is created through dr.vtn's OpenADR 3.1 path as well or
+instead: the `oadr_create` RPC on `events` (what dr.web's `POST /events` calls) by a business-logic principal, a
+DISPATCH_SETPOINT_RELATIVE interval of -0.5 kW per VEN starting at once (`0001-01-01`), targets the N venIds.
+Then every dr.vtn path (seed: `create_event` with startTime now; oadr) is timed from the create call
+(t0 = just before the RPC), rounds alternate seed / oadr / bare, and the oadr/seed ratio is printed.
 
 Each simulated VEN acks at once by default; --ack-delay-ms 50 has it ack 50 ms after a command, as the real
 VEN agent does (command -> ack at the broker took 47-58 ms in tests/integration/test_e2e_two_platforms.py), so
@@ -30,7 +35,7 @@ it later than a VEN of its own would. The time the simulator's loop read it is p
 Targets: 1,000 VENs p99 < 100 ms and within 1.5x of bare paho; 10,000 VENs p99 < 1 s.
 
 Run with the platform's Python:  /var/lib/volttron-dr/venv/bin/python bench/dispatch_fanout.py [--sizes 100,1000,10000]
-                                 [--broker mosquitto|nats]
+                                 [--broker mosquitto|nats] [--with-vtn [--via seed|oadr|both]]
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from dr_tools.fleet.workers import BarePublisher, FleetProcesses, percentile  # 
 
 PREFIX = "fan"
 BARE_ACK_PREFIX = "bare/ack"  # the VENs ack here during bare rounds, so each path has only its own ack consumer
+BL_PRINCIPAL = {"clientId": "fanout-bench-bl", "role": "bl", "venName": None}  # as dr.web passes it on
 
 
 def stats(values_ms: list[float]) -> dict[str, float | None]:
@@ -145,6 +151,9 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=2, help="fleet worker processes (default 2)")
     ap.add_argument("--site", default="mqttbench", help="throwaway VOLTTRON site name (default mqttbench)")
     ap.add_argument("--with-vtn", action="store_true", help="start the bridge path at a dr.vtn event activation")
+    ap.add_argument("--via", choices=("seed", "oadr", "both"), default="seed",
+                    help="with dr.vtn: create the event through its seed API (default), its OpenADR 3.1 path "
+                         "(oadr_create on events), or both in the same run (implies --with-vtn)")
     ap.add_argument("--chunk", type=int, default=0,
                     help="also measure the bridge path with the round split into bus messages of this many commands")
     ap.add_argument("--ack-delay-ms", type=float, default=0.0,
@@ -158,7 +167,11 @@ def main() -> int:
     if args.broker == "both":
         return run_on_each_broker(args.json)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
-    paths = ["bridge", "bare"] + (["chunked"] if args.chunk and not args.with_vtn else [])
+    args.with_vtn = args.with_vtn or args.via != "seed"
+    at_create = args.via != "seed"  # dr.vtn paths timed from the create call (events start at once)
+    vtn_paths = {"seed": ["bridge"], "oadr": ["oadr"], "both": ["bridge", "oadr"]}[args.via]
+    paths = (vtn_paths if args.with_vtn else ["bridge"]) + ["bare"] + \
+        (["chunked"] if args.chunk and not args.with_vtn else [])
     n_max = max(sizes)
 
     work = Path(tempfile.mkdtemp(prefix="dispatch-fanout-"))
@@ -251,6 +264,11 @@ def main() -> int:
                 return client.rpc(topics.VTN_IDENTITY, method, *a, timeout=60, **kw)
 
             pump_until(lambda: rpc("health").get("ok"), 30)
+            if "oadr" in paths:
+                program = rpc(topics.VtnRpc.OADR_CREATE, "programs", {"programName": f"fanout-{os.getpid()}"},
+                              BL_PRINCIPAL)
+                if not isinstance(program, dict) or "id" not in program:
+                    raise RuntimeError(f"dr.vtn oadr_create programs: {program}")
 
         from datetime import timedelta
 
@@ -320,14 +338,26 @@ def main() -> int:
                         bare.publish([(f"ven/cmd/{v}", json.dumps(command(v, f"{tag}:{v}", until, issued),
                                                                   separators=(",", ":"))) for v in ids])
                         t0 = wait_published()
+                    elif path == "oadr":
+                        body = {"programID": program["id"], "eventName": tag, "intervalPeriod": {
+                            "start": "0001-01-01T00:00:00Z", "duration": "PT30M"}, "intervals": [{
+                                "id": 0, "payloads": [{"type": "DISPATCH_SETPOINT_RELATIVE", "values": [-0.5 * n]}]}]}
+                        if n <= 1000:  # the spec's lists here hold at most 1,000 targets; else all VENs
+                            body["targets"] = ids
+                        t0 = time.monotonic()
+                        made = rpc(topics.VtnRpc.OADR_CREATE, "events", body, BL_PRINCIPAL)
+                        if not isinstance(made, dict) or "id" not in made:
+                            raise RuntimeError(f"dr.vtn oadr_create events: {made}")
+                        event = {"eventId": made["id"]}
                     elif args.with_vtn:
-                        start = utcnow() + timedelta(seconds=2)
+                        start = utcnow() + timedelta(seconds=0 if at_create else 2)
+                        t_create = time.monotonic()
                         event = rpc("create_event", {"startTime": to_iso(start), "durationS": 1800,
                                                      "requestedReductionKw": 0.5 * n, "venIds": ids})
                         if not isinstance(event, dict) or "eventId" not in event:
                             raise RuntimeError(f"dr.vtn create_event: {event}")
-                        # activation instant on the monotonic clock
-                        t0 = time.monotonic() + (start - utcnow()).total_seconds()
+                        # the create call, or the activation instant on the monotonic clock
+                        t0 = t_create if at_create else time.monotonic() + (start - utcnow()).total_seconds()
                     elif path == "chunked":
                         cmds = [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]
                         t0 = time.monotonic()
@@ -338,14 +368,15 @@ def main() -> int:
                         batch = compact_batch([command(v, f"{tag}:{v}", until, issued) for v in ids])
                         t0 = time.monotonic()
                         client.publish(topics.BUS_CMD_BATCH, batch)
-                    ok, got = collect_receipts(n, 60 + n / 100, first_only=args.with_vtn and path == "bridge")
+                    ok, got = collect_receipts(n, 60 + n / 100, first_only=path in ("bridge", "oadr")
+                                               and args.with_vtn)
                     acks = bare_acks if path == "bare" else bus_acks
                     wait_acks(acks, n, refill=path == "bare")
                     acks = list(acks)
                     last = (client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("lastFanout") or {}
                             if path == "bridge" else {})
                     cpu_after = cpu.read()
-                    if path == "bridge" and args.with_vtn:  # the restores are not measured
+                    if path in ("bridge", "oadr") and args.with_vtn:  # the restores are not measured
                         last_round = rpc("health").get("lastRound", {})
                         hand_off = last_round.get("handOffMs")
                         bus_acks.clear()
@@ -385,12 +416,14 @@ def main() -> int:
             s["vtn_hand_off_cpu"]["median"] = percentile(per["vtn_hand_off_cpu"], 50)
             s["vtn_first_batch"]["median"] = percentile(per["vtn_first_batch"], 50)
             spans = {k: sorted(v)[len(v) // 2] for k, v in per.items() if k.endswith("_span") and v}
-            ratio = (s["bridge"]["p99"] / s["bare"]["p99"]) if s["bridge"]["n"] and s["bare"]["n"] else None
+            ratio = (s[paths[0]]["p99"] / s["bare"]["p99"]) if s[paths[0]]["n"] and s["bare"]["n"] else None
             ratio_c = (s["chunked"]["p99"] / s["bare"]["p99"]) if "chunked" in s and s["chunked"]["n"] else None
+            via = {q: (s["oadr"][q] / s["bridge"][q]) for q in ("p50", "p99")
+                   if "oadr" in s and s["oadr"]["n"] and s["bridge"]["n"]}
             results["sizes"][n] = {"stats": s, "medianMakespanMs": spans, "p99Ratio": ratio,
                                    "makespansMs": {k[:-5]: [round(x, 1) for x in v] for k, v in per.items()
                                                    if k.endswith("_span")},
-                                   "p99RatioChunked": ratio_c,
+                                   "p99RatioChunked": ratio_c, "oadrOverSeed": via,
                                    "cpuMsPerRound": {path: {k: round(v * 1000 / args.rounds, 1)
                                                             for k, v in used.items()}
                                                      for path, used in cpu_used.items()}}
@@ -410,7 +443,8 @@ def main() -> int:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    src = "dr.vtn event start" if args.with_vtn else "dispatch round published on dr/batch/cmd"
+    src = ("dr.vtn event create call (seed API or OpenADR 3.1)" if at_create else
+           "dr.vtn event start" if args.with_vtn else "dispatch round published on dr/batch/cmd")
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} CPUs")
     print()
@@ -444,9 +478,12 @@ def main() -> int:
             parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
             print(f"{'':>7} CPU ms per {path} round (until every ack is in): {parts}; "
                   f"total {sum(used.values()):.0f}")
+        if res["oadrOverSeed"]:
+            print(f"{'':>7} ratio oadr/seed (OpenADR 3.1 create / seed-API create, same run): p50 "
+                  f"{res['oadrOverSeed']['p50']:.3f}  p99 {res['oadrOverSeed']['p99']:.3f}   target within 1.10")
         ratio = res["p99Ratio"]
         target = {1000: "target p99 < 100 ms and ratio <= 1.5", 10000: "target p99 < 1000 ms"}.get(n, "")
-        print(f"{'':>7} ratio bridge/bare p99: {ratio:.2f}   {target}" if ratio else f"{'':>7} ratio n/a")
+        print(f"{'':>7} ratio {paths[0]}/bare p99: {ratio:.2f}   {target}" if ratio else f"{'':>7} ratio n/a")
         if res.get("p99RatioChunked"):
             print(f"{'':>7} ratio chunked/bare p99: {res['p99RatioChunked']:.2f}  (round sent as bus messages of "
                   f"{args.chunk} commands)")

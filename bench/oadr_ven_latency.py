@@ -1,23 +1,28 @@
 #!/usr/bin/env python3
-"""OpenADR 3.1 VEN agent: event created at the VTN -> the command handed to dr.ven's bus publish, by the way the
-VEN learns of it (polling, webhook, the VTN's MQTT notifier), next to the seed-contract path and raw baselines
+"""OpenADR 3.1 VEN agent: event created at the VTN -> first set_point at the building (dr.ven's engine), by the way
+the VEN learns of it (polling, webhook, the VTN's MQTT notifier), next to the seed-contract path and raw baselines
 measured in the same run.
 
 Setup (one process, this machine): our VTN in-process as the unit tests run it (dr.web's OpenADR blueprint on a
 werkzeug server on a free loopback port, the real dr.vtn service on SQLite behind it, its `WebhookNotifier`
 with the callback policy allowing 127.0.0.1 and its `MqttNotifier` on the local Mosquitto 127.0.0.1:1883 under
 a prefix of this run); dr.oadr's link and core (`Oadr31Link`, `VenCore`) with a VEN client, the link's
-findings drained by this process's main thread as the agent's greenlet does. Each path runs `--events` events
+findings drained by this process's main thread as the agent's greenlet does; the building: dr.ven's
+`VenEngine` in-process on the demo site's ven.json (venId set to the VEN's), fed the demo devices' readings
+(physics of the site's driver configs, as bench/ven_latency.py's in-process mode), its state file in the run's
+folder. Every command the VEN agent hands to its bus publish goes straight into the engine's `on_command`; the
+figure stops when the engine returns the event's ops (its first set_point). Each path runs `--events` events
 (one at a time, each created by the business logic with `POST /events`, 2 kW, starting now, after a random
 pause of 0-1 s so that creations fall at random phases of the poll period; each deleted after); per event:
 
-  poll     t0 = just before the POST -> the core publishes the command; `pollS` 1 (notifications off)
+  poll     t0 = just before the POST -> dr.ven's engine returns the first set_point; `pollS` 1 (no notifications)
   webhook  the same with `notify: webhook` (pollS 3600: only the webhook can bring it)
   mqtt     the same with `notify: mqtt` (pollS 3600)
-  seed     the seed contract: `POST /api/events/` (one registered bus VEN per event) -> dr.vtn hands the
-           command to its bus sender (in-process `MemorySender`), i.e. the same point as the VEN's publish
+  seed     the seed contract: `POST /api/events/` (one registered bus VEN per event, an engine of its venId)
+           -> dr.vtn hands the command to its bus sender (in-process `MemorySender`) -> the engine's first op
 Raw baselines, same run: one HTTP round trip to the same server (`GET auth/server`), one bare MQTT publish ->
-receive through the same broker (paho, QoS 1), one bare HTTP POST to the VEN's webhook receiver.
+receive through the same broker (paho, QoS 1), one bare HTTP POST to the VEN's webhook receiver. The time to the
+command's hand-off (the previous stop of this bench) is printed for each path too.
 
 Run with the platform's Python:  /var/lib/volttron-dr/venv/bin/python bench/oadr_ven_latency.py [--events 50]
 """
@@ -51,6 +56,10 @@ from dr_tools import webharness  # noqa: E402
 from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier  # noqa: E402
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier  # noqa: E402
 from dr_tools.oadr3_server import BL, VEN1, Oadr3Server as Server  # noqa: E402
+from dr_ven_load_control.config import parse_config as parse_ven_config  # noqa: E402
+from dr_ven_load_control.engine import VenEngine  # noqa: E402
+from dr_ven_load_control.store import StateStore  # noqa: E402
+from ven_latency import DEMO, demo_readings  # noqa: E402  (bench/, the script's own folder)
 
 PREFIX = f"bench-oadr-ven-{uuid.uuid4().hex[:8]}/OpenADR/3.1.0"
 
@@ -83,6 +92,46 @@ def vtn(folder: Path) -> Server:
         webharness.parse_config, webharness.VtnService = real_parse, real_service
 
 
+class Building:
+    """dr.ven's engine on the demo site, in-process: `command` is what dr.ven receives on its bus topic."""
+
+    READINGS = demo_readings()
+
+    def __init__(self, ven_id: str, state: Path) -> None:
+        import json
+
+        raw = json.loads((DEMO / "ven.json").read_text())
+        self.engine = VenEngine(parse_ven_config({**raw, "venId": ven_id}), StateStore(state))
+        self.handed: dict[str, float] = {}       # eventId -> when the command was handed to dr.ven
+        self.first_op: dict[str, float] = {}     # eventId -> when the engine returned its first set_point
+        now = time.time()
+        for k in range(6):                       # a meter history for the baseline, as the agent gathers it
+            self.refresh(now - 30 + 5 * k)
+
+    def refresh(self, now: float | None = None) -> None:
+        """Feed every demo device's reading (off the clock, between events)."""
+        now = time.time() if now is None else now
+        self.engine.ops_done([(op, None) for op in self.engine.on_timer(now)], now=now)
+        for device, values in self.READINGS.items():
+            self.engine.ops_done([(op, None) for op in self.engine.on_device(device, values, now=now)], now=now)
+
+    def command(self, payload: dict[str, Any]) -> None:
+        at = time.perf_counter()
+        outcome = self.engine.on_command(payload)
+        done = time.perf_counter()
+        event_id = payload.get("eventId")
+        if payload.get("op") == "event" and event_id and event_id not in self.handed:
+            self.handed[event_id] = at
+            if outcome.ops:
+                self.first_op[event_id] = done
+            else:
+                _log.error("event %s gave no set_point: %s", event_id, outcome.ack.to_payload())
+        self.engine.ops_done([(op, None) for op in outcome.ops])
+
+
+_log = logging.getLogger("oadr_ven_latency")
+
+
 class Bench:
     def __init__(self, server: Server, folder: Path) -> None:
         self.server = server
@@ -92,15 +141,14 @@ class Bench:
         self.bl = httpx.Client(headers={"Authorization": f"Bearer {token.json()['access_token']}"}, timeout=10)
         self.program = self.bl.post(server.base + "/programs", json={"programName": "bench"}).json()["id"]
 
-    def ven_path(self, notify: str, events: int) -> tuple[list[float], Oadr31Link]:
+    def ven_path(self, notify: str, events: int) -> tuple[list[float], list[float], Oadr31Link]:
         config = parse_config({"venId": "ven-1", "statePath": str(self.folder / f"{notify}.json"),
                                "vtn": {"baseUrl": self.server.base, "clientId": VEN1[0], "clientSecret": VEN1[1],
                                        "notify": notify, "pollS": 1 if notify == "poll" else 3600}})
-        published: list[tuple[float, dict[str, Any]]] = []
+        building = Building("ven-1", self.folder / f"dr-ven-{notify}.json")
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         link = Oadr31Link(config, {})
-        core = VenCore(config, StateFile(config.state_path).load(), lambda c: published.append(
-            (time.perf_counter(), c)), link)
+        core = VenCore(config, StateFile(config.state_path).load(), building.command, link)
 
         class Handoff:
             put = inbox.put
@@ -110,9 +158,10 @@ class Bench:
         while time.monotonic() < ready and not (core.enrolment and (
                 notify != "mqtt" or (link.status().get("mqtt") or {}).get("connected"))):
             self.drain(inbox, core, 0.05)
-        out = []
+        out, handed = [], []
         try:
             for _ in range(events):
+                building.refresh()
                 body = {"programID": self.program, "eventName": "bench", "targets": ["ven-1"],
                         "intervalPeriod": {"start": "0001-01-01T00:00:00Z", "duration": "PT1H"},
                         "intervals": [{"id": 0, "payloads": [{"type": "DISPATCH_SETPOINT_RELATIVE",
@@ -125,15 +174,18 @@ class Bench:
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline:
                     self.drain(inbox, core, 0.002)
-                    hit = [t for t, c in published if c.get("eventId") == event_id and c["op"] == "event"]
-                    if hit:
-                        out.append((hit[0] - t0) * 1000)
+                    if event_id in building.handed:
+                        handed.append((building.handed[event_id] - t0) * 1000)
+                        if event_id in building.first_op:
+                            out.append((building.first_op[event_id] - t0) * 1000)
                         break
                 self.bl.delete(self.server.base + f"/events/{event_id}")
-                self.drain(inbox, core, 0.05)
+                restored = time.monotonic() + 10  # the next event starts from a building at rest
+                while time.monotonic() < restored and building.engine.event is not None:
+                    self.drain(inbox, core, 0.01)
         finally:
             link.stop()
-        return out, link
+        return out, handed, link
 
     @staticmethod
     def drain(inbox: queue.SimpleQueue, core: VenCore, timeout: float) -> None:
@@ -147,20 +199,33 @@ class Bench:
             except queue.Empty:
                 return
 
-    def seed_path(self, events: int) -> list[float]:
-        web, out = self.server.web, []
+    def seed_path(self, events: int) -> tuple[list[float], list[float]]:
+        web, out, handed = self.server.web, [], []
+        buildings: dict[str, Building] = {}
+        real_send = web.sender.send_local
+
+        def send_local(ven_id: str, payload: dict[str, Any]) -> None:  # dr.vtn's bus hand-off -> dr.ven
+            real_send(ven_id, payload)
+            if ven_id in buildings:
+                buildings[ven_id].command(payload)
+
+        web.sender.send_local = send_local
         for n in range(events):
             ven_id = f"seed-{n}"
             web.vtn.register_ven({"venId": ven_id, "transport": "bus", "status": "online", "maxShedKw": 10})
+            buildings = {ven_id: Building(ven_id, self.folder / f"dr-ven-{ven_id}.json")}
             before = len(web.sender.local)
             t0 = time.perf_counter()
             answer = httpx.post(self.server.base.replace("/openadr3/3.1.0", "/api/events/"), json={
                 "requestedReductionKw": 2, "venIds": [ven_id], "durationS": 3600,
                 "startTime": to_iso(datetime.fromtimestamp(web.clock.now(), timezone.utc))},
                 headers={"Authorization": f"Bearer {webharness.TOKEN}"})
-            if answer.status_code in (200, 201) and len(web.sender.local) > before:
-                out.append((time.perf_counter() - t0) * 1000)
-        return out
+            building = buildings[ven_id]
+            if answer.status_code in (200, 201) and len(web.sender.local) > before and building.handed:
+                handed.extend((at - t0) * 1000 for at in building.handed.values())
+                out.extend((at - t0) * 1000 for at in building.first_op.values())
+        web.sender.send_local = real_send
+        return out, handed
 
     def http_baseline(self, n: int) -> list[float]:
         out = []
@@ -218,23 +283,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.ERROR, force=True)
     with tempfile.TemporaryDirectory() as tmp:
         server = vtn(Path(tmp))
         try:
             bench = Bench(server, Path(tmp))
-            rows = []
+            rows, handed_rows = [], []
             for notify in ("poll", "webhook", "mqtt"):
-                ms, link = bench.ven_path(notify, args.events)
+                ms, handed, link = bench.ven_path(notify, args.events)
                 rows.append(line(f"OpenADR 3.1 VEN, {notify} (-> {link.stats['notify']})", ms))
-            rows.append(line("seed contract (POST /api/events/)", bench.seed_path(args.events)))
+                handed_rows.append(line(f"OpenADR 3.1 VEN, {notify}", handed))
+            ms, handed = bench.seed_path(args.events)
+            rows.append(line("seed contract (POST /api/events/)", ms))
+            handed_rows.append(line("seed contract (POST /api/events/)", handed))
             rows.append(line("raw: HTTP round trip, same server", bench.http_baseline(args.events)))
             rows.append(line("raw: MQTT publish -> receive", mqtt_baseline(args.events)))
             rows.append(line("raw: HTTP POST to the VEN webhook", webhook_baseline(args.events)))
         finally:
             server.close()
-    print("event created at the VTN -> command handed to dr.ven's bus publish (one process, loopback)")
+    print("event created at the VTN -> first set_point at the building (dr.ven's engine; one process, loopback)")
     for row in rows:
+        print(row)
+    print("the same events, created -> command handed to dr.ven (before its engine)")
+    for row in handed_rows:
         print(row)
     return 0
 
