@@ -30,6 +30,7 @@ Run with the platform's Python:  /var/lib/volttron-dr/venv/bin/python bench/oadr
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import queue
 import random
@@ -98,8 +99,6 @@ class Building:
     READINGS = demo_readings()
 
     def __init__(self, ven_id: str, state: Path) -> None:
-        import json
-
         raw = json.loads((DEMO / "ven.json").read_text())
         self.engine = VenEngine(parse_ven_config({**raw, "venId": ven_id}), StateStore(state))
         self.handed: dict[str, float] = {}       # eventId -> when the command was handed to dr.ven
