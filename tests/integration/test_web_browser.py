@@ -415,6 +415,12 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
         # historian's window starts on the minute, before the VEN shed)
         assert 0.2 < float(reported[4]) <= shed_kw + 0.05, (reported, shed_kw)
         assert any(r[0] == "total" for r in rows)
+        # the chosen baseline method (the first meter-data method of the report) and its accuracy, or why it is not
+        # known yet (the historian backcasts it on the site's non-event days; this platform's history is minutes)
+        chosen = next(r[1] for r in rows if r[1] != "ven-reported")
+        accuracy = page.js("document.getElementById('mv-accuracy').textContent")
+        assert accuracy.startswith(chosen) and ("relative RMSE" in accuracy or "accuracy unknown" in accuracy
+                                                or "no non-event day" in accuracy), (chosen, accuracy)
         event_shot = page.screenshot(ARTIFACTS / "web_event.png")
         page.click("#stop-button")
         page.wait("document.getElementById('event-status').textContent === 'completed'", 10, "the event completed")
