@@ -132,6 +132,7 @@ class VtnRpc:
     OADR_DELETE = "oadr_delete"
     OADR_NOTIFIERS = "oadr_notifiers"          # the spec's notifiersResponse (webhooks, the MQTT binding)
     OADR_MQTT_TOPICS = "oadr_mqtt_topics"      # the spec's notifierTopicsResponse of notifiers/mqtt/topics/...
+    OADR_CLIENTS = "oadr_clients"              # dr.web -> dr.vtn: the OpenADR clients of its config (no secrets)
 
 
 class VenRpc:

@@ -268,3 +268,25 @@ def test_a_vens_report_is_its_telemetry(vtn):
     vtn.service.oadr_create("reports", _report(everyone["id"], _resource("AGGREGATED_REPORT", ("DEMAND", 9))),
                             {"clientId": "b", "role": "ven", "venName": "ven-b"})
     assert vtn.service.get_ven("ven-a")["usedPowerKw"] == 3
+
+
+def test_dr_webs_clients_are_kept_in_the_store_without_secrets_and_survive_a_restart(vtn):
+    from dr_vtn_dispatcher.oadr_objects import CLIENT
+
+    config = Oadr3Config.model_validate({"clients": [
+        {"clientId": "bl-1", "clientSecret": "bl-secret-0001", "role": "bl"},
+        {"clientId": "ven-1", "clientSecret": "ven-secret-0001", "role": "ven", "venName": "ven-a"}]})
+    clients = config.public_clients()                           # what dr.web hands over
+    assert "secret" not in str(clients).lower()
+    assert vtn.service.oadr_clients(clients) == {"clients": 2, "written": 2, "deleted": 0}
+    assert vtn.service.oadr_clients(clients) == {"clients": 2, "written": 0, "deleted": 0}   # unchanged: no write
+    bad = api_call(vtn.service.oadr_clients, [{**clients[0], "clientSecret": "s3cret-value"}])
+    assert bad["field"] == "clients[0].clientSecret" and "s3cret-value" not in str(bad)
+    assert api_call(vtn.service.oadr_clients, [{**clients[0], "role": "admin"}])["field"] == "clients[0].role"
+    vtn.restart()
+    kept = {c.object_id: c.body for c in vtn.service.oadr_book.all(CLIENT)}
+    assert kept == {c["clientId"]: c for c in clients}
+    assert vtn.service.oadr_clients(clients[1:]) == {"clients": 1, "written": 0, "deleted": 1}
+    vtn.restart()
+    assert [c.object_id for c in vtn.service.oadr_book.all(CLIENT)] == ["ven-1"]
+    assert [p["id"] for p in vtn.service.oadr_search("programs", BL, {})] == ["default"]   # not served as objects

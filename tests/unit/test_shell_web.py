@@ -23,9 +23,11 @@ TOKEN = "shell-test-token-0001"
 @pytest.fixture
 def shell():
     vtn = {VtnRpc.LIST_VENS: lambda **filters: [] if filters.get("transport") else [{"venId": "ven-a"}],
-           VtnRpc.HEALTH: lambda: {"ok": True}}
+           VtnRpc.HEALTH: lambda: {"ok": True}, VtnRpc.OADR_CLIENTS: lambda clients: {"clients": len(clients)}}
     sh = AgentShell(WebAgent, topics.WEB_IDENTITY, peers={topics.VTN_IDENTITY: vtn})
-    sh.start({"config": {"host": "127.0.0.1", "port": 0, "api_token": TOKEN, "registryRefreshS": 1}})
+    sh.start({"config": {"host": "127.0.0.1", "port": 0, "api_token": TOKEN, "registryRefreshS": 1,
+                         "openadr3": {"clients": [{"clientId": "bl-1", "clientSecret": "bl-secret-0001",
+                                                   "role": "bl"}]}}})
     yield sh
     sh.stop()
 
@@ -62,3 +64,13 @@ def test_a_bad_config_is_a_health_status_and_the_server_keeps_serving(shell):
 def test_every_web_rpc_is_exported_under_its_constant(shell):
     names = {v for k, v in vars(WebRpc).items() if k.isupper()}
     assert names <= set(shell.exports()), names - set(shell.exports())
+
+
+def test_the_openadr_clients_are_handed_to_dr_vtn_once_without_secrets(shell):
+    pushed = wait_until(lambda: [c for c in shell.calls if c[1] == VtnRpc.OADR_CLIENTS])
+    (peer, _method, args, _kwargs), = pushed[:1]
+    assert peer == topics.VTN_IDENTITY
+    assert args[0] == [{"clientId": "bl-1", "role": "bl", "venName": None, "scopes": args[0][0]["scopes"]}]
+    assert "write_events" in args[0][0]["scopes"] and "bl-secret-0001" not in str(shell.calls)
+    gevent.sleep(2.5)                                   # two more registry rounds: nothing new to hand over
+    assert len([c for c in shell.calls if c[1] == VtnRpc.OADR_CLIENTS]) == 1

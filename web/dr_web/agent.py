@@ -24,7 +24,7 @@ from volttron.utils.commands import vip_main
 from dr_common import topics
 from dr_common.rejects import RateLimitedLog, RejectCounter
 from dr_common.payloads import TRANSPORT_OADR
-from dr_common.topics import WebRpc
+from dr_common.topics import VtnRpc, WebRpc
 from dr_common.vip_repr import bound_message_repr
 from dr_web import __version__
 from dr_web.app import create_app
@@ -53,6 +53,7 @@ class WebAgent(Agent):
         self._bound: tuple[str, int] | None = None
         self._subscribed = False
         self._registry_loop: gevent.Greenlet | None = None
+        self._clients_pushed: tuple[str, list[dict[str, Any]]] | None = None
         self.vip.config.set_default("config", install_config)
         self.vip.config.subscribe(self._on_config, actions=["NEW", "UPDATE"], pattern="config")
 
@@ -145,6 +146,22 @@ class WebAgent(Agent):
                           exc.message)
         if dropped:
             _log.info("dr.web: dropped the live state of %d VEN(s) not registered with %s", dropped, cfg.vtn_identity)
+        self._push_clients(upstream)
+
+    def _push_clients(self, upstream: Upstream) -> None:
+        """Hand dr.vtn the OpenADR clients of this config (no secrets) for its store, once per change."""
+        cfg = self.web_config
+        clients = cfg.openadr3.public_clients() if cfg.openadr3 is not None else []
+        pushed = (cfg.vtn_identity, clients)
+        if pushed == self._clients_pushed:
+            return
+        try:
+            upstream.vtn(VtnRpc.OADR_CLIENTS, clients, timeout=min(cfg.rpc_timeout_s, cfg.registry_refresh_s))
+        except ApiProblem as exc:
+            _rlog.warning("clients", "dr.web: cannot hand the OpenADR clients to %s: %s", cfg.vtn_identity,
+                          exc.message)
+            return
+        self._clients_pushed = pushed
 
     def _on_telemetry(self, peer: str, sender: str, bus: str, topic: str, headers: Any, message: Any) -> None:
         if self.live.on_message(topic, message, sender):

@@ -329,6 +329,11 @@ class VtnAgent(Agent):
         """The MQTT topic names of notifiers/mqtt/topics/{path} the principal may read."""
         return self._call(VtnService.oadr_mqtt_topics, path, principal)
 
+    @RPC.export(topics.VtnRpc.OADR_CLIENTS)
+    def oadr_clients(self, clients: list[dict[str, Any]]) -> Any:
+        """dr.web's OpenADR clients (no secrets), kept in dr.vtn's store."""
+        return self._call(VtnService.oadr_clients, clients)
+
     @RPC.export(topics.VtnRpc.HEALTH)
     def health(self) -> dict[str, Any]:
         """Configuration error, counts, pending commands, counters."""

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from dr_vtn_dispatcher.errors import invalid
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -282,3 +284,15 @@ class PooledPoster:
         while pool:
             _key, conn = pool.popitem()
             conn.close()
+
+
+def check_subscription_callbacks(policy: CallbackPolicy, body: Any) -> None:
+    """A subscription's callback URLs must pass the callback policy (400 naming the URL's field)."""
+    operations = body.get("objectOperations") if isinstance(body, dict) else None
+    for index, op in enumerate(operations if isinstance(operations, list) else []):
+        url = op.get("callbackUrl") if isinstance(op, dict) else None
+        if isinstance(url, str):
+            try:
+                policy.check_url(url)
+            except CallbackRefused as exc:
+                raise invalid(f"objectOperations[{index}].callbackUrl", str(exc)) from None

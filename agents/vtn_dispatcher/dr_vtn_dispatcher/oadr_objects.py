@@ -1,5 +1,5 @@
-"""OpenADR 3 objects the VTN keeps besides its events: programs, VENs, resources, subscriptions, reports, and the
-OpenADR side of events (name, targets, descriptors as the client gave them). Held in memory, written through to
+"""OpenADR 3 objects the VTN keeps besides its events: programs, VENs, resources, subscriptions, reports, the
+OpenADR clients dr.web serves (without their secrets), and the OpenADR side of events (name, targets, descriptors as the client gave them). Held in memory, written through to
 the store table `vtn_oadr_objects` at once (they change at an operator's pace), loaded at start. Bounded per kind.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dr_vtn_dispatcher.errors import ApiError
+from dr_vtn_dispatcher.errors import ApiError, invalid
 from dr_vtn_dispatcher.model import iso
 from dr_vtn_dispatcher.store import Store
 
@@ -20,10 +20,12 @@ _log = logging.getLogger(__name__)
 
 PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION = "PROGRAM", "EVENT", "VEN", "RESOURCE", "SUBSCRIPTION"
 REPORT = "REPORT"
-KINDS = (PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION, REPORT)
+CLIENT = "CLIENT"   # an OpenADR client of dr.web's config: clientId, role, venName, scopes (never its secret)
+KINDS = (PROGRAM, EVENT, VEN, RESOURCE, SUBSCRIPTION, REPORT, CLIENT)
 MAX_OBJECTS = 100_000          # of one kind
 DEFAULT_PROGRAM_ID = "default"  # events without a program (e.g. from the seed API) belong to it
-ID_PREFIX = {PROGRAM: "prg", EVENT: "evt", VEN: "ven", RESOURCE: "res", SUBSCRIPTION: "sub", REPORT: "rpt"}
+ID_PREFIX = {PROGRAM: "prg", EVENT: "evt", VEN: "ven", RESOURCE: "res", SUBSCRIPTION: "sub", REPORT: "rpt",
+             CLIENT: "cli"}
 
 
 @dataclass
@@ -101,3 +103,49 @@ class ObjectBook:
             return None
         self.store.delete_oadr_object(kind, object_id)
         return self.objects[kind].pop(object_id)
+
+
+MAX_CLIENTS = 1_000
+CLIENT_ROLES = ("bl", "ven")
+
+
+def _client(index: int, raw: Any) -> dict[str, Any]:
+    """One client as kept: clientId, role, venName, scopes; anything else (a secret above all) is refused."""
+    where = f"clients[{index}]"
+    if not isinstance(raw, dict):
+        raise invalid(where, "expected an object")
+    extra = sorted(set(raw) - {"clientId", "role", "venName", "scopes"})
+    if extra:
+        raise invalid(f"{where}.{extra[0]}", "not kept by dr.vtn (a client's secret never leaves dr.web)")
+    client_id, role, ven_name, scopes = raw.get("clientId"), raw.get("role"), raw.get("venName"), raw.get("scopes")
+    if not isinstance(client_id, str) or not 1 <= len(client_id) <= 128:
+        raise invalid(f"{where}.clientId", "expected 1-128 characters")
+    if role not in CLIENT_ROLES:
+        raise invalid(f"{where}.role", "expected bl or ven")
+    if ven_name is not None and (not isinstance(ven_name, str) or not 1 <= len(ven_name) <= 128):
+        raise invalid(f"{where}.venName", "expected 1-128 characters or null")
+    if not isinstance(scopes, list) or len(scopes) > 16 or not all(isinstance(x, str) and len(x) <= 64
+                                                                  for x in scopes):
+        raise invalid(f"{where}.scopes", "expected at most 16 scope names")
+    return {"clientId": client_id, "role": role, "venName": ven_name, "scopes": sorted(scopes)}
+
+
+def keep_clients(book: ObjectBook, clients: Any) -> dict[str, Any]:
+    """Make the stored OpenADR clients exactly `clients` (dr.web's configured ones, without secrets): new and
+    changed ones written, gone ones deleted, the rest left as they are. Returns the counts."""
+    if not isinstance(clients, list) or len(clients) > MAX_CLIENTS:
+        raise invalid("clients", f"expected a list of at most {MAX_CLIENTS} clients")
+    wanted = {}
+    for index, raw in enumerate(clients):
+        body = _client(index, raw)
+        wanted[body["clientId"]] = body
+    gone = [c.object_id for c in book.all(CLIENT) if c.object_id not in wanted]
+    for client_id in gone:
+        book.delete(CLIENT, client_id)
+    written = 0
+    for client_id, body in wanted.items():
+        old = book.get(CLIENT, client_id)
+        if old is None or old.body != body:
+            book.put(CLIENT, client_id, body)
+            written += 1
+    return {"clients": len(wanted), "written": written, "deleted": len(gone)}

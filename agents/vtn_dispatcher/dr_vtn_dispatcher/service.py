@@ -24,16 +24,17 @@ from dr_vtn_dispatcher.events import EventManager
 from dr_vtn_dispatcher.intake import Intake
 from dr_vtn_dispatcher.journal import Journal
 from dr_vtn_dispatcher.lifecycle import Scheduler, TimerHandle
-from dr_vtn_dispatcher.model import ACTIVE, OP_EVENT, OPEN_STATUSES, Event, Participant, Ven
-from dr_vtn_dispatcher.errors import ApiError, invalid
+from dr_vtn_dispatcher.model import ACTIVE, OPEN_STATUSES, Event, Participant, Ven
+from dr_vtn_dispatcher.errors import ApiError
 from dr_vtn_dispatcher.oadr_api import KIND_OF_PATH, OadrApi, Principal
 from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier, MqttRoom
-from dr_vtn_dispatcher.oadr_callbacks import CallbackPolicy, CallbackRefused
+from dr_vtn_dispatcher.oadr_callbacks import CallbackPolicy, check_subscription_callbacks
 from dr_vtn_dispatcher.oadr_events import resume_steps
 from dr_vtn_dispatcher.oadr_reports import report_publisher
 from dr_vtn_dispatcher.oadr_notify import WebhookNotifier
-from dr_vtn_dispatcher.oadr_objects import ObjectBook
-from dr_vtn_dispatcher.participation import CLAIM_STATES, Participation
+from dr_vtn_dispatcher.oadr_objects import ObjectBook, keep_clients
+from dr_vtn_dispatcher.participation import Participation
+from dr_vtn_dispatcher.resume import load_live, resume_live
 from dr_vtn_dispatcher.registry import Registry
 from dr_vtn_dispatcher.store import Store
 
@@ -101,29 +102,10 @@ class VtnService:
             self.notifier.start()
         if self.mqtt.notifier is not None:
             self.mqtt.notifier.start()
-        events = self.store.load_live_events(ended_since=now - self.config.restore_retry_window_s)
-        ids = [event.event_id for event in events]
-        for event in events:
-            self.events[event.event_id] = event
-            self.parts.participants[event.event_id] = {}
-        for p in self.store.load_participants(ids):
-            self.parts.of(p.event_id)[p.ven_id] = p
-        for record in sorted(self.store.load_commands(ids), key=lambda c: (c.modification_number, c.created_at)):
-            self.book.add(record)
-            if record.op == OP_EVENT and record.active:
-                self.parts.current[(record.event_id, record.ven_id)] = record
-        for event in sorted(events, key=lambda e: (e.start, e.event_id)):
-            if event.status == ACTIVE:
-                for p in self.parts.participants[event.event_id].values():
-                    if p.state in CLAIM_STATES:
-                        self.parts.serving[p.ven_id] = event.event_id
+        events = load_live(self.store, self.events, self.parts, self.book,
+                           ended_since=now - self.config.restore_retry_window_s)
         self.started = self.dispatcher.running = True
-        for event in sorted(events, key=lambda e: (e.start, e.event_id)):
-            if event.status in OPEN_STATUSES:
-                was_active = event.status == ACTIVE
-                self.event_manager.advance(event)
-                if was_active and event.status == ACTIVE:
-                    self.dispatcher.dispatch_due(event)
+        resume_live(events, self.event_manager, self.dispatcher)
         resume_steps(self.oadr_book, self.event_manager)     # several-interval OpenADR events step on
         self.dispatcher.arm_retry()
         self._arm_flush()
@@ -241,17 +223,8 @@ class VtnService:
         return self._published(kind, "UPDATE", self.oadr.update(kind, object_id, body, Principal.parse(principal)))
 
     def _check_callbacks(self, kind: str, body: Any) -> None:
-        """A subscription's callback URLs must pass the callback policy (400 naming the URL's field)."""
-        if kind != "subscriptions" or not isinstance(body, Mapping):
-            return
-        operations = body.get("objectOperations")
-        for index, op in enumerate(operations if isinstance(operations, list) else []):
-            url = op.get("callbackUrl") if isinstance(op, Mapping) else None
-            if isinstance(url, str):
-                try:
-                    self.callback_policy.check_url(url)
-                except CallbackRefused as exc:
-                    raise invalid(f"objectOperations[{index}].callbackUrl", str(exc)) from None
+        if kind == "subscriptions":
+            check_subscription_callbacks(self.callback_policy, body)
 
     def oadr_delete(self, kind: str, object_id: str, principal: Mapping[str, Any]) -> dict[str, Any]:
         """Delete an OpenADR object (an event is cancelled)."""
@@ -264,10 +237,7 @@ class VtnService:
 
     def _seed_published(self, operation: str, event_id: str, view: dict[str, Any] | None = None) -> None:
         """Publish a change made through the seed API: the event as OpenADR shows it (`view`: as it was)."""
-        if self.mqtt.notifier is None:
-            return
-        if view is None:
-            view = self._oadr_view(event_id)
+        view = view if view is not None else self._oadr_view(event_id)
         if view is not None:
             self.mqtt.changed("EVENT", operation, view)
 
@@ -289,6 +259,10 @@ class VtnService:
         """The MQTT topic names of `notifiers/mqtt/topics/{path}` (a VEN asks only for its own VEN objects)."""
         who = Principal.parse(principal)
         return self.mqtt.topics(path, who.is_ven, who.client_id)
+
+    def oadr_clients(self, clients: Any) -> dict[str, Any]:
+        """Keep dr.web's OpenADR clients (clientId, role, venName, scopes; never a secret) in the store."""
+        return keep_clients(self.oadr_book, clients)
 
     # ============================================================================ inbound ====
     def ingest(self, kind: str, message: object, ven_id: str | None = None, *, sender: str) -> list[str]:

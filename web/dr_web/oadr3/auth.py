@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from flask import has_request_context, request
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -90,6 +90,11 @@ class Oadr3Config(ConfigModel):
     token_ttl_s: int = Field(3600, ge=60, le=86400, strict=True)
     max_tokens: int = Field(10_000, ge=1, le=1_000_000, strict=True)
     token_limits: TokenLimits = Field(default_factory=TokenLimits)
+
+    def public_clients(self) -> list[dict[str, Any]]:
+        """The clients as dr.vtn keeps them: id, role, venName and granted scopes, never a secret."""
+        return [{"clientId": c.client_id, "role": c.role, "venName": c.ven_name, "scopes": sorted(c.granted())}
+                for c in self.clients]
 
     @model_validator(mode="after")
     def _unique(self) -> "Oadr3Config":
