@@ -166,13 +166,22 @@ def test_a_device_slower_than_its_timeouts_that_applies_writes_late_is_given_bac
     vp.wait_for(lambda: not vp.rpc(IDENTITY, VenRpc.STATUS)["actions"], timeout=120,
                 what="every restore done once the devices answer in time")
 
+    seen: dict = {}
+
     def back() -> bool:
         values = writable(vp)
         slots = [ctl(ports, op="priority", device=d, object=o)["slots"] for d, o in COMMANDABLE.items()]
-        return all(values[p] == pytest.approx(v) for p, v in before.items()) and slots == [{}, {}]
+        seen.update(differ={p: (values[p], v) for p, v in before.items() if values[p] != pytest.approx(v)},
+                    slots=slots)
+        return not seen["differ"] and slots == [{}, {}]
 
     t_back = time.monotonic()
-    vp.wait_for(back, timeout=60, what="every point at its pre-event value, priority arrays empty")
+    try:
+        vp.wait_for(back, timeout=60, what="every point at its pre-event value, priority arrays empty")
+    except AssertionError as exc:
+        status = vp.rpc(IDENTITY, VenRpc.STATUS)
+        raise AssertionError(f"{exc}: {seen} (now, before); VEN counters {status['counters']}; "
+                             f"problems {status['problems'][-6:]}") from None
     figure("field site, late writes: pre-event values and empty priority arrays after the last restore (s)",
            f"{time.monotonic() - t_back:.1f}")
     assert_all_back(vp, ports, before)

@@ -147,3 +147,20 @@ def test_a_late_write_landing_after_a_good_reading_is_still_corrected_within_the
     assert counters["restores_checked"] == 0
     assert checks.reading("field/ev_charger", {"PowerLimitKw": 7.2}, shows=118.5, now=118.5) == []
     assert counters["restores_checked"] == 1 and checks.checks == {}
+
+
+def test_a_reverted_point_is_not_written_again_before_a_reading_shows_the_revert():
+    """The stock Modbus interface keeps, at the first write after a revert, its last scraped value as the value to
+    revert to: written again before a scrape shows the revert, the event's final revert would go back to the shed
+    value. The VEN waits for that reading (and then takes the point's pre-event value from it)."""
+    from dr_ven_load_control.siteview import SiteView
+
+    site = SiteView(lag_s=0.0, history_s=600.0)
+    site.device("field/battery", {"PowerSetpointKw": -1.96}, now=100.0)
+    site.was_reverted("field/battery", "PowerSetpointKw", 101.0)
+    assert site.revert_unseen("field/battery", ["PowerSetpointKw"])
+    site.device("field/battery", {"PowerSetpointKw": 0.0}, now=101.1)     # may or may not show it
+    assert site.revert_unseen("field/battery", ["PowerSetpointKw"])
+    assert not site.revert_unseen("field/other", ["PowerSetpointKw"])
+    site.device("field/battery", {"PowerSetpointKw": 0.0}, now=106.0)     # surely shows it
+    assert not site.revert_unseen("field/battery", ["PowerSetpointKw"]) and site.reverted == {}

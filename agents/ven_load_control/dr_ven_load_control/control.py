@@ -186,6 +186,9 @@ class ShedControl:
 
     def _new_action(self, lid: str, model: LoadModel, view: LoadView, values: Mapping[str, object] | None,
                     points: Mapping[str, object], now: float) -> Action | None:
+        if self.site.revert_unseen(model.cfg.path, points):  # shed again at the next reading, not on a stale one
+            self.counters["reshed_after_revert_deferred"] += 1
+            return None
         originals = {}
         for point in points:
             checking, original = self.checks.original(model.cfg.path, point)
@@ -272,6 +275,8 @@ class ShedControl:
             if error is None:  # a revert goes back to the value recorded before the event
                 self.site.wrote(op.path, op.point, op.value, now)
                 written.add(op.load_id)
+                if op.kind == REVERT:
+                    self.site.was_reverted(op.path, op.point, now)
             if op.purpose == RESTORE:
                 restored[op.load_id] = restored.get(op.load_id, True) and error is None
                 if error is None and op.kind == REVERT and action is not None and self.checks.wants_check(

@@ -33,6 +33,7 @@ class SiteView:
         self.meter: tuple[float, float] | None = None  # (instant shown, kW)
         self.meter_live = False
         self.written: dict[tuple[str, str], tuple[Any, float]] = {}  # (path, point) -> (value, when)
+        self.reverted: dict[tuple[str, str], float] = {}  # (path, point) -> when a driver revert of it was done
         self.effects: deque[tuple[float, float, int]] = deque()  # (when, meter change kW, sequence number)
         self.last_write_at = float("-inf")
         self.shed_periods: list[list[float | None]] = []  # [start, end]; end None while loads are shed
@@ -111,6 +112,22 @@ class SiteView:
     def wrote(self, path: str, point: str, value: Any, now: float) -> None:
         """Record a point value the VEN wrote now."""
         self.written[(path, point)] = (value, now)
+
+    def was_reverted(self, path: str, point: str, now: float) -> None:
+        """The driver reverted this point now (a driver's revert goes back to the value it last read)."""
+        self.reverted[(path, point)] = now
+
+    def revert_unseen(self, path: str, points: Any) -> bool:
+        """Was one of `points` reverted after the instant the device's last reading shows? Written again now, the
+        driver would keep that older reading as the value to revert to (the stock Modbus interface does)."""
+        shows = self.readings.get(path, (float("-inf"),))[0]
+        for point in points:
+            at = self.reverted.get((path, point))
+            if at is not None:
+                if at > shows - AMBIGUITY_S:
+                    return True
+                del self.reverted[(path, point)]  # a reading shows it: nothing left to wait for
+        return False
 
     # --- shed periods and baselines ---------------------------------------------------------------------------
     def shed_started(self, now: float) -> None:
