@@ -22,8 +22,8 @@ import gevent
 import pytest
 
 from dr_common import topics
-from dr_common.topics import DRIVER_IDENTITY, DriverRpc, OadrVenRpc, VenRpc, device_all_topic
-from tests.integration.test_ven_load_control import DEVICES, METER, Recorder, writable
+from dr_common.topics import DRIVER_IDENTITY, DriverRpc, OadrVenRpc, VenRpc
+from tests.integration.test_ven_load_control import DEVICES, METER, Recorder, install_demo_building, writable
 from tests.unit.test_oadr_ven_20b import OpenleadrVtn, make_event, signal
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:It is recommended to use web.AppKey")]
@@ -49,18 +49,8 @@ def drain(q: queue.Queue) -> list[Any]:
 def site(vplatform):
     vp = vplatform
     with OpenleadrVtn(ven_id=VTN_VEN_ID, poll_s=1, report_s=2) as vtn:
-        vp.install_lib("drivers")
-        vp.install_site("demo", only=[DRIVER_IDENTITY])
         rec = Recorder()
-        vp.bus.subscribe("devices/demo/", rec)
-        vp.bus.subscribe("dr/", rec)
-        vp.wait_for(lambda: all(rec.on(device_all_topic(f"demo/{d}")) for d in DEVICES), timeout=90,
-                    what="an /all publish of every demo device")
-        vp.rpc(DRIVER_IDENTITY, DriverRpc.SET_POINT, "demo/water_heater", "ElementEnable", False)
-        t0 = time.monotonic()
-        vp.install_agent("ven_load_control", VEN_IDENTITY, config=VEN_CONFIG)
-        vp.wait_for(lambda: rec.on(topics.bus_telemetry(VEN_ID), since=t0), timeout=30,
-                    what=f"telemetry from {VEN_IDENTITY}")
+        install_demo_building(vp, rec, VEN_CONFIG)
         oadr_config = {"venId": VEN_ID, "vtn": {"protocol": "oadr20b"},
                        "oadr20b": {"venName": "demo-building", "vtnUrl": vtn.url, "reportMinPeriodS": 1}}
         vp.install_agent("oadr_ven", OADR_IDENTITY, config=oadr_config)

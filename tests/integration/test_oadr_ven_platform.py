@@ -31,6 +31,7 @@ from dr_common import topics
 from dr_common.timeutil import to_iso
 from dr_common.topics import DRIVER_IDENTITY, DriverRpc, OadrVenRpc, VenRpc, device_all_topic
 from dr_testing.platform import VPlatform
+from tests.integration.test_ven_load_control import install_demo_building
 from tests.integration.test_web_platform import _healthy, web_url
 from tests.support.services import free_port
 
@@ -113,18 +114,8 @@ def sites(vplatform, figure):
         bl = Bl(base)
         program = bl("POST", "/programs", json={"programName": "summer"}).json()["id"]
 
-        vp.install_lib("drivers")
-        vp.install_site("demo", only=[DRIVER_IDENTITY])
         rec = Recorder()
-        vp.bus.subscribe("devices/demo/", rec)
-        vp.bus.subscribe("dr/", rec)
-        vp.wait_for(lambda: all(rec.on(device_all_topic(f"demo/{d}")) for d in DEVICES), timeout=90,
-                    what="an /all publish of every demo device")
-        vp.rpc(DRIVER_IDENTITY, DriverRpc.SET_POINT, "demo/water_heater", "ElementEnable", False)
-        t_ven = time.monotonic()
-        vp.install_agent("ven_load_control", VEN_IDENTITY, config=VEN_CONFIG)
-        vp.wait_for(lambda: rec.on(topics.bus_telemetry(VEN_ID), since=t_ven), timeout=30,
-                    what=f"telemetry from {VEN_IDENTITY}")
+        install_demo_building(vp, rec, VEN_CONFIG)
         vp.install_agent("oadr_ven", OADR_IDENTITY, config={
             "venId": VEN_ID, "programs": ["summer"], "reports": {"intervalS": 5},
             "vtn": {"baseUrl": base, "clientId": VEN[0], "clientSecret": VEN[1], "venName": VEN_NAME,

@@ -66,21 +66,28 @@ def writable(vp) -> dict[str, Any]:
     return values
 
 
-@pytest.fixture(scope="module")
-def ven(vplatform):
-    vp = vplatform
+def install_demo_building(vp, rec, config: dict[str, Any] = CONFIG) -> None:
+    """The demo site's devices behind platform.driver (every one publishing, the water heater's element held
+    off), then its VEN with `config`, telemetry flowing; `rec` records devices/demo/ and dr/ from the start."""
+    ven_id = config["venId"]
     vp.install_lib("drivers")
     vp.install_site("demo", only=[DRIVER_IDENTITY])
-    rec = Recorder()
     vp.bus.subscribe("devices/demo/", rec)
     vp.bus.subscribe("dr/", rec)
     vp.wait_for(lambda: all(rec.on(device_all_topic(f"demo/{d}")) for d in DEVICES), timeout=90,
                 what="an /all publish of every demo device")
     vp.rpc(DRIVER_IDENTITY, DriverRpc.SET_POINT, "demo/water_heater", "ElementEnable", False)
     t0 = time.monotonic()
-    vp.install_agent("ven_load_control", IDENTITY, config=CONFIG)
-    vp.wait_for(lambda: rec.on(topics.bus_telemetry(VEN_ID), since=t0), timeout=30,
-                what=f"telemetry from {IDENTITY}")
+    vp.install_agent("ven_load_control", topics.ven_identity(ven_id), config=config)
+    vp.wait_for(lambda: rec.on(topics.bus_telemetry(ven_id), since=t0), timeout=30,
+                what=f"telemetry from {topics.ven_identity(ven_id)}")
+
+
+@pytest.fixture(scope="module")
+def ven(vplatform):
+    vp = vplatform
+    rec = Recorder()
+    install_demo_building(vp, rec)
     yield vp, rec
     info = vp.agents().get(IDENTITY)
     if info is not None:
