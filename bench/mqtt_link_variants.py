@@ -27,9 +27,9 @@ from dr_tools.fleet.brokers import Mosquitto
 from dr_tools.fleet.workers import CountingSubscriber
 from paho.mqtt.enums import CallbackAPIVersion
 
-from dr_mqtt_bridge import link as link_mod
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt import link as link_mod
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore
 
 VARIANTS = {"private-internals": None, "public-api": getattr(link_mod, "PublicApiClient", None)}
 

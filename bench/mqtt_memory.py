@@ -58,8 +58,8 @@ def child_bridge(port: int, ven_ids: list[str], rounds: int, seconds: float, fol
     import gevent
     import volttron.client.vip.agent  # noqa: F401  (the agent's process holds the VOLTTRON client library)
 
-    from dr_mqtt_bridge.config import parse_config
-    from dr_mqtt_bridge.core import BridgeCore
+    from dr_common.mqtt.config import parse_config
+    from dr_common.mqtt.core import BridgeCore
 
     class CountingBus:
         def __init__(self) -> None:

@@ -51,8 +51,8 @@ def child_vtn(args: argparse.Namespace) -> dict[str, Any]:
 
     from dr_common import topics
     from dr_common.batches import compact_batch
-    from dr_mqtt_bridge.config import parse_config as bridge_config
-    from dr_mqtt_bridge.core import BridgeCore
+    from dr_common.mqtt.config import parse_config as bridge_config
+    from dr_common.mqtt.core import BridgeCore
     from dr_vtn_dispatcher.config import parse_config
     from dr_vtn_dispatcher.model import Ven
     from dr_vtn_dispatcher.service import VtnService

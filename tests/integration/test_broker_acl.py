@@ -33,8 +33,8 @@ try:  # run the core as inside the agent: with gevent's patches of volttron.clie
 except ImportError:
     pass
 
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore
 
 pytestmark = [pytest.mark.integration, pytest.mark.mqtt]
 

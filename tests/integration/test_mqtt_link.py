@@ -19,8 +19,8 @@ try:  # run the core as it runs inside the agent: with gevent's socket/ssl/os pa
 except ImportError:  # the plain-core tests also run without VOLTTRON installed
     pass
 
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore
 
 from dr_tools.fleet.brokers import Mosquitto, make_certs  # noqa: E402
 from dr_tools.fleet.probe import Probe, tls_context  # noqa: E402

@@ -24,8 +24,8 @@ except ImportError:
 
 from paho.mqtt.enums import CallbackAPIVersion
 
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore
 from dr_tools.fleet.probe import NativeClient, Probe
 
 from tests.integration.test_mqtt_link import RecordingBus, wait

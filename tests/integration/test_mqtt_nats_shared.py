@@ -16,8 +16,8 @@ try:  # run the core as it runs inside the agent: with gevent's socket/ssl/os pa
 except ImportError:
     pass
 
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore
 from dr_tools.fleet.brokers import Mosquitto
 from dr_tools.fleet.probe import Probe
 

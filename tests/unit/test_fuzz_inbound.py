@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from dr_historian.config import parse_config as historian_config
-from dr_mqtt_bridge.config import parse_config as bridge_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt.config import parse_config as bridge_config
+from dr_common.mqtt.core import BridgeCore
 from dr_tools.webharness import WebHarness
 from dr_ven_load_control.config import parse_config as ven_config
 from dr_vtn_dispatcher.config import parse_config as vtn_config

@@ -3,7 +3,7 @@ remembers per key is a compact digest, not the key's strings."""
 
 import tracemalloc
 
-from dr_mqtt_bridge.dedup import Deduplicator, compact_key
+from dr_common.mqtt.dedup import Deduplicator, compact_key
 
 
 def _ack_key(i: int) -> tuple[str, str, str, str]:

@@ -11,10 +11,10 @@ import time
 
 import gevent
 import pytest
-from dr_mqtt_bridge import link as link_mod
-from dr_mqtt_bridge.outbound import FANOUT_PRIORITY_S
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt import link as link_mod
+from dr_common.mqtt.outbound import FANOUT_PRIORITY_S
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore
 
 
 class FakeLink:

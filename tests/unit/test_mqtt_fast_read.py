@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import paho.mqtt.client as mqtt
 import pytest
-from dr_mqtt_bridge.link import _NativeSocketClient
+from dr_common.mqtt.link import _NativeSocketClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from dr_tools.fleet import wire

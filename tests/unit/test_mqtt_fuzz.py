@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import os
 
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

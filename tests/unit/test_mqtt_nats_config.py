@@ -6,9 +6,9 @@ after every reconnect). tests/integration/test_mqtt_nats.py runs it against a re
 from __future__ import annotations
 
 import pytest
-from dr_mqtt_bridge.config import ConfigError, parse_config
-from dr_mqtt_bridge.core import BridgeCore
-from dr_mqtt_bridge.outbound import REASON_TOPIC_REFUSED
+from dr_common.mqtt.config import ConfigError, parse_config
+from dr_common.mqtt.core import BridgeCore
+from dr_common.mqtt.outbound import REASON_TOPIC_REFUSED
 
 NATS = {"refused_topic_chars": ". "}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt
 import paho.mqtt.client as mqtt
 import pytest
-from dr_mqtt_bridge import link as link_mod
+from dr_common.mqtt import link as link_mod
 
 PINNED = "2.2.0"
 REPO = Path(__file__).resolve().parents[2]
@@ -55,17 +55,17 @@ def test_paho_is_the_pinned_version_everywhere():
 @pytest.mark.parametrize("name", sorted(SOURCE_SHA256))
 def test_the_paho_internals_the_link_relies_on_are_unchanged(name):
     method = getattr(mqtt.Client, name, None)
-    assert method is not None, f"paho.mqtt.client.Client.{name} is gone: dr_mqtt_bridge.link must be adapted"
+    assert method is not None, f"paho.mqtt.client.Client.{name} is gone: dr_common.mqtt.link must be adapted"
     digest = hashlib.sha256(inspect.getsource(method).encode()).hexdigest()
     assert digest == SOURCE_SHA256[name], (
         f"paho.mqtt.client.Client.{name} changed since paho-mqtt {PINNED}: re-read it and adapt "
-        f"dr_mqtt_bridge.link._NativeSocketClient before moving the pin")
+        f"dr_common.mqtt.link._NativeSocketClient before moving the pin")
 
 
 def test_the_paho_attributes_the_link_reads_exist():
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     missing = [name for name in ATTRIBUTES if not hasattr(client, name)]
-    assert not missing, f"paho.mqtt.client.Client no longer has {missing}: adapt dr_mqtt_bridge.link"
+    assert not missing, f"paho.mqtt.client.Client no longer has {missing}: adapt dr_common.mqtt.link"
     assert "command" in client._in_packet and hasattr(client._out_message_mutex, "__enter__")
 
 

@@ -8,15 +8,15 @@ import time
 
 import gevent
 import pytest
-from dr_mqtt_bridge.batcher import Batcher
-from dr_mqtt_bridge.config import ConfigError, parse_config
-from dr_mqtt_bridge.core import BridgeCore
-from dr_mqtt_bridge.dedup import Deduplicator
-from dr_mqtt_bridge.handoff import HubInbox
-from dr_mqtt_bridge.inbound import Rejected, validate
-from dr_mqtt_bridge.outbox import PRIO_HIGH, PRIO_NORMAL, PRIO_TELEMETRY, PutResult, SqliteOutbox
-from dr_mqtt_bridge.stats import LatencyReservoir, percentile
-from dr_mqtt_bridge.topicmap import TemplateError, TopicTemplate
+from dr_common.mqtt.batcher import Batcher
+from dr_common.mqtt.config import ConfigError, parse_config
+from dr_common.mqtt.core import BridgeCore
+from dr_common.mqtt.dedup import Deduplicator
+from dr_common.mqtt.handoff import HubInbox
+from dr_common.mqtt.inbound import Rejected, validate
+from dr_common.mqtt.outbox import PRIO_HIGH, PRIO_NORMAL, PRIO_TELEMETRY, PutResult, SqliteOutbox
+from dr_common.mqtt.stats import LatencyReservoir, percentile
+from dr_common.mqtt.topicmap import TemplateError, TopicTemplate
 
 
 # --- topic templates ---------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_stale_telemetry_expires_and_an_old_outbox_is_migrated(tmp_path):
 
 
 def test_restores_and_acks_are_queued_as_high_telemetry_as_sheddable(tmp_path):
-    from dr_mqtt_bridge.outbound import message_class
+    from dr_common.mqtt.outbound import message_class
 
     vtn = parse_config({})
     ven = parse_config({"mode": "ven", "ven_id": "home-1"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 
-from dr_mqtt_bridge import link as link_mod
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt import link as link_mod
+from dr_common.mqtt.core import BridgeCore
 from dr_mqtt_bridge.lifecycle import BridgeSlot
 
 
@@ -93,7 +93,7 @@ class OfflineLink(FakeLink):
 
 
 def _offline_core(tmp_path, **cfg) -> BridgeCore:
-    from dr_mqtt_bridge.config import parse_config
+    from dr_common.mqtt.config import parse_config
 
     events = Events()
     core = BridgeCore(parse_config({"store": {"path": str(tmp_path / "o.sqlite"), "max_messages": 10}, **cfg}),
@@ -130,7 +130,7 @@ def test_a_full_outbox_sheds_telemetry_for_acks_on_the_ven_side(tmp_path):
 
 
 def test_stale_telemetry_expires_from_the_outbox_of_the_core(tmp_path):
-    from dr_mqtt_bridge.config import parse_config
+    from dr_common.mqtt.config import parse_config
 
     now = [5000.0]
     events = Events()
@@ -150,8 +150,8 @@ def test_stale_telemetry_expires_from_the_outbox_of_the_core(tmp_path):
 
 
 def test_an_unexpected_error_is_counted_and_logged_once_a_minute(tmp_path, caplog, monkeypatch):
-    from dr_mqtt_bridge import core as core_mod
-    from dr_mqtt_bridge.config import parse_config
+    from dr_common.mqtt import core as core_mod
+    from dr_common.mqtt.config import parse_config
 
     core = BridgeCore(parse_config({"store": {"path": str(tmp_path / "o.sqlite")}}), object())
     monkeypatch.setattr(core_mod, "validate", lambda *a: 1 / 0)

@@ -15,7 +15,7 @@ from dr_common.payloads import BridgeStatus
 from dr_common.rejects import RateLimitedLog
 from dr_common.topics import BridgeRpc
 from dr_common.vip_repr import bound_message_repr
-from dr_mqtt_bridge.core import BridgeCore
+from dr_common.mqtt.core import BridgeCore
 from dr_mqtt_bridge.lifecycle import BridgeSlot
 
 _log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from dr_common.config import ConfigError
-from dr_mqtt_bridge.config import parse_config
-from dr_mqtt_bridge.core import BridgeCore, BusPort
-from dr_mqtt_bridge.outbox import OutboxError
+from dr_common.mqtt.config import parse_config
+from dr_common.mqtt.core import BridgeCore, BusPort
+from dr_common.mqtt.outbox import OutboxError
 
 _log = logging.getLogger(__name__)
 

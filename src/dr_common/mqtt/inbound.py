@@ -19,7 +19,7 @@ from typing import Any
 
 from dr_common.payloads import Ack, Command, Telemetry, VenStatus
 from dr_common.schema import PayloadError, decode_json, is_valid_id
-from dr_mqtt_bridge.config import KIND_ACK, KIND_COMMAND, KIND_JSON, KIND_STATUS, KIND_TELEMETRY
+from dr_common.mqtt.config import KIND_ACK, KIND_COMMAND, KIND_JSON, KIND_STATUS, KIND_TELEMETRY
 
 REASON_TOO_LARGE = "too_large"
 REASON_INVALID_JSON = "invalid_json"

@@ -23,16 +23,16 @@ import gevent
 import gevent.queue
 
 from dr_common.payloads import BridgeStatus
-from dr_mqtt_bridge import link as link_mod
-from dr_mqtt_bridge import outbound as outbound_mod
-from dr_mqtt_bridge.batcher import Batcher
-from dr_mqtt_bridge.config import MODE_VEN, BridgeConfig, InboundRoute
-from dr_mqtt_bridge.dedup import Deduplicator
-from dr_mqtt_bridge.handoff import HubInbox
-from dr_mqtt_bridge.inbound import REASON_BAD_TOPIC, Rejected, validate
-from dr_mqtt_bridge.outbound import FanoutGate, OutboundPath
-from dr_mqtt_bridge.outbox import OutboxError, SqliteOutbox
-from dr_mqtt_bridge.stats import BridgeStats, RejectLog
+from dr_common.mqtt import link as link_mod
+from dr_common.mqtt import outbound as outbound_mod
+from dr_common.mqtt.batcher import Batcher
+from dr_common.mqtt.config import MODE_VEN, BridgeConfig, InboundRoute
+from dr_common.mqtt.dedup import Deduplicator
+from dr_common.mqtt.handoff import HubInbox
+from dr_common.mqtt.inbound import REASON_BAD_TOPIC, Rejected, validate
+from dr_common.mqtt.outbound import FanoutGate, OutboundPath
+from dr_common.mqtt.outbox import OutboxError, SqliteOutbox
+from dr_common.mqtt.stats import BridgeStats, RejectLog
 
 _log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 from dr_common import topics
 from dr_common.config import ConfigError, ConfigModel, is_loopback_host, load_model
 from dr_common.schema import check_id
-from dr_mqtt_bridge.topicmap import TemplateError, TopicTemplate
+from dr_common.mqtt.topicmap import TemplateError, TopicTemplate
 
 MODE_VTN = "vtn"
 MODE_VEN = "ven"

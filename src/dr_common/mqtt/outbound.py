@@ -23,11 +23,11 @@ from dr_common.payloads import OP_RESTORE
 
 from dr_common.batches import BATCH_SHARED_KEY, batch_items
 from dr_common.schema import is_valid_id
-from dr_mqtt_bridge import link as link_mod
-from dr_mqtt_bridge.config import PRIORITY_HIGH, PRIORITY_TELEMETRY, BridgeConfig, OutboundRoute
-from dr_mqtt_bridge.inbound import REASON_BAD_TOPIC
-from dr_mqtt_bridge.outbox import PRIO_HIGH, PRIO_NORMAL, PRIO_TELEMETRY, OutboxError, SqliteOutbox
-from dr_mqtt_bridge.stats import BridgeStats, RejectLog
+from dr_common.mqtt import link as link_mod
+from dr_common.mqtt.config import PRIORITY_HIGH, PRIORITY_TELEMETRY, BridgeConfig, OutboundRoute
+from dr_common.mqtt.inbound import REASON_BAD_TOPIC
+from dr_common.mqtt.outbox import PRIO_HIGH, PRIO_NORMAL, PRIO_TELEMETRY, OutboxError, SqliteOutbox
+from dr_common.mqtt.stats import BridgeStats, RejectLog
 
 _log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from dr_mqtt_bridge.config import BrokerConfig, TlsConfig
+from dr_common.mqtt.config import BrokerConfig, TlsConfig
 
 _log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class MqttLink:
                                      clean_session=broker.clean_session, protocol=mqtt.MQTTv311,
                                      reconnect_on_failure=True)
         if log_packets:  # paho logs every packet at DEBUG: costly at thousands of messages per second
-            client.enable_logger(logging.getLogger("dr_mqtt_bridge.paho"))
+            client.enable_logger(logging.getLogger("dr_common.mqtt.paho"))
         client.max_inflight_messages_set(broker.max_inflight)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from typing import Any
 
 from dr_common.rejects import RateLimitedLog
 
-_log = logging.getLogger("dr_mqtt_bridge")
+_log = logging.getLogger("dr_common.mqtt")
 
 REJECT_LOG_INTERVAL_S = 60.0
 
