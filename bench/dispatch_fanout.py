@@ -18,6 +18,10 @@ rounds on ven/ack/<venId>, which only dr.mqtt subscribes to: neither path carrie
 With --with-vtn the bridge path starts at dr.vtn instead: N VENs registered with dr.vtn, an event that
 starts 2 s ahead and asks 0.5 kW of each VEN (within every simulated VEN's capacity, so dr.vtn moves no
 shortfall to other VENs while the round is measured); t0 = its start instant (activation), the rest as above.
+With --with-vtn, --link picks how dr.vtn reaches the broker: `direct` (default: dr.vtn's own MQTT link,
+`commandLink`, no dr.mqtt and no bus hop either way) or `bus` (the round on dr/batch/cmd to dr.mqtt, acks back
+in dr/batch/ack batches). The ack round trip is then t0 -> the ack recorded by dr.vtn (`acked_at` of the
+command in dr.vtn's store, wall clock), the same measure for both links.
 With --via oadr|both (implies --with-vtn) the event is created through dr.vtn's OpenADR 3.1 path as well or
 instead: the `oadr_create` RPC on `events` (what dr.web's `POST /events` calls) by a business-logic principal, a
 DISPATCH_SETPOINT_RELATIVE interval of -0.5 kW per VEN starting at once (`0001-01-01`), targets the N venIds.
@@ -35,7 +39,7 @@ it later than a VEN of its own would. The time the simulator's loop read it is p
 Targets: 1,000 VENs p99 < 100 ms and within 1.5x of bare paho; 10,000 VENs p99 < 1 s.
 
 Run with the platform's Python:  /var/lib/volttron-dr/venv/bin/python bench/dispatch_fanout.py [--sizes 100,1000,10000]
-                                 [--broker mosquitto|nats] [--with-vtn [--via seed|oadr|both]]
+                                 [--broker mosquitto|nats] [--with-vtn [--link direct|bus] [--via seed|oadr|both]]
 """
 
 from __future__ import annotations
@@ -82,17 +86,19 @@ class CpuMeter:
         self.groups.setdefault(name, []).extend(psutil.Process(p) for p in pids)
 
     def add_site(self, home: Path) -> None:
-        """The processes of a VOLTTRON site (by their VOLTTRON_HOME): dr.mqtt apart from the rest."""
+        """The processes of a VOLTTRON site (by their VOLTTRON_HOME): dr.mqtt and dr.vtn apart from the rest."""
         import psutil
 
         for proc in psutil.process_iter():
             try:
                 if proc.environ().get("VOLTTRON_HOME") != str(home):
                     continue
-                bridge = any("mqtt_bridge" in part for part in proc.cmdline())
+                cmdline = " ".join(proc.cmdline())
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            self.groups.setdefault("dr.mqtt" if bridge else "VOLTTRON platform", []).append(proc)
+            name = ("dr.mqtt" if "mqtt_bridge" in cmdline or "mqtt-bridge" in cmdline else
+                    "dr.vtn" if "vtn_dispatcher" in cmdline or "vtn-dispatcher" in cmdline else "VOLTTRON platform")
+            self.groups.setdefault(name, []).append(proc)
 
     def read(self) -> dict[str, float]:
         import psutil
@@ -151,6 +157,8 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=2, help="fleet worker processes (default 2)")
     ap.add_argument("--site", default="mqttbench", help="throwaway VOLTTRON site name (default mqttbench)")
     ap.add_argument("--with-vtn", action="store_true", help="start the bridge path at a dr.vtn event activation")
+    ap.add_argument("--link", choices=("direct", "bus"), default="direct",
+                    help="with dr.vtn: its own MQTT link (direct, default) or the bus to dr.mqtt (bus)")
     ap.add_argument("--via", choices=("seed", "oadr", "both"), default="seed",
                     help="with dr.vtn: create the event through its seed API (default), its OpenADR 3.1 path "
                          "(oadr_create on events), or both in the same run (implies --with-vtn)")
@@ -168,6 +176,7 @@ def main() -> int:
         return run_on_each_broker(args.json)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     args.with_vtn = args.with_vtn or args.via != "seed"
+    direct = args.with_vtn and args.link == "direct"
     at_create = args.via != "seed"  # dr.vtn paths timed from the create call (events start at once)
     vtn_paths = {"seed": ["bridge"], "oadr": ["oadr"], "both": ["bridge", "oadr"]}[args.via]
     paths = (vtn_paths if args.with_vtn else ["bridge"]) + ["bare"] + \
@@ -234,10 +243,15 @@ def main() -> int:
                                                 "clean_session": True, "reconnect_max_s": 2},
                       "batch": {"max_items": 1000, "max_delay_ms": 20},
                       "store": {"path": "fanout-outbox.sqlite"}}
-        plat.install_agent(topics.MQTT_BRIDGE_IDENTITY, path="agents/mqtt_bridge", config=bridge_cfg)
+        vtn_db = plat.site_dir / "bench-vtn.sqlite"
+        if not direct:
+            plat.install_agent(topics.MQTT_BRIDGE_IDENTITY, path="agents/mqtt_bridge", config=bridge_cfg)
         if args.with_vtn:
-            plat.install_agent(topics.VTN_IDENTITY, path="agents/vtn_dispatcher",
-                               config={"retryInitialS": 60.0, "retryMaxS": 120.0, "flushIntervalS": 1.0})
+            vtn_cfg = {"retryInitialS": 60.0, "retryMaxS": 120.0, "flushIntervalS": 1.0, "sqlitePath": str(vtn_db)}
+            if direct:
+                vtn_cfg["commandLink"] = {k: v for k, v in bridge_cfg.items() if k not in ("mode", "batch")}
+                vtn_cfg["commandLink"]["broker"] = dict(bridge_cfg["broker"], client_id="bench-dr-vtn")
+            plat.install_agent(topics.VTN_IDENTITY, path="agents/vtn_dispatcher", config=vtn_cfg)
         client = BusClient(plat, "bench.fanout").connect()
         cpu = CpuMeter()
         cpu.add(args.broker, [broker.proc.pid])
@@ -245,10 +259,16 @@ def main() -> int:
         cpu.add("bare publisher", [bare._proc.pid])
         cpu.add("bench", [os.getpid()])
         cpu.add_site(plat.home)
-        print(f"site {args.site} up with dr.mqtt{' and dr.vtn' if args.with_vtn else ''} in "
-              f"{time.monotonic() - t:.1f} s", flush=True)
-        if not pump_until(lambda: client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("connected"), 30):
-            raise RuntimeError("dr.mqtt did not connect to the private broker")
+        agents = "dr.vtn with its command link" if direct else "dr.mqtt and dr.vtn" if args.with_vtn else "dr.mqtt"
+        print(f"site {args.site} up with {agents} in {time.monotonic() - t:.1f} s", flush=True)
+
+        def link_status() -> dict:
+            if direct:
+                return ((client.rpc(topics.VTN_IDENTITY, "health").get("commandLink") or {}).get("details") or {})
+            return client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status")
+
+        if not pump_until(lambda: link_status().get("connected"), 30):
+            raise RuntimeError("the link did not connect to the private broker")
 
         bus_acks: list[tuple[str, float]] = []
 
@@ -296,6 +316,26 @@ def main() -> int:
 
             return pump_until(all_received, timeout, 0.25), got
 
+        def recorded_acks(event_id: str, expect: int, t0_wall: float, t0: float) -> list[tuple[str, float]]:
+            """(correlationId, t0 + ack time) of the event's first commands as dr.vtn recorded their acks in its
+            store (wall clock; written by its flush every flushIntervalS), once `expect` are there or after 30 s."""
+            import sqlite3
+
+            rows: list = []
+
+            def enough() -> bool:
+                nonlocal rows
+                try:
+                    with sqlite3.connect(f"file:{vtn_db}?mode=ro", uri=True, timeout=1.0) as db:
+                        rows = db.execute("SELECT correlation_id, acked_at FROM vtn_commands WHERE event_id = ? AND "
+                                          "acked_at IS NOT NULL", (event_id,)).fetchall()
+                except sqlite3.OperationalError:
+                    return False
+                return sum(":m0:r0:event:" in c for c, _ in rows) >= expect
+
+            pump_until(enough, 30, 0.2)
+            return [(c, t0 + (acked - t0_wall)) for c, acked in rows if ":m0:r0:event:" in c]
+
         def wait_acks(acks: list[tuple[str, float]], expect: int, refill: bool) -> None:
             def enough() -> bool:
                 if refill:
@@ -319,7 +359,7 @@ def main() -> int:
                 registered = n
                 print(f"registered {len(todo):,} VENs with dr.vtn in {time.monotonic() - t:.1f} s", flush=True)
             per: dict[str, list[float]] = {"bridge_bus_hop": [], "bridge_fanout_loop": [], "vtn_hand_off": [],
-                                           "vtn_hand_off_cpu": [], "vtn_first_batch": []}
+                                           "vtn_hand_off_cpu": [], "vtn_first_batch": [], "vtn_released": []}
             cpu_used: dict[str, dict[str, float]] = {path: {} for path in paths}
             for path in paths:
                 per.update({path: [], path + "_read": [], path + "_ack": [], path + "_span": []})
@@ -344,7 +384,7 @@ def main() -> int:
                                 "id": 0, "payloads": [{"type": "DISPATCH_SETPOINT_RELATIVE", "values": [-0.5 * n]}]}]}
                         if n <= 1000:  # the spec's lists here hold at most 1,000 targets; else all VENs
                             body["targets"] = ids
-                        t0 = time.monotonic()
+                        t0, t0_wall = time.monotonic(), time.time()
                         made = rpc(topics.VtnRpc.OADR_CREATE, "events", body, BL_PRINCIPAL)
                         if not isinstance(made, dict) or "id" not in made:
                             raise RuntimeError(f"dr.vtn oadr_create events: {made}")
@@ -358,6 +398,7 @@ def main() -> int:
                             raise RuntimeError(f"dr.vtn create_event: {event}")
                         # the create call, or the activation instant on the monotonic clock
                         t0 = t_create if at_create else time.monotonic() + (start - utcnow()).total_seconds()
+                        t0_wall = start.timestamp() - (t0 - t_create if at_create else 0.0)
                     elif path == "chunked":
                         cmds = [command(v, f"{tag}:{v}", until, to_iso(utcnow())) for v in ids]
                         t0 = time.monotonic()
@@ -370,11 +411,13 @@ def main() -> int:
                         client.publish(topics.BUS_CMD_BATCH, batch)
                     ok, got = collect_receipts(n, 60 + n / 100, first_only=path in ("bridge", "oadr")
                                                and args.with_vtn)
-                    acks = bare_acks if path == "bare" else bus_acks
-                    wait_acks(acks, n, refill=path == "bare")
-                    acks = list(acks)
-                    last = (client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status").get("lastFanout") or {}
-                            if path == "bridge" else {})
+                    if path in ("bridge", "oadr") and args.with_vtn:
+                        acks = recorded_acks(event["eventId"], n, t0_wall, t0)
+                    else:
+                        acks = bare_acks if path == "bare" else bus_acks
+                        wait_acks(acks, n, refill=path == "bare")
+                        acks = list(acks)
+                    last = (link_status().get("lastFanout") or {}) if path == "bridge" else {}
                     cpu_after = cpu.read()
                     if path in ("bridge", "oadr") and args.with_vtn:  # the restores are not measured
                         last_round = rpc("health").get("lastRound", {})
@@ -382,7 +425,7 @@ def main() -> int:
                         bus_acks.clear()
                         rpc("stop_event", event["eventId"])
                         pump_until(lambda n=n: len({c for c, _ in bus_acks if ":restore:" in (c or "")}) >= n,
-                                   30 + n / 500, 0.1)
+                                   30 + n / 500, 0.1)  # with the direct link: the echo of dr.vtn's acks
                         fleet_sleep(0.5)
                         receipts()
                     if not ok:
@@ -396,6 +439,8 @@ def main() -> int:
                             per["vtn_hand_off"].append(hand_off)
                             per["vtn_hand_off_cpu"].append(last_round.get("handOffCpuMs") or 0.0)
                             per["vtn_first_batch"].append(last_round.get("firstBatchMs") or 0.0)
+                            if last_round.get("releasedAfterStartMs") is not None:
+                                per["vtn_released"].append(last_round["releasedAfterStartMs"])
                         if last.get("messages") == n:
                             per["bridge_bus_hop"].append((last["receivedMonotonic"] - t0) * 1000.0)
                             per["bridge_fanout_loop"].append(last["ms"])
@@ -415,6 +460,7 @@ def main() -> int:
             s["vtn_hand_off"]["median"] = percentile(per["vtn_hand_off"], 50)
             s["vtn_hand_off_cpu"]["median"] = percentile(per["vtn_hand_off_cpu"], 50)
             s["vtn_first_batch"]["median"] = percentile(per["vtn_first_batch"], 50)
+            s["vtn_released"]["median"] = percentile(per["vtn_released"], 50)
             spans = {k: sorted(v)[len(v) // 2] for k, v in per.items() if k.endswith("_span") and v}
             ratio = (s[paths[0]]["p99"] / s["bare"]["p99"]) if s[paths[0]]["n"] and s["bare"]["n"] else None
             ratio_c = (s["chunked"]["p99"] / s["bare"]["p99"]) if "chunked" in s and s["chunked"]["n"] else None
@@ -429,7 +475,7 @@ def main() -> int:
                                                      for path, used in cpu_used.items()}}
             print(f"N={n:,}: measured {args.rounds} rounds per path", flush=True)
 
-        status = client.rpc(topics.MQTT_BRIDGE_IDENTITY, "status")
+        status = link_status()
         results["bridgeStatus"] = {k: status[k] for k in ("messagesOut", "messagesIn", "duplicates", "rejectsTotal",
                                                           "busPublished", "handoff", "backlog")}
     finally:
@@ -445,6 +491,9 @@ def main() -> int:
 
     src = ("dr.vtn event create call (seed API or OpenADR 3.1)" if at_create else
            "dr.vtn event start" if args.with_vtn else "dispatch round published on dr/batch/cmd")
+    if args.with_vtn:
+        src += (", dr.vtn's own MQTT link" if direct else ", dr.vtn -> bus -> dr.mqtt") + \
+            "; ack RTT: to the ack recorded by dr.vtn"
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} CPUs")
     print()
@@ -463,13 +512,20 @@ def main() -> int:
                   + (f"{read['p50']:15.1f} {read['p99']:8.1f}" if read["n"] else "no data"))
         hop, loop = s["bridge_bus_hop"].get("median"), s["bridge_fanout_loop"].get("median")
         parts = []
+        if s["vtn_released"].get("median") is not None:
+            parts.append(f"round prepared ahead by dr.vtn and released {s['vtn_released']['median']:.2f} ms after "
+                         f"the start instant")
         if s["vtn_hand_off"].get("median") is not None:
-            parts.append(f"dr.vtn activation to first batch published {s['vtn_first_batch']['median']:.1f} ms, "
+            parts.append(f"dr.vtn activation (or preparation) to first batch published "
+                         f"{s['vtn_first_batch']['median']:.1f} ms, "
                          f"to last {s['vtn_hand_off']['median']:.1f} ms ({s['vtn_hand_off_cpu']['median']:.1f} ms "
                          f"of it on the CPU)")
-        if hop is not None and loop is not None:
-            parts.append(f"t0 -> batch received by dr.mqtt {hop:.1f} ms; dr.mqtt handing {n:,} commands to paho "
-                         f"{loop:.1f} ms")
+        if hop is not None and loop is not None and hop < 0:
+            parts.append(f"last batch handed to the link {-hop:.0f} ms before t0 (held until t0); handing {n:,} "
+                         f"commands to paho {loop:.1f} ms")
+        elif hop is not None and loop is not None:
+            parts.append(f"t0 -> batch received by {'the link' if direct else 'dr.mqtt'} {hop:.1f} ms; handing "
+                         f"{n:,} commands to paho {loop:.1f} ms")
         if parts:
             print(f"{'':>7} bridge breakdown (medians): {'; '.join(parts)}")
         print(f"{'':>7} makespan of each round (ms): " + "; ".join(
@@ -487,7 +543,7 @@ def main() -> int:
         if res.get("p99RatioChunked"):
             print(f"{'':>7} ratio chunked/bare p99: {res['p99RatioChunked']:.2f}  (round sent as bus messages of "
                   f"{args.chunk} commands)")
-    print(f"dr.mqtt: {json.dumps(results['bridgeStatus'])}")
+    print(f"{'dr.vtn command link' if direct else 'dr.mqtt'}: {json.dumps(results['bridgeStatus'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     return 0

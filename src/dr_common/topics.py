@@ -42,6 +42,10 @@ BUS_CMD_BATCH = "dr/batch/cmd"              # dr.vtn -> dr.mqtt: {"commands": [c
 BUS_ACK_BATCH = "dr/batch/ack"              # dr.mqtt -> dr.vtn: {"items": [ack, ...]}
 BUS_TELEMETRY_BATCH = "dr/batch/telemetry"  # dr.mqtt -> dr.vtn: {"items": [telemetry, ...]}
 BUS_STATUS_BATCH = "dr/batch/status"        # dr.mqtt -> dr.vtn: {"items": [{"venId", "online"}, ...]}
+# Commands dr.vtn sent over its own MQTT link (`commandLink`), for the record only (historian, status page);
+# no bridge fans them out: {"commands": [command, ...]}, compacted as on dr/batch/cmd. With the link, dr.vtn
+# publishes what it takes from the broker on dr/batch/ack, dr/batch/telemetry and dr/batch/status, as dr.mqtt would.
+BUS_CMD_SENT = "dr/sent/cmd"
 
 # Event lifecycle notifications from dr.vtn (status page, historian).
 BUS_EVENT_STATUS = "dr/event/{eventId}"

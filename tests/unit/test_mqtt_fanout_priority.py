@@ -12,35 +12,11 @@ import time
 import gevent
 import pytest
 from dr_common.mqtt import link as link_mod
-from dr_common.mqtt.outbound import FANOUT_PRIORITY_S
 from dr_common.mqtt.config import parse_config
 from dr_common.mqtt.core import BridgeCore
+from dr_common.mqtt.outbound import FANOUT_PRIORITY_S
 
-
-class FakeLink:
-    """MqttLink's interface without a broker: publishes get consecutive mids; the test plays paho's events."""
-
-    def __init__(self, broker, inbox, subscriptions, birth=None, log_packets=False) -> None:
-        self.inbox = inbox
-        self.published: list[tuple[str, bytes]] = []
-
-    def start(self) -> None:
-        self.inbox.put((link_mod.EV_CONNECTED, False))
-
-    def stop(self) -> None:
-        pass
-
-    def publish(self, topic, payload, qos, retain=False):
-        self.published.append((topic, payload))
-        return link_mod.SUCCESS, len(self.published)
-
-    def coalesced(self):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    def is_connected(self) -> bool:
-        return True
+from tests.support.fake_link import FakeLink
 
 
 class RecordingBus:

@@ -6,7 +6,8 @@
 |   dr/batch/telemetry {"items": [...]}      |   .../shedPowerKw, .../requestedReductionKw, .../baselinePowerKw,      |
 |                                            |   .../availableShedKw, .../eventId (when given), .../optOut            |
 | dr/cmd/<venId>, items of                   | dr/cmd/<venId> (the command), and .../requestedReductionKw for         |
-|   dr/batch/cmd {"commands": [...]}         |   event and shedPanel commands; feeds the dr_events index              |
+|   dr/batch/cmd and dr/sent/cmd             |   event and shedPanel commands; feeds the dr_events index              |
+|   {"commands": [...]}                      |                                                                        |
 | dr/ack/<venId>, items of dr/batch/ack      | dr/ack/<venId> (the ack), .../ok, .../acceptedReduceKw (when given)    |
 | items of dr/batch/status                   | dr/status/<venId> (the item), .../online                               |
 | dr/event/<eventId>, any other dr/... topic | the topic itself (the message)                                         |
@@ -88,7 +89,7 @@ def convert(topic: str, headers: Mapping[str, Any] | None, message: Any, now: da
     if topic == T.BUS_TELEMETRY_BATCH:
         for item in _items(message, "items", topic, out):
             _telemetry(item, _ven(item.get("venId") or item.get("ven")), fallback, out, topic)
-    elif topic == T.BUS_CMD_BATCH:
+    elif topic in (T.BUS_CMD_BATCH, T.BUS_CMD_SENT):
         for item in _items(message, "commands", topic, out):
             _command(item, _ven(item.get("venId") or item.get("ven")), fallback, out, topic)
     elif topic == T.BUS_ACK_BATCH:

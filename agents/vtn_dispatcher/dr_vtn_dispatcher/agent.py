@@ -3,7 +3,8 @@
 Timers are VOLTTRON core timers (`self.core.schedule` at absolute wall-clock instants); commands go out
 on the bus: one message per local VEN on dr/cmd/<venId>, one message per round for the bridge on
 dr/batch/cmd. Inbound acks, telemetry and status come per VEN (dr/ack/, dr/telemetry/) or batched by the
-bridge (dr/batch/ack, dr/batch/telemetry, dr/batch/status).
+bridge (dr/batch/ack, dr/batch/telemetry, dr/batch/status). With a `commandLink` the remote VENs' commands
+go from dr.vtn to the broker and what they send comes back the same way (`command_link`), no bus hop.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dr_common.rejects import RateLimitedLog
 from dr_common.timeutil import UTC
 from dr_common.vip_repr import bound_message_repr
 from dr_vtn_dispatcher import __version__
+from dr_vtn_dispatcher.command_link import CommandLink, Echo
 from dr_vtn_dispatcher.config import VtnConfig, parse_config
 from dr_vtn_dispatcher.errors import INTERNAL, api_call
 from dr_vtn_dispatcher.oadr_mqtt import MqttNotifier
@@ -60,12 +62,45 @@ class CoreScheduler:
         """Run `callback` at the absolute instant `when` on a core timer."""
         return self._core.schedule(datetime.fromtimestamp(when, UTC), callback)
 
+    def call_at_precise(self, when: float, callback: Callable[[], None]) -> Any:
+        """Run `callback` at `when` to within a fraction of a millisecond (a held round's release): a greenlet
+        sleeps until PRECISE_SPIN_S before, then yields to the loop until the instant."""
+        return _PreciseTimer(when, callback)
+
+
+PRECISE_SPIN_S = 0.002
+
+
+class _PreciseTimer:
+    """A greenlet that runs a callback at an absolute instant; `cancel` before it runs stops it."""
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self._greenlet = gevent.spawn(self._run, when, callback)
+
+    @staticmethod
+    def _run(when: float, callback: Callable[[], None]) -> None:
+        while True:
+            left = when - time.time()
+            if left <= 0:
+                break
+            gevent.sleep(left - PRECISE_SPIN_S if left > PRECISE_SPIN_S * 1.5 else 0)
+        callback()
+
+    def cancel(self) -> None:
+        """Stop it unless it is the greenlet running now (a callback cancelling its own timer)."""
+        if self._greenlet is not gevent.getcurrent():
+            self._greenlet.kill(block=False)
+
 
 class BusSender:
     """The Sender of VtnService on the VOLTTRON bus."""
 
     def __init__(self, agent: Agent) -> None:
         self._agent = agent
+
+    def publish(self, topic: str, message: Any) -> None:
+        """Publish on the bus and wait (BusError after PUBLISH_TIMEOUT_S): the command link's `BusPort`."""
+        self._publish(topic, message)
 
     def _publish(self, topic: str, message: Any) -> None:
         try:
@@ -91,6 +126,32 @@ class BusSender:
         self._publish(topics.bus_telemetry(ven_id), payload)
 
 
+class LinkSender(BusSender):
+    """The Sender with a command link: remote VENs' commands go straight to the broker; the rest on the bus."""
+
+    def __init__(self, agent: Agent, link: CommandLink) -> None:
+        super().__init__(agent)
+        self._link = link
+
+    can_hold = True
+
+    def hold(self) -> bool:
+        """Keep the commands handed over from now on back until `release` (see `CommandLink.hold`)."""
+        return self._link.hold()
+
+    def release(self) -> None:
+        """Send what `hold` kept back."""
+        self._link.release()
+
+    def send_batch(self, payloads: list[dict[str, Any]]) -> None:
+        """A round's commands to the broker (or the link's outbox); raises when some could not be taken (they
+        stay pending and are retried)."""
+        result = self._link.send_batch(payloads)
+        if result["refused"] or result["rejected"]:
+            raise BusError(f"the command link took {result['sent'] + result['queued']} of {len(payloads)} "
+                           f"commands ({result['refused']} refused: outbox full, {result['rejected']} rejected)")
+
+
 def _rss_kb() -> int | None:
     """This process's resident memory (Linux), for health and benches."""
     try:
@@ -114,6 +175,7 @@ class VtnAgent(Agent):
         self.store: Store | None = None
         self._writer: ThreadPool | None = None
         self.service: VtnService | None = None
+        self.link: CommandLink | None = None
         self.dropped = 0
         self._running = False
         self._refusals = RateLimitedLog(_log, 60.0)  # one line per kind and sender per minute
@@ -133,13 +195,41 @@ class VtnAgent(Agent):
         if self._running:
             self._start_service()
 
+    def _data_dir(self) -> str:
+        home = os.environ.get("VOLTTRON_HOME", os.path.expanduser("~/.volttron"))
+        return os.path.join(home, "agents", self.core.identity, "data")
+
     def _database_url(self, config: VtnConfig) -> str:
         if config.database_url is not None and config.database_url.get_secret_value():
             return config.database_url.get_secret_value()
         if config.sqlite_path:
             return sqlite_url(config.sqlite_path)
-        home = os.environ.get("VOLTTRON_HOME", os.path.expanduser("~/.volttron"))
-        return sqlite_url(os.path.join(home, "agents", self.core.identity, "data", "vtn.sqlite"))
+        return sqlite_url(os.path.join(self._data_dir(), "vtn.sqlite"))
+
+    def _build_link(self, config: VtnConfig) -> CommandLink | None:
+        """The command link of `config`, prepared (outbox open, MQTT client and TLS built), not connected."""
+        if config.link is None:
+            return None
+        publisher = BusSender(self)
+        os.makedirs(self._data_dir(), exist_ok=True)
+        link = CommandLink(config.link, publisher, Echo(publisher.publish, config.echo_interval_s),
+                           base_dir=self._data_dir())
+        link.prepare()
+        return link
+
+    def _deliver(self, kind: str, items: list[Any]) -> None:
+        """What the command link accepted (each item's venId bound to its MQTT topic) to the VTN."""
+        service = self.service
+        if service is None:
+            self.dropped += len(items)
+            return
+        apply = {"ack": service.on_acks, "telemetry": service.on_telemetry, "status": service.on_status}[kind]
+        try:
+            apply(items)
+        except Exception as exc:  # one bad hand-off must never stop the agent
+            service.counters["ingestErrors"] += 1
+            self._refusals.error(f"crash:link:{kind}", "dr.vtn: handling %d %s item(s) from the command link "
+                                 "failed: %s", len(items), kind, repr(exc)[:300])
 
     def _start_service(self) -> None:
         """Open the new configuration's store first; only when it opens is the running VTN stopped (its
@@ -153,16 +243,29 @@ class VtnAgent(Agent):
             self.config_error = f"cannot open the store: {exc.__class__.__name__} (details in the log)"
             _log.exception("dr.vtn: cannot open the store of the new configuration; keeping the running VTN")
             return
+        try:
+            link = self._build_link(config)
+        except Exception as exc:  # e.g. an unreadable TLS file or outbox: the running VTN stays
+            store.close()
+            self.config_error = f"cannot build the command link: {exc.__class__.__name__}: {str(exc)[:200]}"
+            _log.error("dr.vtn: %s; keeping the running VTN", self.config_error)
+            return
         self._stop_service()
         try:
-            self.store = store
+            self.store, self.link = store, link
             # the flush's writes run in a thread of their own, one after another (the drivers release the GIL
             # while the database works): the event loop dispatches and takes acks meanwhile
             self._writer = ThreadPool(1)
-            self.service = VtnService(store, CoreScheduler(self.core), BusSender(self), config,
+            sender = BusSender(self) if link is None else LinkSender(self, link)
+            self.service = VtnService(store, CoreScheduler(self.core), sender, config,
                                       offload=self._writer.apply, notifier=WebhookNotifier(keep=StoreKeep(store)),
                                       mqtt=MqttNotifier(config.openadr3.mqtt) if config.openadr3.mqtt else None)
+            if link is not None:
+                link.attach(self._deliver)
+                self.service.journal.hold = link.busy   # the timer flush waits for a fan-out on its way
             self.service.start()
+            if link is not None:
+                link.start()
         except Exception as exc:  # reported by health, retried on reconfig
             self.config_error = f"cannot start: {exc.__class__.__name__} (details in the log)"
             _log.exception("dr.vtn: cannot start the VTN")
@@ -177,6 +280,12 @@ class VtnAgent(Agent):
             except Exception:  # the store may be gone; stopping must still release it
                 _log.exception("dr.vtn: stopping the VTN failed")
             self.service = None
+        if self.link is not None:
+            try:
+                self.link.stop()
+            except Exception:  # stopping must still release the store
+                _log.exception("dr.vtn: stopping the command link failed")
+            self.link = None
         if self._writer is not None:
             self._writer.kill()
             self._writer = None
@@ -342,7 +451,12 @@ class VtnAgent(Agent):
         if self.service is None:
             return {**base, "ok": False, "status": "not running"}
         service_health = api_call(self.service.health)
-        return {**base, "ok": self.config_error is None and "error" not in service_health, **service_health}
+        ok = self.config_error is None and "error" not in service_health
+        if self.link is not None:
+            link = self.link.health()
+            base["commandLink"] = {**link, "details": self.link.status()}
+            ok = ok and link["status"] == "GOOD"
+        return {**base, "ok": ok, **service_health}
 
 
 def main() -> None:

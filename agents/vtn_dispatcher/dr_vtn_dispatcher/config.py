@@ -23,6 +23,18 @@ Keys (camelCase; snake_case variants accepted):
   maxStartAheadS       how far in the future an event may start (default 2592000 s = 30 days).
   trustedBridges       bus identities allowed to speak for remote VENs on dr/batch/* and dr/ack/<venId>
                        (default ["dr.mqtt"]).
+  commandLink          dr.vtn's own MQTT link, in place of a vtn-mode dr.mqtt (default null: commands go on the
+                       bus to dr.mqtt). Holds dr.mqtt's configuration keys in `vtn` mode (broker, tls, qos,
+                       outbound, inbound, store, dedup, max_payload_bytes, share_group, ...; see dr.mqtt's
+                       README): commands go from dr.vtn to the broker and acks, telemetry and status come back
+                       without a bus hop, with the same guarantees (QoS 1, store-and-forward outbox, validation,
+                       dedup). A relative store.path is in dr.vtn's data folder. What the link carries is also
+                       published on the bus for the historian and the status page: commands on dr/sent/cmd,
+                       acks, telemetry and status on dr/batch/*, at most every `echoIntervalS`.
+  echoIntervalS        how often what the command link carried is published on the bus (default 0.5 s).
+  prepareLeadS         with the command link: how far ahead of its start an event's first round is prepared
+                       (claimed, allocated, rendered, encoded, handed to paho as of the start instant) and held
+                       back, to be written at the start instant (default 1 s; 0: prepared at the start).
   openadr3.mqtt        the OpenADR MQTT notifier's broker: host, port, username, password, tls, caFile,
                        certFile, keyFile, clientId, topicPrefix (default OpenADR/3.1.0), uris and
                        authentication (what `GET notifiers` tells clients), keepaliveS, maxPending.
@@ -44,6 +56,8 @@ from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, SecretStr, fie
 
 from dr_common import topics
 from dr_common.config import ConfigError, ConfigModel, is_loopback_host, is_placeholder_secret, load_model
+from dr_common.mqtt.config import MODE_VTN, BridgeConfig
+from dr_common.mqtt.config import parse_config as parse_link_config
 from dr_common.schema import check_id
 
 ALLOCATION_EQUAL = "equal"
@@ -224,7 +238,12 @@ class VtnConfig(ConfigModel):
     max_start_ahead_s: float = Field(default=30 * 86400.0, ge=0.0, le=366 * 86400.0)
     trusted_bridges: tuple[str, ...] = Field(default=(topics.MQTT_BRIDGE_IDENTITY,), max_length=16)
     openadr3: Oadr3VtnConfig = Field(default_factory=Oadr3VtnConfig)
+    # may hold the broker's password: never rendered; read through `link`
+    command_link: dict[str, Any] | None = Field(default=None, repr=False, exclude=True)
+    echo_interval_s: float = Field(default=0.5, ge=0.01, le=60.0)
+    prepare_lead_s: float = Field(default=1.0, ge=0.0, le=60.0)
 
+    _link: BridgeConfig | None = PrivateAttr(default=None)
     _default: ProgramConfig = PrivateAttr(default_factory=ProgramConfig)
     _resolved: dict[str, ProgramConfig] = PrivateAttr(default_factory=dict)
 
@@ -260,6 +279,11 @@ class VtnConfig(ConfigModel):
             for pid, o in self.programs.items()}
 
     @property
+    def link(self) -> BridgeConfig | None:
+        """The command link's validated configuration (None: commands go on the bus to dr.mqtt)."""
+        return self._link
+
+    @property
     def default_program(self) -> ProgramConfig:
         """The allocation rule and levels of events without a configured program."""
         return self._default
@@ -279,11 +303,20 @@ class VtnConfig(ConfigModel):
 def parse_config(raw: object) -> VtnConfig:
     """Validate a config mapping; raises `dr_common.config.ConfigError` naming the key on anything unusable."""
     try:
-        return load_model(VtnConfig, raw)
+        config = load_model(VtnConfig, raw)
     except ConfigError as exc:
         if exc.key == "<config>" and "retryMaxS" in exc.reason:
             raise ConfigError("retryMaxS", "must be >= retryInitialS") from None
         raise
+    if config.command_link is not None:
+        link = dict(config.command_link)
+        if link.setdefault("mode", MODE_VTN) != MODE_VTN:
+            raise ConfigError("commandLink.mode", "dr.vtn's link runs in mode 'vtn' only")
+        try:
+            config._link = parse_link_config(link)
+        except ConfigError as exc:
+            raise ConfigError(f"commandLink.{exc.key}", exc.reason) from None
+    return config
 
 
 __all__ = ["ALLOCATION_RULES", "ConfigError", "MqttNotifierConfig", "Oadr3VtnConfig", "ProgramConfig", "VtnConfig",

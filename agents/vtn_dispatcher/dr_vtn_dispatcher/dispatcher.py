@@ -6,6 +6,11 @@ for the bridge. The round's commands and participant states are staged in the `J
 flush), so no database work competes with the fan-out. Event notices go out through the `Sender`.
 An ack counts only when it comes from the VEN its command was for (the intake binds each ack to the VEN the
 transport authenticated); any other is counted as a mismatch and logged at most once per VEN per minute.
+
+With a sender that can hold a round (dr.vtn's command link), an event's first round is prepared `prepareLeadS`
+ahead of its start (`prepare`): claimed, allocated, rendered and handed to the link as of the start instant,
+which keeps it back and writes it at that instant (`release_held`; `active` is published then). Anything else
+sent meanwhile releases it first, so nothing overtakes it.
 """
 
 from __future__ import annotations
@@ -65,9 +70,47 @@ class Dispatcher:
         self._retry_timer: TimerHandle | None = None
         self._retry_at: float | None = None
         self._mismatch_log = RateLimitedLog(_mismatch_log, MISMATCH_LOG_INTERVAL_S, clock=scheduler.now)
+        self._held: tuple[str, TimerHandle] | None = None  # (eventId, release timer) of a round prepared ahead
+        self._preparing = False
+
+    @property
+    def lead_s(self) -> float:
+        """How far ahead of its start an event's first round is prepared (0: at the start, as with the bus)."""
+        return self.config.prepare_lead_s if getattr(self.sender, "can_hold", False) else 0.0
+
+    def prepare(self, event: Event) -> bool:
+        """Activate `event` ahead of its start, its first round held by the sender until the start instant;
+        False (nothing done) when the sender cannot hold a round now."""
+        if self._held is not None or not self.sender.hold():  # type: ignore[attr-defined]
+            return False
+        self._preparing = True
+        try:
+            self.activate(event, at=event.start)
+        finally:
+            self._preparing = False
+        at = getattr(self.clock, "call_at_precise", self.clock.call_at)
+        self._held = (event.event_id, at(event.start, self.release_held))
+        return True
+
+    def release_held(self) -> None:
+        """Send the round prepared ahead and publish its event `active` (at the start instant, or at once
+        when something else is sent before)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        event_id, timer = held
+        timer.cancel()
+        event = self.events.get(event_id)
+        if event is not None:  # how far from the start instant the round went out (negative: released early)
+            self.last_round["releasedAfterStartMs"] = round((self.clock.now() - event.start) * 1000.0, 3)
+        self.sender.release()  # type: ignore[attr-defined]
+        self.counters["roundsPreparedAhead"] += 1
+        if event is not None and event.status == ACTIVE:
+            publish_event(self.sender, event, self.counters)
 
     def stop(self) -> None:
-        """Cancel every round and retry timer."""
+        """Send a held round, cancel every round and retry timer."""
+        self.release_held()
         for rounds in self._round_timers.values():
             for handle in rounds.values():
                 handle.cancel()
@@ -79,17 +122,19 @@ class Dispatcher:
         self.running = False
 
     # ------------------------------------------------------------------------------- events -------
-    def activate(self, event: Event) -> None:
-        """The event starts: claim and allocate its VENs, send the first round, publish `active`."""
+    def activate(self, event: Event, at: float | None = None) -> None:
+        """The event starts: claim and allocate its VENs, send the first round, publish `active`. With `at`
+        (`prepare`), all of it as of that instant, and `active` is published when the round is released."""
         self._activation_started = (time.perf_counter(), time.thread_time())
-        now = self.clock.now()
+        now = self.clock.now() if at is None else at
         event.status = ACTIVE
         event.updated_at = now
         preempted = self.parts.activate(event, now)
         self.counters["eventsActivated"] += 1
         self.dispatch_due(event, extra_participants=list(self.parts.of(event.event_id).values()),
-                          extra_events=[event])
-        publish_event(self.sender, event, self.counters)
+                          extra_events=[event], now=now)
+        if at is None:
+            publish_event(self.sender, event, self.counters)
         for other in sorted(preempted):
             self.reallocate(other)
 
@@ -128,10 +173,10 @@ class Dispatcher:
         self.send(records, participants=changed)
 
     def dispatch_due(self, event: Event, extra_participants: Iterable[Participant] = (),
-                     extra_events: Iterable[Event] = ()) -> None:
-        """Send the commands of planned VENs whose (randomized) start has come; arm one timer per later
-        start instant."""
-        now = self.clock.now()
+                     extra_events: Iterable[Event] = (), now: float | None = None) -> None:
+        """Send the commands of planned VENs whose (randomized) start has come (as of `now`, default the
+        clock's); arm one timer per later start instant."""
+        now = self.clock.now() if now is None else now
         parts = self.parts.participants.get(event.event_id, {})
         due: list[Participant] = []
         later: set[float] = set()
@@ -152,7 +197,7 @@ class Dispatcher:
         for p in due:
             p.state = P_DISPATCHED
             records.append(self.parts.event_command(event, p, now))
-        self.send(records, participants=[*due, *extra_participants], events=extra_events)
+        self.send(records, participants=[*due, *extra_participants], events=extra_events, now=now)
 
     def _on_round(self, event_id: str, offset: float) -> None:
         self._round_timers.get(event_id, {}).pop(offset, None)
@@ -167,16 +212,18 @@ class Dispatcher:
 
     # ------------------------------------------------------------------------------- sending ------
     def send(self, records: list[CommandRecord], participants: Iterable[Participant] = (),
-             events: Iterable[Event] = ()) -> None:
+             events: Iterable[Event] = (), now: float | None = None) -> None:
         """Hand a round of commands over (bus per local VEN, batches of at most `batchSize` for the bridge, each
         rendered just before it is sent); the events are written at once, the commands and participants with
         the next flush (`flushIntervalS`), so no database work competes with the fan-out.
 
         Correlation ids are deterministic, so if the process dies between hand-off and write the resend
         after restart is the same command, applied once by the VEN."""
+        if self._held is not None and not self._preparing:
+            self.release_held()   # the held round goes first
         began, began_cpu = self._activation_started or (time.perf_counter(), time.thread_time())
         self._activation_started = None
-        now = self.clock.now()
+        now = self.clock.now() if now is None else now
         size = self.config.batch_size
         first_batch: float | None = None
         local_count = remote_count = 0

@@ -344,10 +344,29 @@ class EventManager:
             old.cancel()
         if event.status in TERMINAL_STATUSES:
             return
-        when = next_instant(event, self.clock.now())
+        now = self.clock.now()
+        when = next_instant(event, now)
         if when is not None:
             event_id = event.event_id
+            lead = self.dispatcher.lead_s
+            if lead > 0 and when == event.start and event.status != ACTIVE and when - lead > now:
+                self._timers[event_id] = self.clock.call_at(when - lead, lambda: self._on_prepare(event_id))
+                return
             self._timers[event_id] = self.clock.call_at(when, lambda: self._on_timer(event_id))
+
+    def _on_prepare(self, event_id: str) -> None:
+        """`prepareLeadS` before an event's start: its first round is prepared and held until the start."""
+        self._timers.pop(event_id, None)
+        event = self.events.get(event_id)
+        if event is None or event.status in TERMINAL_STATUSES:
+            return
+        try:
+            if transitions(event, ACTIVE) == [ACTIVE]:
+                self.dispatcher.prepare(event)
+        except Exception:  # the agent must outlive it; the start instant activates the event as usual
+            self.counters["timerErrors"] += 1
+            _log.exception("preparing the start of event %s failed", event_id)
+        self._arm(event)
 
     def _on_timer(self, event_id: str) -> None:
         self._timers.pop(event_id, None)

@@ -19,6 +19,9 @@ from dr_vtn_dispatcher.store import AckRow, Store, TelemetryRow
 # (counted): a database that stays down must not take the VTN's memory with it. Commands, participants and VENs
 # are bounded by the live state they mirror.
 ROWS_MAX = 200_000
+# A timer flush may be put off while `hold()` says a fan-out is on its way (its writes would compete with it for
+# the CPU), at most this many times in a row; a flush on demand (stop, reconfiguration) is never put off.
+HOLDS_MAX = 3
 
 
 def _in_line(fn: Callable[[], None]) -> None:
@@ -34,6 +37,9 @@ class Journal:
         self._offload = offload or _in_line
         self._rows_max = rows_max
         self.dropped_rows = 0
+        self.hold: Callable[[], bool] | None = None
+        self.held = 0         # timer flushes put off in a row
+        self.holds = 0        # timer flushes put off in all
         self._vens: dict[str, Ven] = {}
         self._participants: dict[tuple[str, str], Participant] = {}
         self._commands: dict[str, CommandRecord] = {}
@@ -93,11 +99,17 @@ class Journal:
         """True when nothing waits to be written."""
         return not (self._telemetry or self._vens or self._participants or self._commands or self._acks)
 
-    def flush(self) -> None:
+    def flush(self, deferrable: bool = False) -> None:
         """Write buffered telemetry, acks, last-seen times, command and participant states in one transaction;
-        on failure everything is kept for the next flush and the error is raised."""
+        on failure everything is kept for the next flush and the error is raised. A `deferrable` (timer) flush
+        is put off while `hold()` is true, at most HOLDS_MAX times in a row."""
         if self.empty:
             return
+        if deferrable and self.hold is not None and self.held < HOLDS_MAX and self.hold():
+            self.held += 1
+            self.holds += 1
+            return
+        self.held = 0
         telemetry, vens, parts = self._telemetry, self._vens, self._participants
         commands, acks = self._commands, self._acks
         self._telemetry, self._vens, self._participants = [], {}, {}

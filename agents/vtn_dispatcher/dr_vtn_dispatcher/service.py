@@ -288,7 +288,7 @@ class VtnService:
 
     def _on_flush(self) -> None:
         try:
-            self.flush()
+            self.journal.flush(deferrable=True)
             self.event_manager.prune()
         except Exception:  # the buffer is kept and written on the next flush
             self.counters["storeErrors"] += 1

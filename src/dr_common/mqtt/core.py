@@ -29,7 +29,7 @@ from dr_common.mqtt.batcher import Batcher
 from dr_common.mqtt.config import MODE_VEN, BridgeConfig, InboundRoute
 from dr_common.mqtt.dedup import Deduplicator
 from dr_common.mqtt.handoff import HubInbox
-from dr_common.mqtt.inbound import REASON_BAD_TOPIC, Rejected, validate
+from dr_common.mqtt.inbound import REASON_BAD_TOPIC, Accepted, Rejected, validate
 from dr_common.mqtt.outbound import FanoutGate, OutboundPath
 from dr_common.mqtt.outbox import OutboxError, SqliteOutbox
 from dr_common.mqtt.stats import BridgeStats, RejectLog
@@ -48,15 +48,24 @@ class BusPort(Protocol):
         """Publish `message` on `topic`; raises when it did not complete."""
 
 
+LocalSink = Callable[[str, list[Accepted]], None]
+
+
 class BridgeCore:
-    """The bridge without the platform: `prepare` builds what can fail, `start` connects, `stop` lets go."""
+    """The bridge without the platform: `prepare` builds what can fail, `start` connects, `stop` lets go.
+
+    With a `local_sink` (a consumer in the same process, such as dr.vtn's command link) what the batched inbound
+    routes accept goes to `local_sink(bus_topic, accepted)` instead of the bus: at least once per pump pass, in
+    the order it arrived, without waiting for `batch.max_delay_ms`."""
 
     def __init__(self, config: BridgeConfig, bus: BusPort, base_dir: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  link_factory: Callable[..., link_mod.MqttLink] = link_mod.MqttLink,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, local_sink: LocalSink | None = None) -> None:
         self.config = config
         self.bus = bus
+        self._local_sink = local_sink
+        self._local: dict[str, list[Accepted]] = {}
         self._link_factory = link_factory  # MqttLink's signature; tests give a link without a broker
         self.stats = BridgeStats()
         self._clock = clock
@@ -158,6 +167,7 @@ class BridgeCore:
         self._gate.release()
         for topic, payload in held:
             self._handle_safely((link_mod.EV_MESSAGE, topic, payload), [])
+        self._to_local()
         for topic, items in self._batcher.flush_all():
             self._bus_queue.put((topic, {"items": items}))
         deadline = time.monotonic() + timeout
@@ -227,6 +237,7 @@ class BridgeCore:
                 continue
             self._handle_safely(event, acked)
             if n % PUMP_YIELD_EVERY == 0:
+                self._to_local()
                 gevent.sleep(0)
                 now_pc = time.perf_counter()
         if held and not self._gate.holding():
@@ -234,7 +245,9 @@ class BridgeCore:
             for n, (topic, payload) in enumerate(held, 1):
                 self._handle_safely((link_mod.EV_MESSAGE, topic, payload), acked)
                 if n % PUMP_YIELD_EVERY == 0:
+                    self._to_local()
                     gevent.sleep(0)
+        self._to_local()
         if acked and self.out.outbox is not None:
             try:
                 self.out.outbox.delete(acked)
@@ -319,11 +332,26 @@ class BridgeCore:
             self.stats.count("duplicates")
             return
         self.stats.count("in_accepted")
-        if route.batch:
+        if route.batch and self._local_sink is not None:
+            self._local.setdefault(route.bus.text, []).append(accepted)
+        elif route.batch:
             for batch_topic, items in self._batcher.add(route.bus.text, accepted.payload, now):
                 self._bus_queue.put((batch_topic, {"items": items}))
         else:
             self._bus_queue.put((route.bus.format(ven_id or None), accepted.payload))
+
+    def _to_local(self) -> None:
+        """Hand what the batched routes accepted so far to the local sink, topic by topic."""
+        if not self._local:
+            return
+        pending, self._local = self._local, {}
+        for topic, accepted in pending.items():
+            try:
+                self._local_sink(topic, accepted)  # type: ignore[misc]
+                self.stats.count("local_items", len(accepted))
+            except Exception as exc:  # the consumer's failure loses this hand-off only; counted, logged
+                self.stats.count("local_failed", len(accepted))
+                self._rejects.refuse(REASON_INTERNAL, topic, f"local consumer: {exc.__class__.__name__}: {exc}")
 
     def _bus_writer(self) -> None:
         while True:

@@ -43,11 +43,14 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Accepted:
-    """A payload fit for the bus, its dedup key, and how many unknown fields were dropped from it."""
+    """A payload fit for the bus, its dedup key, how many unknown fields were dropped from it, and the parsed
+    object (`Command`, `Ack`, `Telemetry`, `VenStatus` with the topic's venId; None for the `json` kind) for a
+    consumer in the same process."""
 
     payload: dict[str, Any]
     dedup_key: tuple[str, ...] | None
     dropped: int = 0
+    item: Any = None
 
 
 def _small_scalar(value: Any) -> bool:
@@ -71,9 +74,10 @@ def _merge(extra: dict[str, Any], canonical: dict[str, Any]) -> tuple[dict[str, 
     return kept, len(extra) - (len(kept) - len(canonical))
 
 
-def _accepted(extra: dict[str, Any], canonical: dict[str, Any], key: tuple[str, ...] | None) -> Accepted:
+def _accepted(extra: dict[str, Any], canonical: dict[str, Any], key: tuple[str, ...] | None,
+              item: Any) -> Accepted:
     payload, dropped = _merge(extra, canonical)
-    return Accepted(payload, key, dropped)
+    return Accepted(payload, key, dropped, item)
 
 
 def _raw_str(raw: dict[str, Any], *names: str) -> str:
@@ -94,7 +98,7 @@ def _command(ven_id: str, raw: dict[str, Any]) -> Accepted:
     _check_ven(ven_id, cmd.ven_id)
     cmd.ven_id = ven_id
     key = ("command", ven_id, cmd.correlation_id, _raw_str(raw, "issuedAt", "issued_at", "ts", "sentAt"))
-    return _accepted(cmd.extra, cmd.to_payload(), key)
+    return _accepted(cmd.extra, cmd.to_payload(), key, cmd)
 
 
 def _ack(ven_id: str, raw: dict[str, Any]) -> Accepted:
@@ -102,21 +106,23 @@ def _ack(ven_id: str, raw: dict[str, Any]) -> Accepted:
     _check_ven(ven_id, ack.ven_id)
     ack.ven_id = ven_id
     key = ("ack", ven_id, ack.correlation_id, _raw_str(raw, "ts", "timestamp", "time"))
-    return _accepted(ack.extra, ack.to_payload(), key)
+    return _accepted(ack.extra, ack.to_payload(), key, ack)
 
 
 def _telemetry(ven_id: str, raw: dict[str, Any]) -> Accepted:
     tel = Telemetry.from_payload(raw)
     _check_ven(ven_id, tel.ven_id)
+    tel.ven_id = ven_id
     stamp = _raw_str(raw, "ts", "timestamp", "time")
     key = ("telemetry", ven_id, stamp) if stamp else None
-    return _accepted(tel.extra, tel.to_payload(), key)
+    return _accepted(tel.extra, tel.to_payload(), key, tel)
 
 
 def _status(ven_id: str, raw: dict[str, Any]) -> Accepted:
     status = VenStatus.from_payload(raw)
     _check_ven(ven_id, status.ven_id)
-    return Accepted(status.to_payload(), None)
+    status.ven_id = ven_id
+    return Accepted(status.to_payload(), None, 0, status)
 
 
 def _json(ven_id: str, raw: dict[str, Any]) -> Accepted:

@@ -210,7 +210,31 @@ class _NativeSocketClient(mqtt.Client):
         if data and self._sock is not None and self._sock is block.sock:
             # a block of a connection lost meanwhile is dropped: paho resends its messages, and the broker
             # redelivers what was not acked
+            if self._corked is not None and block.kind == _PUBLISH:
+                self._corked.append((block.kind | (block.qos << 1), data, block.qos, block.sock))
+                return
             super()._packet_queue(block.kind | (block.qos << 1), data, 0, block.qos, None)
+
+    # Corked, the PUBLISH blocks of `coalesced()` are built (each message with its mid in _out_messages, as
+    # always) but kept back from the socket until `uncork()`: a round prepared ahead of its start instant goes
+    # out at that instant as a handful of writes. A block of a connection lost meanwhile is dropped at uncork;
+    # paho sends its messages again after the reconnect, as for any message in flight.
+    _corked: list[tuple[int, bytes, int, Any]] | None = None
+
+    def cork(self) -> None:
+        """Keep this thread's coalesced PUBLISH blocks back until `uncork` (same thread)."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> int:
+        """Queue what was kept back, in order; returns how many blocks."""
+        corked, self._corked = self._corked, None
+        queued = 0
+        for command, data, qos, sock in corked or ():
+            if self._sock is not None and self._sock is sock:
+                super()._packet_queue(command, data, 0, qos, None)
+                queued += 1
+        return queued
 
     def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
                       info: mqtt.MQTTMessageInfo | None = None) -> MQTTErrorCode:
@@ -358,6 +382,20 @@ class MqttLink:
     def coalesced(self) -> Any:
         """A context in which this thread's QoS>0 publishes are written to the socket in large blocks."""
         return self._client.coalesced()
+
+    def cork(self) -> bool:
+        """Keep the blocks of `coalesced()` back from the socket until `uncork()`; False when this client cannot
+        (paho's public API only)."""
+        cork = getattr(self._client, "cork", None)
+        if cork is None:
+            return False
+        cork()
+        return True
+
+    def uncork(self) -> int:
+        """Write what `cork` kept back; the number of blocks."""
+        uncork = getattr(self._client, "uncork", None)
+        return uncork() if uncork is not None else 0
 
     def is_connected(self) -> bool:
         """paho's view of the connection."""
