@@ -48,7 +48,7 @@ def vtn(volttron_instance, broker):
     plat.wait_for(lambda: (plat.rpc(VTN, "health").get("commandLink") or {}).get("status") == "GOOD", timeout=60,
                   what="dr.vtn's command link connected to the test's broker")
     print(f"\ndr.vtn with its command link installed in {time.monotonic() - t0:.1f} s")
-    assert topics.MQTT_BRIDGE_IDENTITY not in {a.identity for a in plat.agents()}
+    assert topics.MQTT_BRIDGE_IDENTITY not in plat.agents()
     for ven_id in VENS:
         _ok(plat.rpc(VTN, "register_ven", {"venId": ven_id, "transport": "mqtt", "maxShedKw": 5.0}))
     return plat
