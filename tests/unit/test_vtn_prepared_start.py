@@ -54,11 +54,12 @@ class HoldingSender(MemorySender):
 
 
 @pytest.fixture
-def vtn(tmp_path: pathlib.Path):
+def vtn(tmp_path: pathlib.Path, request):
     clock = ManualScheduler(T0)
     sender = HoldingSender(clock.now)
     store = Store(sqlite_url(str(tmp_path / "vtn.sqlite")))
-    svc = VtnService(store, clock, sender, parse_config({"prepareLeadS": 1.0}), rng=random.Random(3))
+    config = {"prepareLeadS": 1.0, **getattr(request, "param", {})}
+    svc = VtnService(store, clock, sender, parse_config(config), rng=random.Random(3))
     svc.start()
     for i in range(3):
         svc.register_ven({"venId": f"v-{i}", "transport": "mqtt", "maxShedKw": 5.0})
@@ -134,3 +135,26 @@ def test_two_events_at_one_instant_the_second_follows_the_held_round(vtn):
     clock.advance_to(start)
     assert {when for when, _ in sender.wire} == {start}
     assert [c["eventId"] for _, c in sender.wire] == [first["eventId"], second["eventId"], second["eventId"]]
+
+
+@pytest.mark.parametrize("vtn", [{"retryInitialS": 30.0, "retryMaxS": 60.0}], indirect=True)
+def test_a_round_settles_when_its_acks_are_in_or_after_settle_s(vtn):
+    from dr_vtn_dispatcher.dispatcher import SETTLE_S
+
+    svc, clock, sender = vtn
+    start = T0 + 10
+    _event(svc, start)
+    assert not svc.dispatcher.settling()
+    clock.advance_to(start - 1.0)
+    assert svc.dispatcher.settling()                      # held: its acks are still to come
+    clock.advance_to(start + 0.05)
+    acks = [Ack(correlation_id=c["correlationId"], ok=True, op="event", ven_id=c["venId"], accepted_reduce_kw=1.0)
+            for _, c in sender.wire]
+    svc.on_acks(acks[:2])
+    assert svc.dispatcher.settling()
+    svc.on_acks(acks[2:])
+    assert not svc.dispatcher.settling()                  # every ack in
+    svc.stop_event(svc.list_events()[0]["eventId"])       # the restore round: its acks never come
+    assert svc.dispatcher.settling()
+    clock.advance(SETTLE_S + 0.01)
+    assert not svc.dispatcher.settling()                  # no longer than SETTLE_S

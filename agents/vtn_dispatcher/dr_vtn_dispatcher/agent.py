@@ -217,6 +217,11 @@ class VtnAgent(Agent):
         link.prepare()
         return link
 
+    def _busy(self) -> bool:
+        """True while commands wait for the broker's acknowledgement or the latest round's acks come in."""
+        link, service = self.link, self.service
+        return bool(link is not None and link.busy()) or bool(service is not None and service.dispatcher.settling())
+
     def _deliver(self, kind: str, items: list[Any]) -> None:
         """What the command link accepted (each item's venId bound to its MQTT topic) to the VTN."""
         service = self.service
@@ -262,7 +267,8 @@ class VtnAgent(Agent):
                                       mqtt=MqttNotifier(config.openadr3.mqtt) if config.openadr3.mqtt else None)
             if link is not None:
                 link.attach(self._deliver)
-                self.service.journal.hold = link.busy   # the timer flush waits for a fan-out on its way
+                # the timer flush and the bus echo wait while a fan-out is on its way and its acks come in
+                self.service.journal.hold = link.echo.hold = self._busy
             self.service.start()
             if link is not None:
                 link.start()

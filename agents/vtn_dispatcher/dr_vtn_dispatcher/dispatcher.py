@@ -46,6 +46,7 @@ _log = logging.getLogger(__name__)
 _mismatch_log = logging.getLogger(__name__ + ".acks")
 
 MISMATCH_LOG_INTERVAL_S = 60.0
+SETTLE_S = 2.0  # at most this long after a round, its acks coming in keep deferrable work waiting (`settling`)
 
 
 class Dispatcher:
@@ -72,6 +73,19 @@ class Dispatcher:
         self._mismatch_log = RateLimitedLog(_mismatch_log, MISMATCH_LOG_INTERVAL_S, clock=scheduler.now)
         self._held: tuple[str, TimerHandle] | None = None  # (eventId, release timer) of a round prepared ahead
         self._preparing = False
+        self._settling: tuple[float, set[str]] | None = None  # the latest round: its instant, its unacked ids
+
+    def settling(self) -> bool:
+        """True while the latest round's acks are coming in: from its hand-off (a round prepared ahead: from its
+        preparation) until all are in, at most SETTLE_S after the round's instant. The agent holds the timer
+        flush and the bus echo meanwhile, so they do not compete with the acks for the CPU."""
+        if self._settling is None:
+            return False
+        at, waiting = self._settling
+        if not waiting or self.clock.now() - at >= SETTLE_S:
+            self._settling = None
+            return False
+        return True
 
     @property
     def lead_s(self) -> float:
@@ -266,6 +280,7 @@ class Dispatcher:
             self.journal.save(events=events)
         self.journal.stage(commands=records, participants=participants)
         if local_count or remote_count:
+            self._settling = (now, {r.correlation_id for r in records if r.pending})
             self.last_round = {"local": local_count, "remote": remote_count,
                                "handOffMs": round((handed - began) * 1000, 3),
                                "handOffCpuMs": round((handed_cpu - began_cpu) * 1000, 3),
@@ -364,6 +379,8 @@ class Dispatcher:
             else:
                 outcome = "recorded"
                 record.acked_at = now
+                if self._settling is not None:
+                    self._settling[1].discard(record.correlation_id)
                 record.ack_ok = ack.ok
                 record.accepted_kw = ack.accepted_reduce_kw
                 record.error = ack.error
