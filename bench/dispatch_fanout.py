@@ -248,7 +248,10 @@ def main() -> int:
         if not direct:
             plat.install_agent(topics.MQTT_BRIDGE_IDENTITY, path="agents/mqtt_bridge", config=bridge_cfg)
         if args.with_vtn:
-            vtn_cfg = {"retryInitialS": 60.0, "retryMaxS": 120.0, "flushIntervalS": 1.0, "sqlitePath": str(vtn_db)}
+            # the simulated VENs send no telemetry: only their acks keep them online, so on a slow broker (NATS at
+            # 10,000) a VEN would go offline between rounds and get no share of the next event
+            vtn_cfg = {"retryInitialS": 60.0, "retryMaxS": 120.0, "flushIntervalS": 1.0, "sqlitePath": str(vtn_db),
+                       "offlineTimeoutS": 3600}
             if direct:
                 vtn_cfg["commandLink"] = {k: v for k, v in bridge_cfg.items() if k not in ("mode", "batch")}
                 vtn_cfg["commandLink"]["broker"] = dict(bridge_cfg["broker"], client_id="bench-dr-vtn")
@@ -479,6 +482,8 @@ def main() -> int:
         status = link_status()
         results["bridgeStatus"] = {k: status[k] for k in ("messagesOut", "messagesIn", "duplicates", "rejectsTotal",
                                                           "busPublished", "handoff", "backlog")}
+        if args.with_vtn:  # dr.vtn's resident memory after the largest round (its link's state included)
+            results["vtnRssMiB"] = round((rpc("health").get("rssKb") or 0) / 1024, 1)
     finally:
         if client is not None:
             client.close()
@@ -550,6 +555,8 @@ def main() -> int:
             print(f"{'':>7} ratio chunked/bare p99: {res['p99RatioChunked']:.2f}  (round sent as bus messages of "
                   f"{args.chunk} commands)")
     print(f"{'dr.vtn command link' if direct else 'dr.mqtt'}: {json.dumps(results['bridgeStatus'])}")
+    if results.get("vtnRssMiB"):
+        print(f"dr.vtn resident memory at the end: {results['vtnRssMiB']} MiB ({max(sizes):,} VENs registered)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     return 0
