@@ -191,6 +191,8 @@ class VtnAgent(Agent):
             _log.error("dr.vtn: bad configuration, keeping the previous one: %s", exc)
             return
         self.config_error = None
+        if self._running and self.service is not None and config == self.config:
+            return  # the same configuration again (the install's, then the store's): nothing to restart
         self.config = config
         if self._running:
             self._start_service()
