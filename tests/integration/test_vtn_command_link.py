@@ -159,11 +159,12 @@ def test_commands_go_out_and_acks_come_back_without_dr_mqtt_each_bound_to_its_to
     _ack(ven_side, VENS[2], first[VENS[2]])
     vtn.wait_for(lambda: responding() == 3, timeout=10, what="three VENs responding")
     # the record on the bus: what was sent (dr/sent/cmd) and the acks (dr/batch/ack), published by dr.vtn
-    vtn.wait_for(lambda: record.on_topic(topics.BUS_ACK_BATCH), timeout=10, what="acks echoed on the bus")
+    def echoed_acks() -> set[str]:
+        return {i["venId"] for m in record.on_topic(topics.BUS_ACK_BATCH) for i in m["items"]}
+
+    vtn.wait_for(lambda: echoed_acks() == set(VENS), timeout=10, what="every VEN's ack echoed on the bus")
     sent = [c for m in record.on_topic(topics.BUS_CMD_SENT) for c in batch_items(m, "commands")]
     assert {c["correlationId"] for c in sent} >= {c["correlationId"] for c in first.values()}
-    acked = {i["venId"] for m in record.on_topic(topics.BUS_ACK_BATCH) for i in m["items"]}
-    assert acked == {VENS[0], VENS[1], VENS[2]}
     assert not record.on_topic(topics.BUS_CMD_BATCH)   # nothing for a bridge to fan out again
     details = vtn.rpc(VTN, "health")["commandLink"]["details"]
     assert details["connected"] and details["rejectsTotal"] == 0 and details["localItems"] >= 4
@@ -175,6 +176,8 @@ def test_commands_go_out_and_acks_come_back_without_dr_mqtt_each_bound_to_its_to
 
 
 def test_the_restore_round_waits_out_a_broker_outage_in_the_outbox(vtn, ven_side, broker):
+    for live in vtn.rpc(VTN, "list_events", "active"):   # the VENs are free whatever an earlier test left
+        _ok(vtn.rpc(VTN, "stop_event", live["eventId"]))
     event = _event(vtn, 0.5)
     vtn.wait_for(lambda: all(any(c.get("eventId") == event["eventId"] for c in cmds)
                              for cmds in _commands(ven_side).values()) and len(_commands(ven_side)) == 3,
