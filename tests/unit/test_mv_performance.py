@@ -132,6 +132,26 @@ def test_early_restore_shortens_the_window(tmp_path):
     assert m["percentOfRequested"] == pytest.approx(100.0)
 
 
+def test_the_reported_baseline_is_averaged_over_the_same_samples_as_the_metered_power(tmp_path):
+    """An event that starts and ends inside 15-minute intervals: outside the event the VEN reports its rolling
+    baseline (here 9 kW), which must not enter the interval's reported baseline (5 kW during the event)."""
+    store = Store(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    start, end = START + timedelta(minutes=5), START + timedelta(minutes=25)
+    points = []
+    for i in range(-30, 60):
+        t = START + timedelta(minutes=i)
+        during = start <= t < end
+        points += [Point("dr/telemetry/v/usedPowerKw", t, 3.0 if during else 9.0),
+                   Point("dr/telemetry/v/baselinePowerKw", t, 5.0 if during else 9.0)]
+    store.write(points)
+    Writer(store).publish([cmd_record("v", "ev7", start, end, 2.0)])
+    m = event_performance(store, "ev7", MvOptions(methods=("ven-reported",)))["vens"]["v"]["methods"]["ven-reported"]
+    hours = (end - start).total_seconds() / 3600
+    assert m["baselineKwh"] == pytest.approx(5.0 * hours) and m["actualKwh"] == pytest.approx(3.0 * hours)
+    assert m["avgReductionKw"] == pytest.approx(2.0) and m["peakReductionKw"] == pytest.approx(2.0)
+    store.dispose()
+
+
 def test_missing_history_is_reported_not_raised(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'h.sqlite'}")
     store.write([Point("dr/telemetry/v/usedPowerKw", START + timedelta(minutes=i), 1.0) for i in range(60)])

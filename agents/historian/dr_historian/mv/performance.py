@@ -188,7 +188,8 @@ class _Evaluator:
         specs = {m: opts.spec(m) for m in methods if m != B.VEN_REPORTED}
         fine_end = max([window.end, grid[-1].end] + [s.needs_after(window, self.tz) for s in specs.values()]) + margin
         fine = self.series(topic, fine_start, fine_end, FINE_BUCKET_S)
-        actual = fine.means([Window(max(w.start, window.start), min(w.end, window.end)) for w in grid])
+        in_window = [Window(max(w.start, window.start), min(w.end, window.end)) for w in grid]
+        actual = fine.means(in_window)
         plot_grid = interval_grid(Window(window.start - margin, window.end + margin), self.tz, self.interval_s) \
             if opts.plot_margin_minutes is not None else None
         history: LoadSeries | None = None
@@ -206,7 +207,7 @@ class _Evaluator:
                     if reported_topic is None:
                         continue
                     reported = self.series(reported_topic, fine_start, fine_end, FINE_BUCKET_S)
-                    base = reported.means(grid)
+                    base = reported.means(in_window)  # the samples `actual` averages, not the whole interval
                     detail: dict[str, Any] = {"method": method, "variant": "reported by the VEN"}
                     if plot_grid is not None:
                         out["plot"]["baselines"][method] = reported.means(plot_grid)
