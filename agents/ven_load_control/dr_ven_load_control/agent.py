@@ -34,6 +34,7 @@ from dr_ven_load_control.config import VenConfig, parse_config
 from dr_ven_load_control.engine import REVERT, Op, VenEngine
 from dr_ven_load_control.intake import raw_correlation, raw_op
 from dr_ven_load_control.latency import LatencyLog
+from dr_ven_load_control.sender import send_round
 from dr_ven_load_control.store import StateStore
 
 _log = logging.getLogger(__name__)
@@ -243,13 +244,11 @@ class VenLoadControlAgent(Agent):
         rounds = 0
         while ops and rounds < MAX_FOLLOW_UPS:
             rounds += 1
-            results: list[tuple[Op, str | None]] = []
-            for op in ops:
-                if received is not None:
-                    self._latency.add((time.perf_counter() - received) * 1000.0)
-                    received = None
-                results.append((op, self._send(op, cfg.rpc_timeout_s)))
-            ops = engine.ops_done(results)
+            if received is not None:
+                self._latency.add((time.perf_counter() - received) * 1000.0)
+                received = None
+            timeout = cfg.rpc_timeout_s
+            ops = engine.ops_done(send_round(ops, lambda op: self._send(op, timeout)))
         self._wake.set()
 
     def _send(self, op: Op, timeout: float) -> str | None:
