@@ -412,10 +412,12 @@ def test_dashboard_create_event_through_the_form_banner_chart_and_stop(stack, hi
                          "the M&V report from the historian, with the VEN's shed in its average")
         (reported,) = [r for r in rows if r[0] == ven_id and r[1] == "ven-reported"]
         # average reduction against the VEN's own baseline: positive, metered below the baseline, the average at
-        # most the peak (the shed the site showed is a lower bound only: the VEN sheds whole loads, and a load
-        # that cycles off by itself during the event lowers the metered power too)
+        # most the peak, and the peak at most the shed the site showed (this VEN reports a baseline that moves
+        # every minute and its used power exactly the shed below it, so baseline and metered power averaged over
+        # different samples of an interval would show here)
         baseline_kwh, metered_kwh, avg_kw, peak_kw = (float(reported[i]) for i in (2, 3, 4, 5))
         assert metered_kwh < baseline_kwh and 0.2 < avg_kw <= peak_kw + 1e-9, (reported, shed_kw)
+        assert peak_kw <= shed_kw + 0.01, (reported, shed_kw)
         assert any(r[0] == "total" for r in rows)
         # the chosen baseline method (the first meter-data method of the report) and its accuracy, or why it is not
         # known yet (the historian backcasts it on the site's non-event days; this platform's history is minutes)
