@@ -125,13 +125,16 @@ def test_a_slow_device_within_its_timeout_still_sheds_and_restores(field, figure
     ctl(ports, op="fault", device="ev_charger", delayS=0.6)   # the device config allows 1 s per request
     ctl(ports, op="fault", device="thermostat", delayS=0.6)   # BACnet apdu_timeout 1 s
     t_cmd, until, baseline = start_event(vp, rec, "field-slow")
-    shed = reductions(vp, rec, t_cmd, baseline, 7)
+    shed = reductions(vp, rec, t_cmd, baseline, 8)
     figure("field site, EV charger and thermostat answer 0.6 s late: metered reduction (kW per scrape)",
            ", ".join(f"{r:.3f}" for r in shed))
-    steady = shed[3:]
+    # on target for the last 20 s (which scrape first shows the slow devices' writes varies by one period with
+    # the machine's load: CI saw the first shed at the 3rd scrape, other runs at the 2nd)
+    steady = shed[-4:]
     assert sum(steady) / len(steady) == pytest.approx(2.0, rel=0.05)
-    wait_past(until, 4 * (CONFIG["restoreStaggerS"] + 1.2) + 3)
-    assert vp.rpc(IDENTITY, VenRpc.STATUS)["actions"] == {}
+    wait_past(until, 4 * (CONFIG["restoreStaggerS"] + 1.2))
+    vp.wait_for(lambda: vp.rpc(IDENTITY, VenRpc.STATUS)["actions"] == {}, timeout=20,
+                what="every slow device given back")
     assert_all_back(vp, ports, before)
     ctl(ports, op="clear")
 
