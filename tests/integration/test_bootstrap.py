@@ -22,7 +22,6 @@ def test_second_bootstrap_changes_nothing(vplatform, figure):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "already installed" in run.stdout
     assert freeze() == before
-    assert seconds < 30
     owners = subprocess.run(["find", str(state / "venv"), "!", "-user", vplatform.plat._shell("echo $VDR_USER").strip(),
                              "-print", "-quit"], capture_output=True, text=True).stdout
     assert owners == "", f"files in the venv not owned by the service user: {owners}"

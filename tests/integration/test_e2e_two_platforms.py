@@ -239,6 +239,3 @@ def run_flow(agg: VPlatform, home: VPlatform, http: Http, monitor: Monitor, figu
     figure("e2e: command -> ack at the VTN broker", f"{cmd_to_ack_ms:.0f} ms (VTN recorded "
            f"{metrics['avgResponseMs']:.0f} ms)")
     figure("e2e: command -> metered reduction within 5 %", f"{cmd_to_shed_s:.1f} s (pre-event site {pre_event_kw:.2f} kW)")
-    assert start_to_cmd_ms < 1000
-    assert cmd_to_ack_ms < 1000
-    assert cmd_to_shed_s < 15

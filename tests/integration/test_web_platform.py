@@ -183,7 +183,6 @@ def test_register_create_dispatch_ack_metrics_stop_over_http(stack, figure):
     assert status == 409 and again["field"] == "eventId"
     figure("dr.web -> dr.vtn over HTTP: event start -> command on the VEN's bus topic", f"{latency_ms:.0f} ms")
     figure("dr.web: ack and telemetry published -> metrics over HTTP show both", f"{shown_ms:.0f} ms")
-    assert latency_ms < 2000
 
 
 def test_errors_over_http_name_the_field(stack):
