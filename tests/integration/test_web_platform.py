@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from dr_common import topics
+from dr_web.config import WebConfig
 from tests.unit.test_web_fuzz import EVENT_BODIES, VEN_BODIES
 
 pytestmark = pytest.mark.integration
@@ -239,7 +240,8 @@ def test_a_peer_that_is_not_there_is_a_503_naming_it(stack, figure):
         dash = http.get("/api/dashboard")
         assert dash["notes"] and "dr.vtn.absent" in dash["notes"][0]
         figure("dr.web: answer when dr.vtn is not connected (503)", f"{elapsed * 1000:.0f} ms")
-        assert elapsed < 2.0, "a peer that is not connected must be answered at once, not after the RPC timeout"
+        rpc_timeout_s = WebConfig.model_fields["rpc_timeout_s"].default  # WEB_CONFIG leaves it at its default
+        assert elapsed < rpc_timeout_s, "a peer that is not connected is answered at once, not after the RPC timeout"
     finally:
         plat.store_config(topics.WEB_IDENTITY, "config", WEB_CONFIG)
         plat.wait_for(lambda: "absent" not in json.dumps(_peers(plat)) and web_url(plat), timeout=30,
