@@ -356,9 +356,8 @@ class EventManager:
 
     def _on_prepare(self, event_id: str) -> None:
         """`prepareLeadS` before an event's start: its first round is prepared and held until the start."""
-        self._timers.pop(event_id, None)
-        event = self.events.get(event_id)
-        if event is None or event.status in TERMINAL_STATUSES:
+        event = self._timer_fired(event_id)
+        if event is None:
             return
         try:
             if transitions(event, ACTIVE) == [ACTIVE]:
@@ -368,10 +367,15 @@ class EventManager:
             _log.exception("preparing the start of event %s failed", event_id)
         self._arm(event)
 
-    def _on_timer(self, event_id: str) -> None:
+    def _timer_fired(self, event_id: str) -> Event | None:
+        """The event whose timer fired (its timer forgotten), or None when it is gone or has ended."""
         self._timers.pop(event_id, None)
         event = self.events.get(event_id)
-        if event is None or event.status in TERMINAL_STATUSES:
+        return None if event is None or event.status in TERMINAL_STATUSES else event
+
+    def _on_timer(self, event_id: str) -> None:
+        event = self._timer_fired(event_id)
+        if event is None:
             return
         try:
             self.advance(event)
