@@ -153,3 +153,18 @@ def test_the_control_port_answers_one_line_per_request_and_bounds_connections():
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_the_control_port_writes_a_modbus_devices_point_on_the_device_itself():
+    fs = FieldSite(CONFIG)
+    control = Control(fs, {}, {"control": 1})
+    answer = control.handle({"op": "write", "device": "battery", "point": "PowerSetpointKw", "value": -0.8})
+    assert answer == {"ok": True, "value": pytest.approx(-0.8)}
+    assert control.handle({"op": "read", "device": "battery", "point": "PowerSetpointKw"})["value"] == \
+        pytest.approx(-0.8)
+    refused = control.handle({"op": "write", "device": "battery", "point": "PowerSetpointKw", "value": -99})
+    assert refused["ok"] is False and "PowerSetpointKw" in refused["error"]
+    assert control.handle({"op": "read", "device": "battery", "point": "PowerSetpointKw"})["value"] == \
+        pytest.approx(-0.8)
+    bacnet = control.handle({"op": "write", "device": "thermostat", "point": "CoolingSetpointC", "value": 25})
+    assert bacnet["ok"] is False and "not a Modbus device" in bacnet["error"]

@@ -10,7 +10,9 @@ Control port (JSON, one request per line, answers one line): `{"op": "status"}`,
 `{"op": "fault", "device": NAME, "silent": bool, "refuseWrites": bool, "delayS": s}` (any subset),
 `{"op": "clear"}` (every fault off), `{"op": "read", "device": NAME, "point": POINT}` (the model's value),
 `{"op": "priority", "device": NAME, "object": "analogValue,1"}` (filled priority-array slots),
-`{"op": "written"}` (the last BACnet writes: device, object, priority, value).
+`{"op": "written"}` (the last BACnet writes: device, object, priority, value),
+`{"op": "write", "device": NAME, "point": POINT, "value": V}` (a Modbus device's model point changed on the
+device itself, as its own panel or another client would: the value a reading then shows).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ _log = logging.getLogger("dr_tools.devices")
 HOST = "127.0.0.1"
 MAX_LINE = 4096
 MAX_CONNECTIONS = 16
-OPS = ("status", "fault", "clear", "read", "priority", "written")
+OPS = ("status", "fault", "clear", "read", "priority", "written", "write")
 
 
 class Control:
@@ -70,6 +72,14 @@ class Control:
                 return {"ok": True, "faults": dev.faults.as_dict()}
             if op == "read":
                 self.site.sync()
+                return {"ok": True, "value": self.site.read_point(dev, str(request.get("point")))}
+            if op == "write":
+                if dev.protocol != "modbus":
+                    return {"ok": False, "error": f"device: {dev.name} is not a Modbus device (a BACnet point "
+                                                  "follows its priority array)"}
+                self.site.sync()
+                self.site.write_point(dev, str(request.get("point")), request.get("value"))
+                _log.info("%s/%s written on the device: %r", dev.name, request.get("point"), request.get("value"))
                 return {"ok": True, "value": self.site.read_point(dev, str(request.get("point")))}
             if op == "priority":
                 obj_type, _, instance = str(request.get("object", "")).partition(",")
