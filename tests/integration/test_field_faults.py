@@ -1,5 +1,6 @@
 """Faults of field equipment during a shed, on the `field` site (fixture and helpers of test_field_shed.py):
-a device that stops answering mid-event, one that refuses the VEN's write, and a slow one.
+a device that stops answering mid-event, one that refuses the VEN's write, a slow one, and a driver whose
+revert goes back to the shed value.
 
 Order matters: the VEN leaves a load whose shed write failed out for 60 s, so the charger that refuses writes
 comes after the test that needs it shed."""
@@ -203,3 +204,48 @@ def test_a_device_slower_than_its_timeouts_that_applies_writes_late_is_given_bac
     figure("field site, late writes: VEN counters", ", ".join(
         f"{k}={counters.get(k, 0)}" for k in ("writes_possibly_applied", "restore_failures", "restore_corrections",
                                               "restores_checked")))
+
+
+#: the Modbus loads the VEN may shed, and their point (the stock Modbus interface's revert goes to a scraped value)
+MODBUS_LOADS = {"ev_charger": "PowerLimitKw", "battery": "PowerSetpointKw"}
+
+
+def test_a_revert_that_goes_back_to_the_shed_value_is_corrected(field, figure):
+    """The stock Modbus interface reverts a point to the last value it scraped while the point was not marked
+    dirty. CI saw a scrape complete while the battery's shed write was on its way (behind a slow charger on the
+    same Modbus proxy): the driver kept the shed setpoint as the value to revert to, and the event's final revert
+    left the battery discharging. Made certain here: right after the VEN's revert of a Modbus load, the device
+    shows the VEN's shed value again (as that scrape, or a late write, leaves it), so the driver's next scrape
+    keeps it. The VEN reads its own value after the restore, reverts again, and writes the pre-event value."""
+    vp, rec, ports = field
+    idle(vp, rec, ports)
+    before = writable(vp)
+    t_cmd, until, baseline = start_event(vp, rec, "field-stale-revert")
+    reductions(vp, rec, t_cmd, baseline, 3)
+    actions = vp.rpc(IDENTITY, VenRpc.STATUS)["actions"]
+    shed = {lid: (point, actions[lid]["commanded"][point], actions[lid]["originals"][point])
+            for lid, point in MODBUS_LOADS.items() if point in actions.get(lid, {}).get("commanded", {})}
+    assert shed, f"no Modbus load shed: {actions}"
+    lid, (point, _, original) = next(iter(shed.items()))
+    value = ctl(ports, op="read", device=lid, point=point)["value"]   # the shed value as the device holds it
+    corrections = vp.rpc(IDENTITY, VenRpc.STATUS)["counters"].get("restore_corrections", 0)
+    wait_past(until, 0.0)
+    vp.wait_for(lambda: lid not in vp.rpc(IDENTITY, VenRpc.STATUS)["actions"], timeout=4 * CONFIG["restoreStaggerS"]
+                + 2 * CONFIG["rpcTimeoutS"] + 10, what=f"{lid} reverted")
+    t_revert = time.monotonic()
+    ctl(ports, op="write", device=lid, point=point, value=value)   # the shed value back on the device
+    try:
+        vp.wait_for(lambda: vp.rpc(IDENTITY, VenRpc.STATUS)["counters"].get("restore_corrections", 0) > corrections
+                    and ctl(ports, op="read", device=lid, point=point)["value"] == pytest.approx(original),
+                    timeout=CONFIG.get("lateWriteWindowS", 15) + 30, what=f"{lid}/{point} corrected to {original}")
+    except AssertionError as exc:
+        status = vp.rpc(IDENTITY, VenRpc.STATUS)
+        raise AssertionError(f"{exc}: the device reads {ctl(ports, op='read', device=lid, point=point)['value']} "
+                             f"(shed value {value}); VEN counters {status['counters']}; "
+                             f"problems {status['problems'][-4:]}") from None
+    figure(f"field site, {lid} reverted by the driver to the shed value {value}: back at {original} after (s)",
+           f"{time.monotonic() - t_revert:.1f}")
+    status = vp.rpc(IDENTITY, VenRpc.STATUS)
+    assert any(f"{lid} (field/{lid}/{point}) reads" in p and f"writing {original!r}" in p
+               for p in status["problems"]), status["problems"]
+    assert_all_back(vp, ports, before)

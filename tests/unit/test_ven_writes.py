@@ -50,13 +50,16 @@ class StockRevertDriver:
     """The demo site as the stock Modbus interface writes it: a set_point that answers marks the point dirty
     (keeping its last clean scraped value); revert_point writes that clean value, or the last scraped value when
     the point is not dirty. `slow` paths apply every write but answer after the VEN's timeout, and the driver
-    scrapes in between (worst case): a clean value is the device's value at the time of the call."""
+    scrapes in between (worst case): a clean value is the device's value at the time of the call. On `racy` paths
+    a scrape completes between the device taking a write and the driver marking the point dirty."""
 
     def __init__(self, site: SiteHarness) -> None:
         self.site = site
         self.real_apply = site.apply
         self.slow: set[str] = set()
         self.refusing: set[str] = set()
+        self.racy: set[str] = set()
+        self.resolution: dict[str, float] = {}  # path -> the step its registers store a written value in
         self.clean: dict[tuple[str, str], Any] = {}
         self.dirty: set[tuple[str, str]] = set()
         site.apply = self.apply
@@ -73,11 +76,16 @@ class StockRevertDriver:
             if answered:
                 self.dirty.discard(key)
         else:
+            step = self.resolution.get(op.path)
+            if step and isinstance(op.value, float):
+                op = Op(op.kind, op.path, op.point, round(round(op.value / step) * step, 4), op.load_id, op.purpose)
             self.real_apply(op)
             answered = op.path not in self.slow
             if answered and key not in self.dirty:
                 self.dirty.add(key)
-                self.clean[key] = scraped
+                # racy: a scrape completed while the write was on its way, after the device took it and before
+                # the driver marked the point dirty (a device behind a busy Modbus proxy)
+                self.clean[key] = op.value if op.path in self.racy else scraped
         if not answered:
             raise PointError(TIMEOUT)  # applied, but the answer came too late
 
@@ -133,14 +141,14 @@ def test_a_late_write_landing_after_a_good_reading_is_still_corrected_within_the
     counters: Counter = Counter()
     problems: list[str] = []
     checks = RestoreChecks(counters, problems.append, window_s=15.0)
-    checks.watch("field/ev_charger", "PowerLimitKw", 7.2, "ev_charger", now=100.0)
+    checks.watch("field/ev_charger", "PowerLimitKw", 7.2, "ev_charger", now=100.0, ours=(6.4, 4.1))
     # the first reading after the revert shows the pre-event value: not settled yet, a timed-out attempt made
     # before the revert may still land
     assert checks.reading("field/ev_charger", {"PowerLimitKw": 7.2}, shows=101.0, now=101.0) == []
     assert counters["restores_checked"] == 0 and ("field/ev_charger", "PowerLimitKw") in checks.checks
     # it lands: the next reading shows the late value, and the pre-event value is written again
     ops = checks.reading("field/ev_charger", {"PowerLimitKw": 4.1}, shows=103.0, now=103.0)
-    assert [(op.kind, op.point, op.value, op.purpose) for op in ops] == [(SET, "PowerLimitKw", 7.2, "correct")]
+    assert [(op.kind, op.point, op.purpose) for op in ops] == [(REVERT, "PowerLimitKw", "correct")]
     assert counters["restore_corrections"] == 1 and "4.1" in problems[-1]
     # settled only by a reading later than the window after the last write
     assert checks.reading("field/ev_charger", {"PowerLimitKw": 7.2}, shows=110.0, now=110.0) == []
@@ -164,3 +172,77 @@ def test_a_reverted_point_is_not_written_again_before_a_reading_shows_the_revert
     assert not site.revert_unseen("field/other", ["PowerSetpointKw"])
     site.device("field/battery", {"PowerSetpointKw": 0.0}, now=106.0)     # surely shows it
     assert not site.revert_unseen("field/battery", ["PowerSetpointKw"]) and site.reverted == {}
+
+
+def test_a_revert_that_goes_back_to_a_value_of_ours_is_reverted_again_then_written():
+    """The stock driver reverts to a value the VEN wrote (a scrape kept it while the write was on its way): a
+    second revert is tried first (it would relinquish a BACnet slot a late write took), then the pre-event value
+    is written, and from then on that point is written at once whenever it does not read its pre-event value."""
+    from collections import Counter
+
+    from dr_ven_load_control.writes import RestoreChecks
+
+    counters: Counter = Counter()
+    problems: list[str] = []
+    checks = RestoreChecks(counters, problems.append, window_s=15.0)
+    checks.watch("field/battery", "PowerSetpointKw", 0.0, "battery", now=100.0, ours=(-0.81, -0.5))
+    assert checks.reading("field/battery", {"PowerSetpointKw": -0.81}, shows=100.1, now=105.1) == []  # before it
+    first = checks.reading("field/battery", {"PowerSetpointKw": -0.81}, shows=101.0, now=106.0)
+    assert [(op.kind, op.value, op.purpose) for op in first] == [(REVERT, 0.0, "correct")]
+    assert "reverting again" in problems[-1]
+    second = checks.reading("field/battery", {"PowerSetpointKw": -0.81}, shows=107.0, now=112.0)
+    assert [(op.kind, op.value, op.purpose) for op in second] == [(SET, 0.0, "correct")]
+    assert counters["restore_corrections"] == 2 and ("field/battery", "PowerSetpointKw") in checks.tainted
+    assert checks.reading("field/battery", {"PowerSetpointKw": 0.0}, shows=130.0, now=135.0) == []
+    assert checks.checks == {} and counters["restores_checked"] == 1
+    # the next event: its revert goes back to the stale value again; written at once, even a value not of ours
+    checks.watch("field/battery", "PowerSetpointKw", 0.0, "battery", now=200.0, ours=(-1.2,))
+    again = checks.reading("field/battery", {"PowerSetpointKw": -0.81}, shows=201.0, now=206.0)
+    assert [(op.kind, op.value) for op in again] == [(SET, 0.0)]
+
+
+def test_a_value_the_ven_never_wrote_is_the_sites_own_and_left_as_it_is():
+    """A schedule moved a thermostat's setpoint during the event: after the revert (a BACnet relinquish) the
+    point reads neither its pre-event value nor one the VEN wrote, and nothing is written over it."""
+    from collections import Counter
+
+    from dr_ven_load_control.writes import RestoreChecks
+
+    counters: Counter = Counter()
+    checks = RestoreChecks(counters, lambda _: None, window_s=15.0)
+    checks.watch("field/thermostat", "CoolingSetpointC", 23.0, "thermostat", now=100.0, ours=(24.5, 25.0))
+    assert checks.reading("field/thermostat", {"CoolingSetpointC": 26.0}, shows=101.0, now=106.0) == []
+    assert checks.checks == {} and counters["restores_left_to_site"] == 1 and counters["restore_corrections"] == 0
+
+
+@pytest.mark.parametrize("resolution", [None, 0.024])
+def test_a_driver_that_keeps_the_shed_value_as_its_revert_value_is_corrected_at_the_end(resolution):
+    """On the field site a busy Modbus proxy let a scrape record the battery's shed setpoint as the value to
+    revert to; the event's final revert left it discharging. The VEN sees its own value after the restore,
+    reverts again (no change: the driver's value is stale) and then writes the pre-event value. With a register
+    resolution (the field charger's 0.024 kW) the device shows 6.36 for a write of 6.35: the VEN knows that value
+    from the readings that showed its write."""
+    site = SiteHarness(config=ven_config(restoreMethod="revert"), device_overrides=STILL_HEATER)
+    site.run(300)
+    driver = StockRevertDriver(site)
+    before = site.writable_values()
+    driver.racy.add("demo/ev_charger")
+    if resolution:
+        driver.resolution["demo/ev_charger"] = resolution
+    site.event(2.0, duration_s=60)
+    engine = site.engine
+    assert "ev_charger" in engine.actions and engine.actions["ev_charger"].written["PowerLimitKw"]
+    stored = type(engine.actions["ev_charger"]).from_dict(engine.actions["ev_charger"].to_dict())
+    assert stored.written == engine.actions["ev_charger"].written
+    site.run(62)
+    shown = site.point("demo/ev_charger", "PowerLimitKw")
+    assert shown < 7.2                                              # the driver's revert wrote our shed value
+    if resolution:  # the device shows none of the values the VEN sent
+        sent = [op.value for _, op, _ in site.log if op.load_id == "ev_charger" and op.purpose == "shed"]
+        assert sent and not any(same_value(shown, v) for v in sent), (shown, sent)
+    site.run(45)                                                   # the window after the last write
+    assert engine.actions == {} and engine.event is None
+    assert site.writable_values() == before
+    corrections = [op.kind for _, op, _ in site.log if op.purpose == "correct"]
+    assert corrections == [REVERT, SET], corrections
+    assert engine.control.checks.checks == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from dr_ven_load_control.config import RESTORE_REVERT, VenConfig
 from dr_ven_load_control.controller import StepResult, step
@@ -112,6 +113,16 @@ class ShedControl:
             if view.known and (view.blocked or (view.continuous and action.shed_kw > view.capacity_kw + EPS_KW)):
                 return True
         return False
+
+    def note_reading(self, path: str, values: Mapping[str, Any], shows: float) -> None:
+        """Remember, as values of ours, what a reading that surely shows a shed write reads of its point: the
+        device's rendering of it (a register's resolution) is what a driver's revert may go back to."""
+        for action in self.actions.values():
+            if action.path != path or action.restoring:
+                continue
+            for point in action.commanded:
+                if point in values and self.site.shows_write(path, point, shows):
+                    action.remember(point, values[point])
 
     # --- the closed loop ----------------------------------------------------------------------------------
     def step(self, event: EventState, now: float) -> list[Op]:
@@ -271,6 +282,8 @@ class ShedControl:
                 self.checks.booked(op, error, now)
                 if error is None:
                     self.site.wrote(op.path, op.point, op.value, now)
+                    if op.kind == REVERT:
+                        self.site.was_reverted(op.path, op.point, now)
                 continue
             if error is None:  # a revert goes back to the value recorded before the event
                 self.site.wrote(op.path, op.point, op.value, now)
@@ -279,9 +292,9 @@ class ShedControl:
                     self.site.was_reverted(op.path, op.point, now)
             if op.purpose == RESTORE:
                 restored[op.load_id] = restored.get(op.load_id, True) and error is None
-                if error is None and op.kind == REVERT and action is not None and self.checks.wants_check(
-                        op.path, op.point, op.point in action.uncertain):
-                    self.checks.watch(op.path, op.point, action.originals.get(op.point, op.value), op.load_id, now)
+                if error is None and op.kind == REVERT and action is not None:
+                    self.checks.watch(op.path, op.point, action.originals.get(op.point, op.value), op.load_id, now,
+                                      ours=tuple(action.written.get(op.point, ())))
                 if error is not None:
                     self.counters["restore_failures"] += 1
                     self.problem(f"restore of {op.load_id} ({op.path}/{op.point}) failed: {error}")
@@ -290,6 +303,7 @@ class ShedControl:
                 self.counters["writes"] += 1
                 if action is not None:
                     action.commanded[op.point] = op.value
+                    action.remember(op.point, op.value)
                 continue
             self.counters["write_failures"] += 1
             shed_failed = True
@@ -301,6 +315,7 @@ class ShedControl:
                              f"{FAULT_HOLD_S:g} s")
                 if action is not None:
                     action.uncertain[op.point] = op.value
+                    action.remember(op.point, op.value)
                 continue
             self.problem(f"shed of {op.load_id} ({op.path}/{op.point} = {op.value!r}) failed: {error}; "
                          f"not used again for {FAULT_HOLD_S:g} s")

@@ -95,6 +95,7 @@ class VenEngine:
             self.problem(f"device {path}: expected a point mapping, got {type(values).__name__}")
             return []
         shows = self.site.device(path, dict(values), now, live)
+        self.control.note_reading(path, values, shows)
         corrections = self.control.checks.reading(path, values, shows, now)
         return corrections + self._on_reading(path, values, shows, now, live)
 

@@ -28,6 +28,7 @@ from typing import Any
 from dr_ven_load_control.config import KIND_BATTERY, KIND_CIRCUIT, KIND_EV, KIND_HVAC, KIND_WATER_HEATER, LoadConfig
 
 EPS_KW = 1e-6
+MAX_WRITTEN_VALUES = 8  # values remembered per point of one action (the most recent distinct ones)
 
 
 @dataclass
@@ -45,12 +46,19 @@ class Action:
     retry_at: float | None = None
     failures: int = 0
     uncertain: dict[str, Any] = field(default_factory=dict)  # point -> value of a write possibly applied late
+    written: dict[str, list[Any]] = field(default_factory=dict)  # point -> values written (or possibly) to it
+
+    def remember(self, point: str, value: Any) -> None:
+        """A value this action wrote, or possibly wrote, to `point` (the most recent distinct ones are kept)."""
+        values = [v for v in self.written.get(point, []) if v != value]
+        self.written[point] = (values + [value])[-MAX_WRITTEN_VALUES:]
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form."""
         return {"loadId": self.load_id, "path": self.path, "shedKw": self.shed_kw, "freeKw": self.free_kw,
                 "commanded": dict(self.commanded), "originals": dict(self.originals), "since": self.since,
-                "restoring": self.restoring, "possiblyWritten": dict(self.uncertain)}
+                "restoring": self.restoring, "possiblyWritten": dict(self.uncertain),
+                "writtenValues": {point: list(values) for point, values in self.written.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Action:
@@ -59,7 +67,9 @@ class Action:
                    free_kw=float(data["freeKw"]), commanded=dict(data.get("commanded") or {}),
                    originals=dict(data.get("originals") or {}), since=float(data.get("since", 0.0)),
                    restoring=bool(data.get("restoring", False)),
-                   uncertain=dict(data.get("possiblyWritten") or {}))
+                   uncertain=dict(data.get("possiblyWritten") or {}),
+                   written={str(point): list(values)[-MAX_WRITTEN_VALUES:]
+                            for point, values in (data.get("writtenValues") or {}).items()})
 
 
 @dataclass

@@ -113,6 +113,11 @@ class SiteView:
         """Record a point value the VEN wrote now."""
         self.written[(path, point)] = (value, now)
 
+    def shows_write(self, path: str, point: str, shows: float) -> bool:
+        """Does a reading of instant `shows` surely show the VEN's last write to `path/point`?"""
+        got = self.written.get((path, point))
+        return got is not None and shows > got[1] + AMBIGUITY_S
+
     def was_reverted(self, path: str, point: str, now: float) -> None:
         """The driver reverted this point now (a driver's revert goes back to the value it last read)."""
         self.reverted[(path, point)] = now

@@ -5,23 +5,32 @@ the driver will not write) changed nothing. Any other failure - no answer in tim
 the device, a dropped connection, an error text not known here - may hide a write the device applied late, so
 the VEN treats the point as possibly written and restores it like a written one.
 
-`RestoreChecks` then watches such a point after its restore: a driver's revert may go back to a value it read
-after the late write (the stock Modbus interface reverts to its last clean scrape, and a write it saw fail never
-made the point dirty; a timed-out attempt made before the restore may still land after it), so every reading
-that surely shows the point after the restore is compared with the pre-event value, and the pre-event value is
-written again when they differ, until a reading later than `window_s` (`lateWriteWindowS`) after the last write
-shows it. Imports only `loads` and `state`.
+`RestoreChecks` then watches every point restored by a driver revert: a driver's revert may go back to a value
+the VEN wrote. The stock interfaces keep, as the value to revert to, the last scraped value of a point not marked
+dirty, and mark a point dirty only once its write has answered: a scrape that completes while a write is on its
+way (a device behind a busy Modbus proxy) keeps the written value, a write seen to fail never makes the point
+dirty, and a timed-out attempt may land after the revert. So every reading that surely shows the point after the
+revert is compared with the pre-event value. A point that reads a value of the VEN's (one it wrote, or one a
+reading showed while its write held the point: the device's rendering of it) is corrected: first
+by reverting again (a BACnet priority slot a late write took is relinquished again), then, when that did not
+take, by writing the pre-event value; a point whose revert once needed that write is corrected by writing at
+once, whatever it reads, at every later event. A value the VEN never wrote is the site's own (a schedule moved
+the setpoint during the event): it is left as it is. A check ends once a reading later than `window_s`
+(`lateWriteWindowS`) after the last write shows the pre-event value. Imports only `loads` and `state`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dr_ven_load_control.loads import as_bool, as_float
-from dr_ven_load_control.state import CORRECT, SET, Op
+from dr_ven_load_control.state import CORRECT, REVERT, SET, Op
+
+_log = logging.getLogger(__name__)
 
 AMBIGUITY_S = 0.25  # as SiteView: how precisely the instant a reading shows is known
 MAX_CORRECTIONS = 5  # writes of the pre-event value after one restore before the VEN gives up (and says so)
@@ -70,26 +79,27 @@ class _Check:
     original: Any
     load_id: str
     after: float
+    ours: tuple[Any, ...] = ()  # values the VEN wrote to the point during the action
+    strict: bool = False        # any value but the pre-event one is corrected
     corrections: int = 0
 
 
 class RestoreChecks:
-    """Points restored by revert after a possibly-written write: checked at their next reading, corrected."""
+    """Points restored by a driver revert: checked at their next readings, corrected when a write of ours shows."""
 
     def __init__(self, counters: Any, problem: Any, window_s: float = 15.0) -> None:
         self.counters = counters
         self.problem = problem
         self.window_s = window_s  # how late a timed-out write may still be applied
         self.checks: dict[tuple[str, str], _Check] = {}
-        self.tainted: set[tuple[str, str]] = set()  # points corrected once: their driver revert may be stale
+        self.tainted: set[tuple[str, str]] = set()  # points whose revert once needed a write of the pre-event value
 
-    def wants_check(self, path: str, point: str, possibly_written: bool) -> bool:
-        """Should a revert of this point be checked (a possibly-written write, or a point corrected before)?"""
-        return possibly_written or (path, point) in self.tainted
-
-    def watch(self, path: str, point: str, original: Any, load_id: str, now: float) -> None:
-        """A revert of `path/point` succeeded now: check the first reading that surely shows it."""
-        self.checks[(path, point)] = _Check(original, load_id, now)
+    def watch(self, path: str, point: str, original: Any, load_id: str, now: float,
+              ours: tuple[Any, ...] = ()) -> None:
+        """A revert of `path/point` succeeded now: check the readings that surely show it. `ours` are the values
+        the VEN wrote (or possibly wrote) to the point during the action."""
+        key = (path, point)
+        self.checks[key] = _Check(original, load_id, now, ours=tuple(ours), strict=key in self.tainted)
 
     def original(self, path: str, point: str) -> tuple[bool, Any]:
         """The pre-event value of a point still being checked, if any: (True, value), else (False, None)."""
@@ -116,14 +126,28 @@ class RestoreChecks:
                 del self.checks[(cpath, point)]
                 self.counters["restore_checks_given_up"] += 1
                 self.problem(f"{check.load_id} ({path}/{point}) still reads {value!r} after {MAX_CORRECTIONS} "
-                             f"writes of its pre-event value {check.original!r}; left as it is")
+                             f"corrections toward its pre-event value {check.original!r}; left as it is")
                 continue
+            if not check.strict and not any(same_value(value, mine) for mine in check.ours):
+                del self.checks[(cpath, point)]  # not a value of ours: the site's own, left as it is
+                self.counters["restores_left_to_site"] += 1
+                _log.info("%s (%s/%s) reads %r after its restore, not its pre-event %r nor a value the VEN wrote "
+                          "(%s): the site's own, left as it is", check.load_id, path, point, value, check.original,
+                          ", ".join(repr(v) for v in check.ours) or "none")
+                continue
+            revert = check.corrections == 0 and not check.strict
             check.corrections += 1
             check.after = now
-            self.tainted.add((cpath, point))
             self.counters["restore_corrections"] += 1
+            if revert:
+                self.problem(f"{check.load_id} ({path}/{point}) reads {value!r} after its restore, not its pre-event "
+                             f"{check.original!r}: a write of the VEN is still in effect; reverting again")
+                ops.append(Op(REVERT, path, point, check.original, check.load_id, CORRECT))
+                continue
+            self.tainted.add((cpath, point))
             self.problem(f"{check.load_id} ({path}/{point}) reads {value!r} after its restore, not its pre-event "
-                         f"{check.original!r} (a write applied late): writing {check.original!r}")
+                         f"{check.original!r} (the driver reverts it to a value of the VEN): writing "
+                         f"{check.original!r}")
             ops.append(Op(SET, path, point, check.original, check.load_id, CORRECT))
         return ops
 
