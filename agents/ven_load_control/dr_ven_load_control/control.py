@@ -278,18 +278,15 @@ class ShedControl:
         written: set[str] = set()
         for op, error in results:
             action = self.actions.get(op.load_id)
-            if op.purpose == CORRECT:
-                self.checks.booked(op, error, now)
-                if error is None:
-                    self.site.wrote(op.path, op.point, op.value, now)
-                    if op.kind == REVERT:
-                        self.site.was_reverted(op.path, op.point, now)
-                continue
             if error is None:  # a revert goes back to the value recorded before the event
                 self.site.wrote(op.path, op.point, op.value, now)
-                written.add(op.load_id)
                 if op.kind == REVERT:
                     self.site.was_reverted(op.path, op.point, now)
+            if op.purpose == CORRECT:
+                self.checks.booked(op, error, now)
+                continue
+            if error is None:
+                written.add(op.load_id)
             if op.purpose == RESTORE:
                 restored[op.load_id] = restored.get(op.load_id, True) and error is None
                 if error is None and op.kind == REVERT and action is not None:
